@@ -1,0 +1,325 @@
+"""Core value types shared by the pure core and the adapters.
+
+Everything here is an immutable value. Nothing in this module does I/O, and the
+adapters (DataPlaneAPI, gobgpd, probes) are described by the Protocols at the end
+so that the core never imports requests, grpc or socket.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from .errors import InvalidRoute
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A host prefix: always a /32 (IPv4) or a /128 (IPv6).
+HostPrefix = IPNetwork
+
+UINT32_MAX = 2**32 - 1
+MAX_PREPEND = 10
+
+
+def host_prefix(address: IPAddress) -> HostPrefix:
+    """The /32 or /128 of one address."""
+    return ipaddress.ip_network(address)  # a bare address gives the host network
+
+
+def is_host_prefix(prefix: IPNetwork) -> bool:
+    """True for a /32 or a /128."""
+    return prefix.prefixlen == prefix.max_prefixlen
+
+
+# --------------------------------------------------------------------------- BGP
+
+
+class Origin(enum.IntEnum):
+    """The BGP ORIGIN attribute (mandatory for gobgpd)."""
+
+    IGP = 0
+    EGP = 1
+    INCOMPLETE = 2
+
+
+@dataclass(frozen=True, order=True)
+class Community:
+    """A standard RFC 1997 community, written `high:low`."""
+
+    high: int
+    low: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.high <= 0xFFFF and 0 <= self.low <= 0xFFFF):
+            raise ValueError(f"community {self.high}:{self.low} out of range (0-65535:0-65535)")
+
+    @property
+    def value(self) -> int:
+        """The 32-bit wire value."""
+        return (self.high << 16) | self.low
+
+    @classmethod
+    def from_value(cls, value: int) -> Community:
+        return cls(value >> 16, value & 0xFFFF)
+
+    @classmethod
+    def parse(cls, text: str) -> Community:
+        """Parse `65535:0`; raises ValueError naming the problem."""
+        parts = text.split(":")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"{text!r} is not a community (expected ASN:VALUE)")
+        return cls(int(parts[0]), int(parts[1]))
+
+    def __str__(self) -> str:
+        return f"{self.high}:{self.low}"
+
+
+GRACEFUL_SHUTDOWN = Community(65535, 0)  # RFC 8326
+
+
+@dataclass(frozen=True, order=True)
+class LargeCommunity:
+    """An RFC 8092 large community, written `global:local1:local2`."""
+
+    global_admin: int
+    local_data1: int
+    local_data2: int
+
+    def __post_init__(self) -> None:
+        for v in (self.global_admin, self.local_data1, self.local_data2):
+            if not 0 <= v <= UINT32_MAX:
+                raise ValueError(f"large community {self} has a part out of range (0-4294967295)")
+
+    @classmethod
+    def parse(cls, text: str) -> LargeCommunity:
+        parts = text.split(":")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"{text!r} is not a large community (expected GLOBAL:LOCAL1:LOCAL2)")
+        return cls(int(parts[0]), int(parts[1]), int(parts[2]))
+
+    def __str__(self) -> str:
+        return f"{self.global_admin}:{self.local_data1}:{self.local_data2}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One host route as announcer wants it in gobgpd's global RIB.
+
+    `next_hop=None` means "self": gobgpd puts the session's local address there.
+    `as_path_prepend` is how many extra copies of gobgpd's own AS to put in front;
+    the adapter knows the local AS, the core does not need to.
+    Collections are kept sorted and unique so that two equal routes compare equal
+    whatever order an API returned them in.
+    """
+
+    prefix: HostPrefix
+    next_hop: IPAddress | None = None
+    origin: Origin = Origin.IGP
+    med: int | None = None
+    local_pref: int | None = None
+    communities: tuple[Community, ...] = ()
+    large_communities: tuple[LargeCommunity, ...] = ()
+    as_path_prepend: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "communities", tuple(sorted(set(self.communities))))
+        object.__setattr__(self, "large_communities", tuple(sorted(set(self.large_communities))))
+
+    @property
+    def family(self) -> Literal[4, 6]:
+        return 4 if self.prefix.version == 4 else 6
+
+
+def validate_route(route: Route) -> None:
+    """Raise InvalidRoute unless the route is safe to hand to gobgpd.
+
+    gobgpd 3.10 accepts some malformed paths and crashes on others, so every path is
+    checked here, at the last point before it leaves the process.
+    """
+    p = route.prefix
+    if not is_host_prefix(p):
+        raise InvalidRoute(f"{p}: only /32 and /128 host routes are announced")
+    if route.next_hop is not None:
+        nh = route.next_hop
+        if nh.version != p.version:
+            raise InvalidRoute(f"{p}: next hop {nh} is not IPv{p.version}")
+        if nh.is_unspecified or nh.is_multicast or nh.is_loopback:
+            raise InvalidRoute(f"{p}: next hop {nh} is not a usable unicast address")
+    elif p.version == 6:
+        # "self" over an IPv4 session puts an IPv4 address in MP_REACH (gobgp notes 2.3.9).
+        raise InvalidRoute(f"{p}: an IPv6 route needs an explicit IPv6 next hop")
+    if route.med is not None and not 0 <= route.med <= UINT32_MAX:
+        raise InvalidRoute(f"{p}: MED {route.med} out of range")
+    if route.local_pref is not None and not 0 <= route.local_pref <= UINT32_MAX:
+        raise InvalidRoute(f"{p}: local-pref {route.local_pref} out of range")
+    if not 0 <= route.as_path_prepend <= MAX_PREPEND:
+        raise InvalidRoute(f"{p}: AS-path prepend {route.as_path_prepend} not in 0..{MAX_PREPEND}")
+    if not isinstance(route.origin, Origin):
+        raise InvalidRoute(f"{p}: origin {route.origin!r} is not IGP/EGP/INCOMPLETE")
+
+
+class SessionState(enum.Enum):
+    UNKNOWN = "unknown"
+    IDLE = "idle"
+    CONNECT = "connect"
+    ACTIVE = "active"
+    OPENSENT = "opensent"
+    OPENCONFIRM = "openconfirm"
+    ESTABLISHED = "established"
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    """One BGP neighbor of gobgpd, as shown by `announcer status`."""
+
+    address: str
+    peer_asn: int
+    state: SessionState
+    admin_down: bool
+    uptime_s: float | None = None
+
+
+# ------------------------------------------------------------- DataPlaneAPI view
+
+
+@dataclass(frozen=True)
+class RawBind:
+    """A bind as DataPlaneAPI reports it: `address` is the raw string (see discovery.py)."""
+
+    name: str
+    address: str
+    port: int | None = None
+    port_range_end: int | None = None
+    ssl: bool = False
+    accept_proxy: bool = False
+    v4v6: bool = False
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """A HAProxy frontend section as DataPlaneAPI reports it."""
+
+    name: str
+    mode: Literal["http", "tcp"] | None = None  # None: unknown (not in the section nor in defaults)
+    disabled: bool = False
+    monitor_uri: str | None = None
+    binds: tuple[RawBind, ...] = ()
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One literal-IP listener of a frontend: something a health check can target."""
+
+    frontend: str
+    bind: str
+    port: int | None
+    ssl: bool = False
+    accept_proxy: bool = False
+    mode: Literal["http", "tcp"] | None = None
+    monitor_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class Vip:
+    """A service IP and every listener bound to it (several frontends or ports share one prefix)."""
+
+    address: IPAddress
+    listeners: tuple[Listener, ...]
+
+    @property
+    def prefix(self) -> HostPrefix:
+        return host_prefix(self.address)
+
+    @property
+    def frontends(self) -> tuple[str, ...]:
+        return tuple(sorted({lst.frontend for lst in self.listeners}))
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What one successful DataPlaneAPI read produced."""
+
+    version: int | None  # configuration version; None if the API did not say
+    frontends: tuple[Frontend, ...]
+
+
+# --------------------------------------------------------------------- checks
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One health check to run against one listener of a VIP.
+
+    http: GET `path` on address:port (TLS if `tls`), healthy if the status is in
+    `expect_status`. tcp: healthy if a connection opens. command: run `command` with
+    every `%s` replaced by the VIP address; healthy on exit status 0; argv split with
+    shlex and no shell unless `shell` is true.
+    """
+
+    kind: Literal["http", "tcp", "command"]
+    address: IPAddress
+    port: int | None = None
+    timeout: float = 1.0
+    path: str = "/"
+    host: str | None = None  # Host header; the VIP address when None
+    expect_status: tuple[int, ...] = (200,)
+    tls: bool = False
+    tls_verify: bool = False
+    command: str | None = None
+    shell: bool = False
+
+    @property
+    def target(self) -> str:
+        """A short human label: `http://192.0.2.10:80/healthz`, `tcp 192.0.2.10:443`, `command ...`."""
+        a = f"[{self.address}]" if self.address.version == 6 else str(self.address)
+        if self.kind == "http":
+            return f"{'https' if self.tls else 'http'}://{a}:{self.port}{self.path}"
+        if self.kind == "tcp":
+            return f"tcp {a}:{self.port}"
+        return f"command {self.command}"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one probe; `detail` says why it failed (or the HTTP status)."""
+
+    ok: bool
+    detail: str
+    duration: float  # seconds
+
+
+# ------------------------------------------------------------------- adapters
+
+
+class RouteTable(Protocol):
+    """The GoBGP adapter as the core sees it."""
+
+    def local_routes(self) -> dict[HostPrefix, Route]:
+        """Host routes originated locally (not learned from a peer) in gobgpd's global RIB."""
+        ...
+
+    def apply(self, withdraw: Sequence[HostPrefix], announce: Sequence[Route]) -> None:
+        """Withdraw, then announce; raises GobgpError (with `.done`) on partial failure."""
+        ...
+
+    def peers(self) -> list[PeerStatus]:
+        """gobgpd's neighbors and their session states."""
+        ...
+
+
+class VipSource(Protocol):
+    """The DataPlaneAPI adapter as the core sees it."""
+
+    def configuration_version(self) -> int:
+        """The cheap configuration version number; raises DataPlaneError."""
+        ...
+
+    def discover(self) -> Discovery:
+        """Every frontend with its binds; raises DataPlaneError on any failure or garbage."""
+        ...
+
+
+RouteMap = Mapping[HostPrefix, Route]
