@@ -20,7 +20,7 @@ class ConfigError(AnnouncerError):
 
 
 class DataPlaneError(AnnouncerError):
-    """HAProxy's DataPlaneAPI failed, was unreachable, or answered something the spec does not allow."""
+    """DataPlaneAPI failed, was unreachable, or answered what its spec does not allow."""
 
     def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
         self.url = url

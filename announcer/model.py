@@ -273,7 +273,7 @@ class CheckSpec:
 
     @property
     def target(self) -> str:
-        """A short human label: `http://192.0.2.10:80/healthz`, `tcp 192.0.2.10:443`, `command ...`."""
+        """A short label: `http://192.0.2.10:80/healthz`, `tcp 192.0.2.10:443`, `command ...`."""
         a = f"[{self.address}]" if self.address.version == 6 else str(self.address)
         if self.kind == "http":
             return f"{'https' if self.tls else 'http'}://{a}:{self.port}{self.path}"
