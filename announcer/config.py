@@ -1,0 +1,537 @@
+"""The one configuration: YAML in, frozen typed objects out, or a ConfigError.
+
+`load_config()` collects *every* problem before raising, each named by its key path
+(`bgp.communities[1]: ...`), so `announcer check-config` shows them all at once.
+Unknown keys are errors (a typo must not silently fall back to a default).
+All defaults live in the dataclasses below and nowhere else.
+
+Reading the DataPlaneAPI password is separate (`read_password()`): it is work that
+can fail at run time, and the password must never travel on a command line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+from .health import HealthParams
+from .model import (
+    MAX_PREPEND,
+    UINT32_MAX,
+    Community,
+    IPAddress,
+    IPNetwork,
+    LargeCommunity,
+    Origin,
+)
+from .planner import RoutePolicy
+
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------- the objects
+
+
+@dataclass(frozen=True)
+class DataPlaneConfig:
+    url: str = "http://127.0.0.1:5555"
+    api_version: Literal["auto", 2, 3] = "auto"
+    username: str = "admin"
+    password_file: Path | None = None
+    password_env: str | None = None
+    timeout: float = 5.0
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    poll_interval: float = 2.0  # how often the cheap configuration version is read
+    full_refresh_interval: float = 60.0  # full re-read even if the version did not move
+    include_frontends: tuple[str, ...] = ("*",)
+    exclude_frontends: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GobgpConfig:
+    address: str = "127.0.0.1:50051"  # host:port or unix:///path
+    timeout: float = 5.0
+    batch_size: int = 500
+    resync_interval: float = 30.0  # full read-back of gobgpd's paths
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """How each listener of a VIP is checked, and the hysteresis."""
+
+    type: Literal["auto", "http", "tcp", "command"] = "auto"
+    path: str | None = None  # used when the frontend has no monitor-uri
+    expect_status: tuple[int, ...] = (200,)
+    host: str | None = None
+    timeout: float = 1.0
+    tls_verify: bool = False
+    command: str | None = None
+    shell: bool = False
+    interval: float = 1.0
+    fast_interval: float = 0.5
+    rise: int = 3
+    fall: int = 3
+    combine: Literal["all", "any"] = "all"
+
+    @property
+    def params(self) -> HealthParams:
+        return HealthParams(self.rise, self.fall, self.interval, self.fast_interval)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    withdraw_on_stop: bool = True
+    # Before the first change to gobgpd, wait until every check has a verdict (or
+    # this long): a restarted announcer then leaves healthy routes untouched.
+    startup_grace: float = 10.0
+    stop_timeout: float = 10.0
+    max_concurrent_probes: int = 1000
+    max_concurrent_commands: int = 32
+
+
+@dataclass(frozen=True)
+class Config:
+    allowed_prefixes: tuple[IPNetwork, ...]
+    dataplaneapi: DataPlaneConfig = field(default_factory=DataPlaneConfig)
+    gobgp: GobgpConfig = field(default_factory=GobgpConfig)
+    health: CheckConfig = field(default_factory=CheckConfig)
+    bgp: RoutePolicy = field(default_factory=RoutePolicy)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    log_level: str = "INFO"
+
+
+# ------------------------------------------------------------------ the reader
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}" if path else message)
+
+
+class _Section:
+    """One mapping of the YAML document, read key by key with its path."""
+
+    def __init__(self, data: object, path: str, problems: _Problems) -> None:
+        self.path = path
+        self.problems = problems
+        self.used: set[str] = set()
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            problems.add(path or "(top level)", f"expected a mapping, got {_kind(data)}")
+            data = {}
+        self.data: Mapping[Any, Any] = data
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, conv: Callable[[object, str], T], default: T) -> T:
+        self.used.add(name)
+        if name not in self.data or self.data[name] is None:
+            return default
+        try:
+            return conv(self.data[name], self.key(name))
+        except _Bad as e:
+            self.problems.add(e.path, e.message)
+            return default
+
+    def sub(self, name: str) -> _Section:
+        self.used.add(name)
+        return _Section(self.data.get(name), self.key(name), self.problems)
+
+    def finish(self, hint: Mapping[str, str] | None = None) -> None:
+        for k in self.data:
+            if k not in self.used:
+                extra = f" (did you mean {hint[k]!r}?)" if hint and k in hint else ""
+                known = ", ".join(sorted(self.used))
+                self.problems.add(self.key(str(k)), f"unknown key{extra}; known keys: {known}")
+
+
+class _Bad(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        self.path, self.message = path, message
+
+
+def _kind(v: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(v), type(v).__name__)
+
+
+# Converters: (value, key path) -> typed value, raising _Bad.
+
+
+def _str(v: object, path: str) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise _Bad(path, f"expected a non-empty string, got {_kind(v)}")
+    return v
+
+
+def _bool(v: object, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad(path, f"expected true or false, got {_kind(v)}")
+    return v
+
+
+def _int_in(lo: int, hi: int) -> Callable[[object, str], int]:
+    def conv(v: object, path: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _Bad(path, f"expected an integer, got {_kind(v)}")
+        if not lo <= v <= hi:
+            raise _Bad(path, f"{v} is out of range ({lo}..{hi})")
+        return v
+
+    return conv
+
+
+def _seconds(lo: float = 0.001, hi: float = 86400.0) -> Callable[[object, str], float]:
+    def conv(v: object, path: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise _Bad(path, f"expected a number of seconds, got {_kind(v)}")
+        if not lo <= v <= hi:
+            raise _Bad(path, f"{v} is out of range ({lo}..{hi} s)")
+        return float(v)
+
+    return conv
+
+
+def _choice(*options: T) -> Callable[[object, str], T]:
+    def conv(v: object, path: str) -> T:
+        for o in options:
+            if v == o and type(v) is type(o):
+                return o
+        raise _Bad(path, f"{v!r} is not one of {', '.join(repr(o) for o in options)}")
+
+    return conv
+
+
+def _list(item: Callable[[object, str], T]) -> Callable[[object, str], tuple[T, ...]]:
+    def conv(v: object, path: str) -> tuple[T, ...]:
+        if not isinstance(v, list):
+            raise _Bad(path, f"expected a list, got {_kind(v)}")
+        out: list[T] = []
+        bad: list[_Bad] = []
+        for i, x in enumerate(v):
+            try:
+                out.append(item(x, f"{path}[{i}]"))
+            except _Bad as e:
+                bad.append(e)
+        if bad:  # report the first; the rest follow once it is fixed
+            raise bad[0]
+        return tuple(out)
+
+    return conv
+
+
+def _network(v: object, path: str) -> IPNetwork:
+    if not isinstance(v, str):
+        raise _Bad(path, f"expected a prefix like 192.0.2.0/24, got {_kind(v)}")
+    try:
+        return ipaddress.ip_network(v, strict=True)
+    except ValueError as e:
+        raise _Bad(path, f"{v!r} is not a network prefix ({e})") from None
+
+
+def _address(version: int) -> Callable[[object, str], IPAddress]:
+    def conv(v: object, path: str) -> IPAddress:
+        if not isinstance(v, str):
+            raise _Bad(path, f"expected an IPv{version} address, got {_kind(v)}")
+        try:
+            a = ipaddress.ip_address(v)
+        except ValueError:
+            raise _Bad(path, f"{v!r} is not an IP address") from None
+        if a.version != version:
+            raise _Bad(path, f"{v} is not an IPv{version} address")
+        if a.is_unspecified or a.is_multicast or a.is_loopback:
+            raise _Bad(path, f"{v} is not a usable unicast next hop")
+        return a
+
+    return conv
+
+
+def _next_hop(version: int) -> Callable[[object, str], IPAddress | None]:
+    addr = _address(version)
+
+    def conv(v: object, path: str) -> IPAddress | None:
+        return None if v == "self" else addr(v, path)
+
+    return conv
+
+
+def _community(v: object, path: str) -> Community:
+    try:
+        return Community.parse(str(v) if isinstance(v, str) else "")
+    except ValueError:
+        raise _Bad(path, f"{v!r} is not a community like 65000:100 (0-65535:0-65535)") from None
+
+
+def _large_community(v: object, path: str) -> LargeCommunity:
+    try:
+        return LargeCommunity.parse(v if isinstance(v, str) else "")
+    except ValueError:
+        raise _Bad(path, f"{v!r} is not a large community like 65000:1:2 (32-bit parts)") from None
+
+
+def _status(v: object, path: str) -> int:
+    return _int_in(100, 599)(v, path)
+
+
+def _url(v: object, path: str) -> str:
+    s = _str(v, path)
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", s):
+        raise _Bad(path, f"{s!r} is not an http:// or https:// URL")
+    return s.rstrip("/")
+
+
+def _http_path(v: object, path: str) -> str:
+    s = _str(v, path)
+    if not s.startswith("/") or any(c.isspace() for c in s):
+        raise _Bad(path, f"{s!r} must start with / and contain no spaces")
+    return s
+
+
+def _gobgp_address(v: object, path: str) -> str:
+    s = _str(v, path)
+    if s.startswith("unix://"):
+        if not s.startswith("unix:///"):
+            raise _Bad(
+                path, f"{s!r}: a unix socket target needs an absolute path (unix:///run/...)"
+            )
+        return s
+    host, sep, port = s.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise _Bad(path, f"{s!r} is not host:port or unix:///path")
+    return s
+
+
+def _pattern(v: object, path: str) -> str:
+    return _str(v, path)
+
+
+def _env_name(v: object, path: str) -> str:
+    s = _str(v, path)
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", s):
+        raise _Bad(path, f"{s!r} is not an environment variable name")
+    return s
+
+
+def _path(v: object, path: str) -> Path:
+    return Path(_str(v, path))
+
+
+# ---------------------------------------------------------------- the sections
+
+
+def _dataplane(s: _Section) -> DataPlaneConfig:
+    d = DataPlaneConfig()
+    tls = s.sub("tls")
+    fe = s.sub("frontends")
+    cfg = DataPlaneConfig(
+        url=s.get("url", _url, d.url),
+        api_version=s.get("api_version", _choice("auto", 2, 3), d.api_version),
+        username=s.get("username", _str, d.username),
+        password_file=s.get("password_file", _path, d.password_file),
+        password_env=s.get("password_env", _env_name, d.password_env),
+        timeout=s.get("timeout", _seconds(0.1, 120), d.timeout),
+        tls_verify=tls.get("verify", _bool, d.tls_verify),
+        ca_file=tls.get("ca_file", _path, d.ca_file),
+        poll_interval=s.get("poll_interval", _seconds(0.1, 3600), d.poll_interval),
+        full_refresh_interval=s.get(
+            "full_refresh_interval", _seconds(1, 86400), d.full_refresh_interval
+        ),
+        include_frontends=fe.get("include", _list(_pattern), d.include_frontends),
+        exclude_frontends=fe.get("exclude", _list(_pattern), d.exclude_frontends),
+    )
+    tls.finish()
+    fe.finish()
+    s.finish({"password": "password_file or password_env: never put the password in the config"})
+    if cfg.password_file is not None and cfg.password_env is not None:
+        s.problems.add(s.key("password_file"), "give password_file or password_env, not both")
+    if cfg.password_file is None and cfg.password_env is None:
+        s.problems.add(s.path, "password_file or password_env is required")
+    return cfg
+
+
+def _gobgp(s: _Section) -> GobgpConfig:
+    d = GobgpConfig()
+    cfg = GobgpConfig(
+        address=s.get("address", _gobgp_address, d.address),
+        timeout=s.get("timeout", _seconds(0.1, 120), d.timeout),
+        batch_size=s.get("batch_size", _int_in(1, 10000), d.batch_size),
+        resync_interval=s.get("resync_interval", _seconds(1, 86400), d.resync_interval),
+    )
+    s.finish()
+    return cfg
+
+
+def _health(s: _Section) -> CheckConfig:
+    d = CheckConfig()
+    cfg = CheckConfig(
+        type=s.get("type", _choice("auto", "http", "tcp", "command"), d.type),
+        path=s.get("path", _http_path, d.path),
+        expect_status=s.get("expect_status", _list(_status), d.expect_status),
+        host=s.get("host", _str, d.host),
+        timeout=s.get("timeout", _seconds(0.01, 60), d.timeout),
+        tls_verify=s.get("tls_verify", _bool, d.tls_verify),
+        command=s.get("command", _str, d.command),
+        shell=s.get("shell", _bool, d.shell),
+        interval=s.get("interval", _seconds(0.05, 3600), d.interval),
+        fast_interval=s.get("fast_interval", _seconds(0.05, 3600), d.fast_interval),
+        rise=s.get("rise", _int_in(1, 100), d.rise),
+        fall=s.get("fall", _int_in(1, 100), d.fall),
+        combine=s.get("combine", _choice("all", "any"), d.combine),
+    )
+    s.finish()
+    if cfg.type == "command" and cfg.command is None:
+        s.problems.add(s.key("command"), "required when type is command")
+    if cfg.command is not None and cfg.type != "command":
+        s.problems.add(s.key("command"), "only used when type is command")
+    if not cfg.expect_status:
+        s.problems.add(s.key("expect_status"), "must list at least one status")
+    if cfg.fast_interval > cfg.interval:
+        s.problems.add(s.key("fast_interval"), "must not be longer than interval")
+    if cfg.timeout > cfg.interval:
+        s.problems.add(s.key("timeout"), "must not be longer than interval")
+    return cfg
+
+
+def _bgp(s: _Section) -> RoutePolicy:
+    d = RoutePolicy()
+    origins = {"igp": Origin.IGP, "egp": Origin.EGP, "incomplete": Origin.INCOMPLETE}
+    cfg = RoutePolicy(
+        next_hop=s.get("next_hop", _next_hop(4), d.next_hop),
+        next_hop_v6=s.get("next_hop_v6", _next_hop(6), d.next_hop_v6),
+        origin=origins[s.get("origin", _choice("igp", "egp", "incomplete"), "igp")],
+        med=s.get("med", _int_in(0, UINT32_MAX), d.med),
+        local_pref=s.get("local_pref", _int_in(0, UINT32_MAX), d.local_pref),
+        communities=s.get("communities", _list(_community), d.communities),
+        large_communities=s.get("large_communities", _list(_large_community), d.large_communities),
+        as_path_prepend=s.get("as_path_prepend", _int_in(0, MAX_PREPEND), d.as_path_prepend),
+    )
+    s.finish()
+    return cfg
+
+
+def _service(s: _Section) -> ServiceConfig:
+    d = ServiceConfig()
+    cfg = ServiceConfig(
+        withdraw_on_stop=s.get("withdraw_on_stop", _bool, d.withdraw_on_stop),
+        startup_grace=s.get("startup_grace", _seconds(0, 3600), d.startup_grace),
+        stop_timeout=s.get("stop_timeout", _seconds(0.1, 3600), d.stop_timeout),
+        max_concurrent_probes=s.get(
+            "max_concurrent_probes", _int_in(1, 100000), d.max_concurrent_probes
+        ),
+        max_concurrent_commands=s.get(
+            "max_concurrent_commands", _int_in(1, 10000), d.max_concurrent_commands
+        ),
+    )
+    s.finish()
+    return cfg
+
+
+def parse_config(document: object) -> Config:
+    """Validate a decoded YAML document; raises ConfigError listing every problem."""
+    problems = _Problems()
+    top = _Section(document, "", problems)
+    no_prefixes: tuple[IPNetwork, ...] = ()
+    allow = top.get("allowed_prefixes", _list(_network), no_prefixes)
+    if "allowed_prefixes" not in top.data:
+        problems.add("allowed_prefixes", "required: the networks VIPs may be announced from")
+    elif not allow and not any("allowed_prefixes" in p for p in problems.items):
+        problems.add("allowed_prefixes", "must list at least one prefix")
+    for i, net in enumerate(allow):
+        if net.prefixlen == 0:
+            problems.add(f"allowed_prefixes[{i}]", f"{net} would allow every address")
+    cfg = Config(
+        allowed_prefixes=allow,
+        dataplaneapi=_dataplane(top.sub("dataplaneapi")),
+        gobgp=_gobgp(top.sub("gobgp")),
+        health=_health(top.sub("health")),
+        bgp=_bgp(top.sub("bgp")),
+        service=_service(top.sub("service")),
+        log_level=top.get("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+    )
+    top.finish()
+    if any(n.version == 6 for n in allow) and cfg.bgp.next_hop_v6 is None:
+        problems.add(
+            "bgp.next_hop_v6",
+            "required when allowed_prefixes has IPv6 networks: gobgpd's 'self' puts an IPv4 "
+            "address in an IPv6 route's next hop over an IPv4 session",
+        )
+    if problems.items:
+        raise ConfigError(problems.items)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a YAML config file; raises ConfigError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
+    return parse_config(document)
+
+
+def read_password(cfg: DataPlaneConfig, environ: Mapping[str, str] | None = None) -> str:
+    """The DataPlaneAPI password from its file or environment variable; raises ConfigError.
+
+    A file's trailing newline is dropped. systemd's LoadCredential puts the file under
+    $CREDENTIALS_DIRECTORY; a relative password_file is looked up there first.
+    """
+    env = os.environ if environ is None else environ
+    if cfg.password_env is not None:
+        value = env.get(cfg.password_env)
+        if not value:
+            raise ConfigError(f"dataplaneapi.password_env: ${cfg.password_env} is not set or empty")
+        return value
+    if cfg.password_file is None:
+        raise ConfigError("dataplaneapi: password_file or password_env is required")
+    path = cfg.password_file
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if not path.is_absolute() and creds:
+        path = Path(creds) / path
+    try:
+        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"dataplaneapi.password_file: cannot read {path}: {e}") from None
+    if not value:
+        raise ConfigError(f"dataplaneapi.password_file: {path} is empty")
+    return value
+
+
+__all__ = [
+    "CheckConfig",
+    "Config",
+    "DataPlaneConfig",
+    "GobgpConfig",
+    "ServiceConfig",
+    "load_config",
+    "parse_config",
+    "read_password",
+]
