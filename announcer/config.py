@@ -384,6 +384,7 @@ def _gobgp(s: _Section) -> GobgpConfig:
 
 def _health(s: _Section) -> CheckConfig:
     d = CheckConfig()
+    before = len(s.problems.items)
     cfg = CheckConfig(
         type=s.get("type", _choice("auto", "http", "tcp", "command"), d.type),
         path=s.get("path", _http_path, d.path),
@@ -400,6 +401,8 @@ def _health(s: _Section) -> CheckConfig:
         combine=s.get("combine", _choice("all", "any"), d.combine),
     )
     s.finish()
+    if len(s.problems.items) > before:
+        return cfg  # cross-checks on defaults that replaced bad values would mislead
     if cfg.type == "command" and cfg.command is None:
         s.problems.add(s.key("command"), "required when type is command")
     if cfg.command is not None and cfg.type != "command":

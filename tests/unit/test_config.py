@@ -106,13 +106,28 @@ def test_everything_set() -> None:
         (minimal(bgp={"next_hop": "127.0.0.1"}), "bgp.next_hop: 127.0.0.1 is not a usable"),
         (minimal(bgp={"as_path_prepend": 11}), "bgp.as_path_prepend: 11 is out of range"),
         (minimal(bgp={"med": -1}), "bgp.med: -1 is out of range"),
-        (minimal(dataplaneapi={"password": "x", "password_env": "P"}), "dataplaneapi.password: unknown key (did you mean"),
+        (
+            minimal(dataplaneapi={"password": "x", "password_env": "P"}),
+            "dataplaneapi.password: unknown key (did you mean",
+        ),
         (minimal(dataplaneapi={}), "dataplaneapi: password_file or password_env is required"),
         (minimal(dataplaneapi={"password_env": "P", "password_file": "/f"}), "not both"),
-        (minimal(dataplaneapi={"password_env": "P", "url": "ftp://x"}), "dataplaneapi.url: 'ftp://x'"),
-        (minimal(dataplaneapi={"password_env": "P", "api_version": 4}), "dataplaneapi.api_version: 4 is not"),
-        (minimal(dataplaneapi={"password_env": "P", "api_version": "3"}), "dataplaneapi.api_version: '3'"),
-        (minimal(dataplaneapi={"password_env": "P", "tls": {"verfy": True}}), "dataplaneapi.tls.verfy: unknown"),
+        (
+            minimal(dataplaneapi={"password_env": "P", "url": "ftp://x"}),
+            "dataplaneapi.url: 'ftp://x'",
+        ),
+        (
+            minimal(dataplaneapi={"password_env": "P", "api_version": 4}),
+            "dataplaneapi.api_version: 4 is not",
+        ),
+        (
+            minimal(dataplaneapi={"password_env": "P", "api_version": "3"}),
+            "dataplaneapi.api_version: '3'",
+        ),
+        (
+            minimal(dataplaneapi={"password_env": "P", "tls": {"verfy": True}}),
+            "dataplaneapi.tls.verfy: unknown",
+        ),
         (minimal(dataplaneapi={"password_env": "1X"}), "dataplaneapi.password_env: '1X' is not"),
         (minimal(dataplaneapi=[1]), "dataplaneapi: expected a mapping, got a list"),
         (["a"], "(top level): expected a mapping"),
@@ -122,6 +137,11 @@ def test_everything_set() -> None:
 def test_bad_config_names_the_key(doc: object, expected: str) -> None:
     found = problems(doc)
     assert any(expected in p for p in found), found
+
+
+def test_no_cross_check_on_a_value_already_rejected() -> None:
+    found = problems(minimal(health={"fast_interval": 0.01, "interval": 0.1}))
+    assert found == ["health.fast_interval: 0.01 is out of range (0.05..3600 s)"]
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -134,7 +154,7 @@ def test_load_config_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("allowed_prefixes: [\n")
-    with pytest.raises(ConfigError, match="line 2 .*not valid YAML"):
+    with pytest.raises(ConfigError, match=r"line 2 .*not valid YAML"):
         load_config(bad)
     tagged = tmp_path / "tag.yaml"
     tagged.write_text("!!python/object/apply:os.system ['true']\n")
@@ -165,13 +185,36 @@ def test_yaml_roundtrip_of_example_is_stable() -> None:
 
 
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=12),
     st.sampled_from(["192.0.2.0/24", "2001:db8::/32", "self", "65535:0", "auto", "http", "all"]),
 )
 _keys = st.sampled_from(
-    ["allowed_prefixes", "dataplaneapi", "gobgp", "health", "bgp", "service", "url", "address",
-     "password_env", "password_file", "tls", "frontends", "include", "communities", "rise",
-     "interval", "type", "next_hop", "next_hop_v6", "x"]
+    [
+        "allowed_prefixes",
+        "dataplaneapi",
+        "gobgp",
+        "health",
+        "bgp",
+        "service",
+        "url",
+        "address",
+        "password_env",
+        "password_file",
+        "tls",
+        "frontends",
+        "include",
+        "communities",
+        "rise",
+        "interval",
+        "type",
+        "next_hop",
+        "next_hop_v6",
+        "x",
+    ]
 )
 _docs = st.recursive(
     _scalars,
