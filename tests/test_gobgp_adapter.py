@@ -1,0 +1,488 @@
+"""announcer.gobgp against a real gobgpd 3.10 on 127.0.0.1 (no fakes).
+
+Only documentation prefixes are used: 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24,
+2001:db8::/32.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from announcer.errors import GobgpError, InvalidRoute
+from announcer.gobgp import UNREPRESENTABLE_PREPEND, GobgpClient, PeerEvent
+from announcer.model import (
+    Community,
+    HostPrefix,
+    LargeCommunity,
+    Origin,
+    Route,
+    RouteTable,
+    SessionState,
+)
+from tests.gobgpd_proc import GobgpdProc, Neighbor, free_port, wait_for
+
+pytestmark = pytest.mark.gobgpd
+
+A_ASN, B_ASN = 65001, 65002
+ip = ipaddress.ip_address
+net = ipaddress.ip_network
+
+
+@pytest.fixture
+def gobgpd(tmp_path: Path) -> Iterator[GobgpdProc]:
+    proc = GobgpdProc(tmp_path / "a", asn=A_ASN, name="a")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def client(gobgpd: GobgpdProc) -> Iterator[GobgpClient]:
+    c = GobgpClient(gobgpd.api_target, timeout=5.0)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[GobgpdProc, GobgpdProc]]:
+    """A (AS65001, ours) and B (AS65002) with an eBGP session on 127.0.0.1.
+
+    Both sides connect actively: gobgpd waits a random 5-10 s before each attempt,
+    so two dialers bring the session up sooner on average.
+    """
+    a_port, b_port = free_port(), free_port()
+    a = GobgpdProc(
+        tmp_path / "a", asn=A_ASN, name="a", bgp_port=a_port, neighbors=[Neighbor(B_ASN, b_port)]
+    )
+    b = GobgpdProc(
+        tmp_path / "b",
+        asn=B_ASN,
+        name="b",
+        router_id="192.0.2.2",
+        bgp_port=b_port,
+        neighbors=[Neighbor(A_ASN, a_port)],
+    )
+    try:
+        a.start()
+        b.start()
+        yield a, b
+    finally:
+        b.stop()
+        a.stop()
+
+
+def every_attribute() -> list[Route]:
+    return [
+        Route(net("192.0.2.10/32")),  # next hop self, ORIGIN IGP, nothing else
+        Route(
+            net("192.0.2.11/32"),
+            next_hop=ip("192.0.2.254"),
+            origin=Origin.EGP,
+            med=10,
+            local_pref=200,
+            communities=(Community(65001, 100), Community(65535, 0)),
+            large_communities=(LargeCommunity(65001, 1, 2), LargeCommunity(4200000000, 0, 7)),
+            as_path_prepend=3,
+        ),
+        Route(net("198.51.100.12/32"), origin=Origin.INCOMPLETE, med=0, local_pref=0),
+        Route(net("2001:db8::10/128"), next_hop=ip("2001:db8:ffff::1")),
+        Route(
+            net("2001:db8::11/128"),
+            next_hop=ip("2001:db8:ffff::2"),
+            med=4294967295,
+            communities=(Community(0, 1),),
+            large_communities=(LargeCommunity(1, 2, 3),),
+            as_path_prepend=10,
+        ),
+    ]
+
+
+def by_prefix(routes: list[Route]) -> dict[HostPrefix, Route]:
+    return {r.prefix: r for r in routes}
+
+
+def learned(proc: GobgpdProc, family: str, prefix: str) -> bool:
+    """Whether `proc` has a path for `prefix` learned from its neighbor 127.0.0.1."""
+    paths = rib(proc, family).get(prefix, [])
+    return any(p.get("neighbor-ip") == "127.0.0.1" for p in paths)
+
+
+def from_peer(proc: GobgpdProc, family: str, prefix: str) -> dict[int, Any]:
+    """The attributes, by type code, of the path for `prefix` that `proc` learned from 127.0.0.1."""
+    (path,) = [p for p in rib(proc, family)[prefix] if p.get("neighbor-ip") == "127.0.0.1"]
+    return {x["type"]: x for x in path["attrs"]}
+
+
+def rib(proc: GobgpdProc, family: str) -> dict[str, Any]:
+    out = proc.cli_json("global", "rib", "-a", family)
+    assert isinstance(out, dict)
+    return out
+
+
+# ------------------------------------------------------------- round trip
+
+
+def test_round_trip_every_attribute(client: GobgpClient) -> None:
+    table: RouteTable = client  # the core's view of the adapter
+    routes = every_attribute()
+    table.apply([], routes)
+    assert table.local_routes() == by_prefix(routes)
+    assert client.local_asn() == A_ASN
+
+
+def test_apply_twice_is_a_no_op(client: GobgpClient, gobgpd: GobgpdProc) -> None:
+    routes = every_attribute()
+    client.apply([], routes)
+    ages = {p: [x["age"] for x in paths] for p, paths in rib(gobgpd, "ipv4").items()}
+    client.apply([], routes)
+    assert client.local_routes() == by_prefix(routes)
+    # gobgpd skips a local path equal to the one it has: no new path, no UPDATE to peers.
+    assert {p: [x["age"] for x in paths] for p, paths in rib(gobgpd, "ipv4").items()} == ages
+    client.apply([], [])  # nothing to do: nothing sent
+
+
+def test_changed_attributes_replace_the_path(client: GobgpClient) -> None:
+    old = Route(net("192.0.2.20/32"), med=5, communities=(Community(1, 1),))
+    new = Route(net("192.0.2.20/32"), next_hop=ip("192.0.2.253"), as_path_prepend=1)
+    client.apply([], [old])
+    client.apply([], [new])
+    assert client.local_routes() == {new.prefix: new}
+
+
+def test_withdraw_leaves_other_paths_alone(client: GobgpClient, gobgpd: GobgpdProc) -> None:
+    routes = every_attribute()
+    client.apply([], routes)
+    # An operator's path outside our set, added with the CLI.
+    gobgpd.cli("global", "rib", "add", "203.0.113.50/32", "nexthop", "192.0.2.250", "origin", "igp")
+    gobgpd.cli("global", "rib", "-a", "ipv6", "add", "2001:db8::50/128", "nexthop", "2001:db8::1")
+    # A local path with a path identifier: not addressable by our withdraws, so not listed.
+    gobgpd.cli(
+        "global", "rib", "add", "203.0.113.51/32", "nexthop", "192.0.2.250", "identifier", "5"
+    )
+
+    client.apply([r.prefix for r in routes[:2]] + [net("203.0.113.99/32")], [])
+    assert client.local_routes() == {
+        **by_prefix(routes[2:]),
+        net("203.0.113.50/32"): Route(net("203.0.113.50/32"), next_hop=ip("192.0.2.250")),
+        net("2001:db8::50/128"): Route(
+            net("2001:db8::50/128"), next_hop=ip("2001:db8::1"), origin=Origin.INCOMPLETE
+        ),
+    }
+    client.apply([r.prefix for r in routes], [])
+    assert set(rib(gobgpd, "ipv4")) == {"203.0.113.50/32", "203.0.113.51/32"}
+    assert set(rib(gobgpd, "ipv6")) == {"2001:db8::50/128"}
+
+
+def test_unix_socket_target(tmp_path: Path) -> None:
+    proc = GobgpdProc(tmp_path / "u", name="u", api_socket=tmp_path / "api.sock")
+    proc.start()
+    try:
+        with GobgpClient(proc.api_target) as client:
+            route = Route(net("192.0.2.33/32"), med=3)
+            client.apply([], [route])
+            assert client.local_routes() == {route.prefix: route}
+    finally:
+        proc.stop()
+
+
+def test_withdraw_then_announce_same_prefix(client: GobgpClient) -> None:
+    route = Route(net("192.0.2.30/32"), med=1)
+    client.apply([], [route])
+    client.apply([route.prefix], [route])  # withdraws go first, so the route stays
+    assert client.local_routes() == {route.prefix: route}
+
+
+def test_batches_larger_than_batch_size(gobgpd: GobgpdProc) -> None:
+    with GobgpClient(gobgpd.api_target, batch_size=7) as client:
+        v4 = [Route(net(f"198.51.100.{i}/32"), communities=(Community(1, i),)) for i in range(60)]
+        v6 = [Route(net(f"2001:db8::{i:x}/128"), next_hop=ip("2001:db8::1")) for i in range(1, 41)]
+        client.apply([], v4 + v6)
+        assert client.local_routes() == by_prefix(v4 + v6)
+        client.apply([r.prefix for r in v4[:50] + v6[:33]], [])
+        assert client.local_routes() == by_prefix(v4[50:] + v6[33:])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Route(net("192.0.2.0/24")),
+        Route(net("2001:db8::1/128")),  # v6 without an explicit next hop
+        Route(net("192.0.2.1/32"), next_hop=ip("2001:db8::1")),
+        Route(net("192.0.2.1/32"), med=2**32),
+        Route(net("192.0.2.1/32"), as_path_prepend=11),
+        Route(net("192.0.2.1/32"), as_path_prepend=UNREPRESENTABLE_PREPEND),
+    ],
+)
+def test_invalid_route_sends_nothing(client: GobgpClient, bad: Route) -> None:
+    good = Route(net("192.0.2.40/32"))
+    client.apply([], [good])
+    with pytest.raises(InvalidRoute):
+        client.apply([good.prefix], [Route(net("192.0.2.41/32")), bad])
+    assert client.local_routes() == {good.prefix: good}
+
+
+def test_invalid_withdraw_sends_nothing(client: GobgpClient) -> None:
+    good = Route(net("192.0.2.40/32"))
+    client.apply([], [good])
+    with pytest.raises(InvalidRoute):
+        client.apply([good.prefix, net("192.0.2.0/24")], [])
+    assert client.local_routes() == {good.prefix: good}
+
+
+def test_unrepresentable_paths_never_equal_a_route(client: GobgpClient, gobgpd: GobgpdProc) -> None:
+    # Another AS in the AS_PATH, and an attribute type announcer does not model.
+    gobgpd.cli(
+        "global",
+        "rib",
+        "add",
+        "192.0.2.60/32",
+        "nexthop",
+        "192.0.2.250",
+        "origin",
+        "igp",
+        "aspath",
+        "65123",
+    )
+    gobgpd.cli(
+        "global",
+        "rib",
+        "add",
+        "192.0.2.61/32",
+        "nexthop",
+        "192.0.2.250",
+        "origin",
+        "igp",
+        "aggregator",
+        "65001:192.0.2.1",
+    )
+    got = client.local_routes()
+    assert got[net("192.0.2.60/32")].as_path_prepend == UNREPRESENTABLE_PREPEND
+    assert got[net("192.0.2.61/32")].as_path_prepend == UNREPRESENTABLE_PREPEND
+    # What the planner then does: re-announce, which replaces the whole path.
+    fixed = [
+        Route(net("192.0.2.60/32"), next_hop=ip("192.0.2.250")),
+        Route(net("192.0.2.61/32"), next_hop=ip("192.0.2.250")),
+    ]
+    client.apply([], fixed)
+    assert client.local_routes() == by_prefix(fixed)
+
+
+# -------------------------------------------------------------- failures
+
+
+def test_gobgpd_down_raises_gobgp_error() -> None:
+    with GobgpClient(f"127.0.0.1:{free_port()}", timeout=1.0) as client:
+        for call in (
+            client.local_routes,
+            client.peers,
+            client.local_asn,
+            lambda: client.enable_peer("192.0.2.1"),
+        ):
+            with pytest.raises(GobgpError):
+                call()
+        with pytest.raises(GobgpError) as err:
+            client.apply([], [Route(net("192.0.2.1/32"))])
+        assert err.value.done == 0
+        with pytest.raises(GobgpError):
+            client.watch().wait_closed()
+
+
+def test_gobgpd_refusal_is_a_gobgp_error(client: GobgpClient) -> None:
+    with pytest.raises(GobgpError, match="EnablePeer"):
+        client.enable_peer("192.0.2.77")  # no such neighbor
+
+
+def test_partial_failure_reports_done(client: GobgpClient, gobgpd: GobgpdProc) -> None:
+    routes = [Route(net(f"203.0.113.{i}/32")) for i in range(1, 11)]
+    client.batch_size = 4
+    # Make the second batch fail inside gobgpd: kill it between batches.
+    real = client._add_path_stream
+    calls = 0
+
+    def flaky(requests: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            gobgpd.stop()
+        return real(requests, **kw)
+
+    client._add_path_stream = flaky
+    with pytest.raises(GobgpError) as err:
+        client.apply([], routes)
+    assert err.value.done == 4
+
+
+# ---------------------------------------------------------------- watch
+
+
+def run_watch(
+    client: GobgpClient,
+) -> tuple[Any, list[PeerEvent], list[BaseException], threading.Thread, threading.Event]:
+    watch = client.watch()
+    events: list[PeerEvent] = []
+    errors: list[BaseException] = []
+    registered = threading.Event()
+
+    def loop() -> None:
+        try:
+            for e in watch:
+                events.append(e)
+                if e.kind == "end_of_init":
+                    registered.set()
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return watch, events, errors, t, registered
+
+
+def test_restart_ends_the_watch(client: GobgpClient, gobgpd: GobgpdProc) -> None:
+    route = Route(net("192.0.2.70/32"))
+    client.apply([], [route])
+    watch, _events, errors, thread, registered = run_watch(client)
+    assert registered.wait(5), "no END_OF_INIT from WatchEvent"
+    assert thread.is_alive()
+
+    gobgpd.restart()
+    thread.join(5)
+    assert not thread.is_alive(), "watch did not end when gobgpd restarted"
+    assert len(errors) == 1 and isinstance(errors[0], GobgpError), errors
+    # The same client works again, and the restart lost every API path.
+    assert client.local_asn() == A_ASN
+    assert client.local_routes() == {}
+    watch.cancel()
+
+
+def test_cancel_ends_the_watch_quietly(client: GobgpClient) -> None:
+    watch, _events, errors, thread, registered = run_watch(client)
+    assert registered.wait(5)
+    watch.cancel()
+    thread.join(5)
+    assert not thread.is_alive() and errors == [] and watch.cancelled
+
+
+def test_close_cancels_open_watches(gobgpd: GobgpdProc) -> None:
+    client = GobgpClient(gobgpd.api_target)
+    _watch, _events, errors, thread, registered = run_watch(client)
+    assert registered.wait(5)
+    client.close()
+    thread.join(5)
+    assert not thread.is_alive() and errors == []
+
+
+def test_wait_closed_raises_on_restart_and_returns_on_cancel(
+    client: GobgpClient, gobgpd: GobgpdProc
+) -> None:
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            client.wait_closed()
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    wait_for(lambda: len(client._watches) == 1, 5)
+    gobgpd.restart()
+    t.join(5)
+    assert not t.is_alive() and len(errors) == 1 and isinstance(errors[0], GobgpError)
+
+    errors.clear()
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    wait_for(lambda: len(client._watches) == 1, 5)
+    client.cancel_watch()
+    t.join(5)
+    assert not t.is_alive() and errors == []
+    client.wait_closed()  # after cancel_watch() it returns at once
+
+
+# ------------------------------------------------------------ eBGP peer
+
+
+def test_ebgp_peer_receives_attributes(pair: tuple[GobgpdProc, GobgpdProc]) -> None:
+    a, b = pair
+    with GobgpClient(a.api_target) as client:
+        wait_for(lambda: [p.state for p in client.peers()] == [SessionState.ESTABLISHED], 30)
+        (peer,) = client.peers()
+        assert (peer.address, peer.peer_asn, peer.admin_down) == ("127.0.0.1", B_ASN, False)
+        assert peer.uptime_s is not None and peer.uptime_s >= 0
+
+        # B sends routes to A: one for a prefix we also announce, one only B has.
+        b.cli("global", "rib", "add", "192.0.2.80/32", "nexthop", "192.0.2.252")
+        b.cli("global", "rib", "add", "198.51.100.81/32", "nexthop", "192.0.2.252")
+        b.cli("global", "rib", "-a", "ipv6", "add", "2001:db8::81/128", "nexthop", "2001:db8::52")
+
+        # An explicit next hop: B drops routes whose next hop is its own 127.0.0.1.
+        v4 = Route(
+            net("192.0.2.80/32"),
+            next_hop=ip("192.0.2.254"),
+            med=42,
+            local_pref=300,
+            communities=(Community(65001, 100),),
+            large_communities=(LargeCommunity(65001, 1, 2),),
+            as_path_prepend=2,
+        )
+        v6 = Route(
+            net("2001:db8::80/128"),
+            next_hop=ip("2001:db8:ffff::1"),
+            communities=(Community(65001, 6),),
+        )
+        client.apply([], [v4, v6])
+
+        wait_for(
+            lambda: learned(b, "ipv4", "192.0.2.80/32") and learned(b, "ipv6", "2001:db8::80/128")
+        )
+        attrs4 = from_peer(b, "ipv4", "192.0.2.80/32")
+        assert attrs4[1]["value"] == 0  # ORIGIN IGP
+        assert attrs4[2]["as_paths"][0]["asns"] == [A_ASN] * 3  # gobgpd's own AS + 2 prepends
+        assert attrs4[3]["nexthop"] == "192.0.2.254"
+        assert attrs4[4]["metric"] == 42
+        assert 5 not in attrs4  # LOCAL_PREF is not sent to an eBGP peer
+        assert attrs4[8]["communities"] == [Community(65001, 100).value]
+        assert attrs4[32]["value"] == [{"ASN": 65001, "LocalData1": 1, "LocalData2": 2}]
+        attrs6 = from_peer(b, "ipv6", "2001:db8::80/128")
+        assert attrs6[14]["nexthop"] == "2001:db8:ffff::1"
+        assert attrs6[8]["communities"] == [Community(65001, 6).value]
+
+        # A learned 198.51.100.81/32, 2001:db8::81/128 and B's 192.0.2.80/32 from B;
+        # none of them is a local route.
+        wait_for(
+            lambda: (
+                learned(a, "ipv4", "198.51.100.81/32")
+                and learned(a, "ipv6", "2001:db8::81/128")
+                and learned(a, "ipv4", "192.0.2.80/32")
+            )
+        )
+        assert len(rib(a, "ipv4")["192.0.2.80/32"]) == 2  # ours and B's
+        assert client.local_routes() == {v4.prefix: v4, v6.prefix: v6}
+
+        client.apply([v4.prefix, v6.prefix], [])
+        wait_for(
+            lambda: (
+                not learned(b, "ipv4", "192.0.2.80/32")
+                and not learned(b, "ipv6", "2001:db8::80/128")
+            )
+        )
+        assert len(rib(b, "ipv4")["192.0.2.80/32"]) == 1  # B's own path is still there
+        assert client.local_routes() == {}
+
+        client.disable_peer("127.0.0.1", "maintenance")
+        wait_for(lambda: client.peers()[0].admin_down)
+        assert client.peers()[0].state is not SessionState.ESTABLISHED
+        client.enable_peer("127.0.0.1")
+        # Not waiting for ESTABLISHED again: gobgpd waits 5 s idle hold plus a random
+        # 5-10 s before reconnecting, too slow for this test.
+        wait_for(lambda: not client.peers()[0].admin_down)
