@@ -1,0 +1,462 @@
+"""DataPlaneClient against the DPAPI emulator serving a real haproxy.cfg, for v2 and v3."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from announcer.dataplane import DataPlaneClient
+from announcer.discovery import vips_from_frontends
+from announcer.errors import DataPlaneAuthError, DataPlaneError
+from announcer.model import Frontend, Listener, RawBind
+from tests.integration.dpapi_emulator import EmulatorHandle, Options, start_emulator
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EMULATOR = Path(__file__).parent / "integration" / "dpapi_emulator.py"
+PASSWORD = "adminpwd"
+ip = ipaddress.ip_address
+
+# What tests/fixtures/haproxy-vips.cfg must turn into (same for v2 and v3).
+EXPECTED_FRONTENDS = (
+    Frontend(
+        "fe_web",
+        mode="http",
+        monitor_uri="/healthz",
+        binds=(
+            RawBind("web_http", "192.0.2.10", 80),
+            RawBind("web_https", "192.0.2.10", 443, ssl=True),
+            RawBind("web_v6", "2001:db8::10", 80),
+            RawBind("*:8080", "*", 8080),
+        ),
+    ),
+    Frontend(
+        "fe_api",
+        mode="http",  # inherited from the last (unnamed) defaults section
+        binds=(
+            RawBind("api_tls", "192.0.2.10", 8443, ssl=True, accept_proxy=True),
+            RawBind(":8444", "", 8444),
+        ),
+    ),
+    Frontend(
+        "fe_db",
+        mode="tcp",  # from tcp_defaults
+        binds=(
+            RawBind("db_pg", "198.51.100.20", 5432),
+            RawBind("db_mysql", "ipv4@198.51.100.21", 3306),
+            RawBind("db_range", "198.51.100.22", 8000, 8010),
+        ),
+    ),
+    Frontend(
+        "fe_local",
+        mode="http",
+        binds=(  # abns@internal is dropped by DPAPI itself
+            RawBind("local_sock", "unix@/run/haproxy/local.sock"),
+            RawBind("/run/haproxy/alt.sock", "/run/haproxy/alt.sock"),
+            RawBind("loop", "127.0.0.1", 9000),
+            RawBind(":::9002", "::", 9002, v4v6=True),
+        ),
+    ),
+    Frontend(
+        "fe_old",
+        mode="http",
+        disabled=True,
+        binds=(RawBind("old_http", "192.0.2.99", 80),),
+    ),
+)
+
+
+def _sorted(frontends: tuple[Frontend, ...]) -> dict[str, tuple[str, Any, bool, Any, set[RawBind]]]:
+    # v3's bind map has no order: compare binds as sets.
+    return {f.name: (f.name, f.mode, f.disabled, f.monitor_uri, set(f.binds)) for f in frontends}
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    path = tmp_path / "haproxy.cfg"
+    shutil.copy(FIXTURES / "haproxy-vips.cfg", path)
+    return path
+
+
+@pytest.fixture(params=[2, 3], ids=["v2", "v3"])
+def api(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
+@pytest.fixture
+def emu(cfg: Path, api: int) -> Iterator[EmulatorHandle]:
+    handle = start_emulator(cfg, api)
+    yield handle
+    handle.stop()
+
+
+def client(emu: EmulatorHandle, **kw: Any) -> DataPlaneClient:
+    kw.setdefault("username", "admin")
+    kw.setdefault("password", PASSWORD)
+    kw.setdefault("timeout", 2.0)
+    return DataPlaneClient(emu.url, **kw)
+
+
+def edit(cfg: Path, old: str, new: str) -> None:
+    text = cfg.read_text()
+    assert old in text
+    cfg.write_text(text.replace(old, new))
+
+
+# ------------------------------------------------------------------ discovery
+
+
+def test_discovery_matches_the_cfg(emu: EmulatorHandle, api: int) -> None:
+    with client(emu) as c:
+        assert c.api_version() == api
+        found = c.discover()
+    assert found.version == 1
+    assert [f.name for f in found.frontends] == [f.name for f in EXPECTED_FRONTENDS]
+    assert _sorted(found.frontends) == _sorted(EXPECTED_FRONTENDS)
+
+
+def test_vips_from_the_cfg(emu: EmulatorHandle) -> None:
+    with client(emu) as c:
+        result = vips_from_frontends(c.discover().frontends)
+    assert set(result.vips) == {
+        ip("192.0.2.10"),
+        ip("2001:db8::10"),
+        ip("198.51.100.20"),
+        ip("198.51.100.21"),
+        ip("198.51.100.22"),
+    }
+    shared = result.vips[ip("192.0.2.10")]
+    assert shared.frontends == ("fe_api", "fe_web")
+    assert {(lst.frontend, lst.port, lst.ssl) for lst in shared.listeners} == {
+        ("fe_api", 8443, True),
+        ("fe_web", 80, False),
+        ("fe_web", 443, True),
+    }
+    web = next(lst for lst in shared.listeners if lst.port == 80)
+    assert web.monitor_uri == "/healthz" and web.mode == "http"
+    ranged = Listener("fe_db", "db_range", 8000, mode="tcp")
+    assert result.port_ranges == {ranged: (8000, 8010)}
+    skipped = {(s.frontend, s.bind) for s in result.skipped}
+    assert ("fe_old", None) in skipped
+    assert {("fe_web", "*:8080"), ("fe_api", ":8444"), ("fe_local", "loop")} <= skipped
+
+
+def test_v3_uses_one_full_section_call(cfg: Path) -> None:
+    with start_emulator(cfg, 3) as emu, client(emu, api_version=3) as c:
+        c.discover()
+        reqs = emu.requests
+    assert reqs == [
+        "/v3/services/haproxy/configuration/frontends?full_section=true",
+        "/v3/services/haproxy/configuration/defaults",  # fe_api/fe_db have no own mode
+    ]
+
+
+def test_v3_falls_back_to_per_frontend_binds(cfg: Path) -> None:
+    opts = Options(full_section=False)
+    with start_emulator(cfg, 3, options=opts) as emu, client(emu, api_version=3) as c:
+        found = c.discover()
+        reqs = emu.requests
+    assert _sorted(found.frontends) == _sorted(EXPECTED_FRONTENDS)
+    assert "/v3/services/haproxy/configuration/frontends/fe_db/binds" in reqs
+
+
+def test_v2_lists_binds_per_frontend(cfg: Path) -> None:
+    with start_emulator(cfg, 2) as emu, client(emu, api_version=2) as c:
+        c.discover()
+        reqs = emu.requests
+    assert reqs[0] == "/v2/services/haproxy/configuration/frontends"
+    assert "/v2/services/haproxy/configuration/binds?frontend=fe_web" in reqs
+    assert reqs[-1] == "/v2/services/haproxy/configuration/named_defaults"
+
+
+def test_names_are_url_encoded(tmp_path: Path, api: int) -> None:
+    path = tmp_path / "odd.cfg"
+    path.write_text(
+        "userlist controller\n    user admin insecure-password adminpwd\n"
+        "frontend fe:odd.name\n    mode tcp\n    bind 192.0.2.77:25 name smtp\n"
+        "frontend fe_empty\n    mode tcp\n"
+    )
+    opts = Options(full_section=False, null_binds=True)
+    with start_emulator(path, api, options=opts) as emu, client(emu) as c:
+        found = c.discover()
+    assert found.frontends == (
+        Frontend("fe:odd.name", mode="tcp", binds=(RawBind("smtp", "192.0.2.77", 25),)),
+        Frontend("fe_empty", mode="tcp"),  # v3.4 `null` bind list counts as empty
+    )
+
+
+def test_v2_without_named_defaults_uses_single_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "old.cfg"
+    path.write_text(
+        "defaults\n    mode tcp\n"
+        "userlist controller\n    user admin insecure-password adminpwd\n"
+        "frontend fe\n    bind 192.0.2.5:22\n"
+    )
+    opts = Options(named_defaults=False)
+    with start_emulator(path, 2, options=opts) as emu, client(emu) as c:
+        (fe,) = c.discover().frontends
+        reqs = emu.requests
+    assert fe.mode == "tcp"
+    assert reqs[-2:] == [
+        "/v2/services/haproxy/configuration/named_defaults",
+        "/v2/services/haproxy/configuration/defaults",
+    ]
+
+
+# -------------------------------------------------------------------- versions
+
+
+def test_auto_detection_probes_v3_then_v2(emu: EmulatorHandle, api: int) -> None:
+    with client(emu) as c:
+        assert c.detect_api_version() == api
+    expected = ["/v3/info"] if api == 3 else ["/v3/info", "/v2/info"]
+    assert emu.requests == expected
+
+
+def test_pinned_version_and_url_suffix(emu: EmulatorHandle, api: int) -> None:
+    with client(emu, api_version=api) as c:
+        c.configuration_version()
+    with DataPlaneClient(f"{emu.url}/v{api}/", username="admin", password=PASSWORD) as c:
+        assert c.api_version() == api
+        assert c.base_url == emu.url
+    assert not any(r.endswith("/info") for r in emu.requests)
+
+
+def test_wrong_pinned_version_is_a_404(emu: EmulatorHandle, api: int) -> None:
+    other = 2 if api == 3 else 3
+    with client(emu, api_version=other) as c, pytest.raises(DataPlaneError) as info:
+        c.configuration_version()
+    assert info.value.status == 404
+    assert "was not found" in str(info.value)
+
+
+def test_configuration_version_follows_file_edits(emu: EmulatorHandle, cfg: Path) -> None:
+    with client(emu) as c:
+        assert c.configuration_version() == 1
+        assert c.configuration_version() == 1  # polling alone changes nothing
+        edit(cfg, "bind 198.51.100.20:5432 name db_pg", "bind 198.51.100.30:5432 name db_pg")
+        assert c.configuration_version() == 2
+        found = c.discover()
+    assert found.version == 2
+    assert ip("198.51.100.30") in vips_from_frontends(found.frontends).vips
+
+
+def test_v2_retries_when_the_version_changes_mid_discovery(cfg: Path) -> None:
+    with start_emulator(cfg, 2) as emu, client(emu, api_version=2) as c:
+        # The first binds request sees the configuration bumped under it.
+        emu.set_fault("bump", count=1, match="/binds")
+        found = c.discover()
+        reqs = emu.requests
+    assert found.version == 2
+    assert reqs.count("/v2/services/haproxy/configuration/frontends") == 2
+
+
+def test_discovery_gives_up_when_the_version_never_settles(emu: EmulatorHandle, api: int) -> None:
+    emu.set_fault("bump", match="/binds" if api == 2 else "/defaults")
+    with client(emu, consistency_retries=2) as c, pytest.raises(DataPlaneError) as info:
+        c.discover()
+    assert "kept changing" in str(info.value)
+    assert "3 attempts" in str(info.value)
+
+
+# ------------------------------------------------------------------------ auth
+
+
+@pytest.mark.parametrize(
+    ("user", "password"), [("admin", PASSWORD), ("ops", "opspwd"), ("ops256", "sha256pwd")]
+)
+def test_auth_ok(emu: EmulatorHandle, user: str, password: str) -> None:
+    with client(emu, username=user, password=password) as c:
+        assert c.configuration_version() == 1
+
+
+@pytest.mark.parametrize(
+    ("user", "password"), [("admin", "s3cr3t-wrong"), ("nobody", "s3cr3t-wrong")]
+)
+def test_auth_refused(emu: EmulatorHandle, user: str, password: str) -> None:
+    c = client(emu, username=user, password=password)
+    with c, pytest.raises(DataPlaneAuthError) as info:
+        c.discover()
+    text = str(info.value)
+    assert info.value.status == 401
+    assert repr(user) in text and emu.url in text
+    assert password not in text and password not in repr(c)
+    assert "invalid credentials" in text  # the error body's message
+
+
+def test_auth_before_404_v34_style(cfg: Path) -> None:
+    opts = Options(auth_before_404=True)
+    with start_emulator(cfg, 3, options=opts) as emu:
+        r = requests.get(f"{emu.url}/v2/info", timeout=2)
+        assert r.status_code == 401 and "Configuration-Version" in r.headers
+        r = requests.get(f"{emu.url}/v2/info", auth=("admin", PASSWORD), timeout=2)
+        assert r.status_code == 404 and r.json()["code"] == 404
+    with start_emulator(cfg, 3) as emu:
+        assert requests.get(f"{emu.url}/v2/info", timeout=2).status_code == 404
+
+
+# ---------------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "text"),
+    [
+        ("500", 500, "emulated internal error"),
+        ("garbage", 200, "not JSON"),
+        ("truncated", None, "bad response"),
+        ("shape", 200, "expected"),
+        ("close", None, "connection failed"),
+    ],
+)
+def test_faults_raise_typed_errors_quickly(
+    emu: EmulatorHandle, api: int, mode: str, status: int | None, text: str
+) -> None:
+    with client(emu, api_version=api) as c:
+        emu.set_fault(mode)
+        for call in (c.configuration_version, c.discover):
+            start = time.monotonic()
+            with pytest.raises(DataPlaneError) as info:
+                call()
+            assert time.monotonic() - start < 1.5
+            assert not isinstance(info.value, DataPlaneAuthError)
+            assert info.value.status == status
+            assert text in str(info.value)
+            assert info.value.url is not None and info.value.url.startswith(emu.url)
+            assert PASSWORD not in str(info.value)
+        emu.set_fault("none")
+        assert c.configuration_version() == 1  # and it recovers
+
+
+def test_auth_fault_is_an_auth_error(emu: EmulatorHandle) -> None:
+    emu.set_fault("auth")
+    with client(emu) as c, pytest.raises(DataPlaneAuthError):
+        c.discover()
+
+
+def test_slow_beyond_timeout(emu: EmulatorHandle, api: int) -> None:
+    emu.set_fault("slow", delay=5.0)
+    with client(emu, api_version=api, timeout=0.3) as c:
+        start = time.monotonic()
+        with pytest.raises(DataPlaneError, match="timed out"):
+            c.discover()
+        assert time.monotonic() - start < 1.5
+
+
+def test_slow_within_timeout_is_fine(emu: EmulatorHandle, api: int) -> None:
+    emu.set_fault("slow", delay=0.05, count=2)
+    with client(emu, api_version=api) as c:
+        assert len(c.discover().frontends) == 5
+
+
+def test_counted_fault_only_breaks_the_first_request(emu: EmulatorHandle, api: int) -> None:
+    emu.set_fault("500", count=1)
+    with client(emu, api_version=api) as c:
+        with pytest.raises(DataPlaneError):
+            c.discover()
+        assert len(c.discover().frontends) == 5
+
+
+def test_connection_refused() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = DataPlaneClient(f"http://127.0.0.1:{port}", username="u", password="p", timeout=1)
+    with c, pytest.raises(DataPlaneError, match="connection failed") as info:
+        c.configuration_version()
+    assert info.value.status is None
+
+
+def test_not_a_dataplaneapi(cfg: Path) -> None:
+    # A server that knows neither /v3/info nor /v2/info.
+    with start_emulator(cfg, 3) as emu:
+        c = DataPlaneClient(emu.url + "/nothing-here", username="admin", password=PASSWORD)
+        with c, pytest.raises(DataPlaneError, match="neither /v3/info nor /v2/info"):
+            c.discover()
+
+
+def test_credentials_in_url_are_refused() -> None:
+    with pytest.raises(ValueError) as info:
+        DataPlaneClient("http://admin:hunter2@127.0.0.1:1", username="u", password="p")
+    assert "hunter2" not in str(info.value)
+
+
+# ------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=dpapi-emulator", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+def test_tls_with_ca_verification(cfg: Path, tls_files: tuple[str, str]) -> None:
+    cert, key = tls_files
+    with start_emulator(cfg, 3, tls_cert=cert, tls_key=key) as emu:
+        assert emu.url.startswith("https://")
+        with client(emu, verify=cert) as c:
+            assert len(c.discover().frontends) == 5
+        with client(emu, verify=True) as c, pytest.raises(DataPlaneError, match="TLS error"):
+            c.configuration_version()
+
+
+# ---------------------------------------------------------- emulator as a script
+
+
+def test_emulator_runs_as_a_script(cfg: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(EMULATOR), "--config", str(cfg), "--api-version", "2",
+         "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.rsplit(" on ", 1)[1].strip()
+        with DataPlaneClient(url, username="admin", password=PASSWORD) as c:
+            assert c.api_version() == 2
+            assert len(c.discover().frontends) == 5
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_emulator_v2_binds_query_forms(cfg: Path) -> None:
+    auth = ("admin", PASSWORD)
+    with start_emulator(cfg, 2) as emu:
+        base = f"{emu.url}/v2/services/haproxy/configuration/binds"
+        r = requests.get(base, auth=auth, timeout=2)
+        assert (r.status_code, r.json()) == (500, {"code": 500, "message": "parentType empty"})
+        query = {"parent_type": "frontend", "parent_name": "fe_db"}
+        r = requests.get(base, params=query, auth=auth, timeout=2)
+        assert r.status_code == 200 and len(r.json()["data"]) == 3
+        assert r.headers["Configuration-Version"] == "1"
+        r = requests.get(base, params={"frontend": "no_such_frontend"}, auth=auth, timeout=2)
+        assert r.json() == {"_version": 1, "data": []}
