@@ -1,0 +1,539 @@
+"""Probe tests against real sockets on loopback and real processes.
+
+Each test drives its own event loop with asyncio.run; warnings are errors, so a
+transport or process the probe forgets to close fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import ssl
+import struct
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from announcer import probes
+from announcer.model import CheckResult, CheckSpec, IPAddress
+from announcer.probes import USER_AGENT, Prober, probe
+
+V4 = ipaddress.ip_address("127.0.0.1")
+V6 = ipaddress.ip_address("::1")
+
+
+# ------------------------------------------------------------------ servers
+
+
+@dataclass
+class Server:
+    """What a test server saw."""
+
+    port: int = 0
+    heads: list[bytes] = field(default_factory=list)  # request heads, in arrival order
+    sni: list[str | None] = field(default_factory=list)
+    active: int = 0
+    max_active: int = 0
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Server], Awaitable[None]]
+
+
+@asynccontextmanager
+async def serve(
+    handler: Handler, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> AsyncIterator[Server]:
+    """Run `handler` for every connection on a random port of `host`."""
+    state = Server()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.active += 1
+        state.max_active = max(state.max_active, state.active)
+        try:
+            await handler(reader, writer, state)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the probe hung up first: that is its right
+        finally:
+            state.active -= 1
+            writer.close()
+            try:
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
+            except Exception:
+                writer.transport.abort()
+                await asyncio.sleep(0)
+
+    if tls is not None:
+        tls.sni_callback = lambda _sock, name, _ctx: state.sni.append(name)
+    server = await asyncio.start_server(on_connect, host, 0, ssl=tls)
+    state.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield state
+
+
+async def read_head(reader: asyncio.StreamReader, state: Server) -> None:
+    state.heads.append(await reader.readuntil(b"\r\n\r\n"))
+
+
+def answer(raw: bytes) -> Handler:
+    """A server that reads the request head and sends `raw` back."""
+
+    async def handler(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await read_head(reader, s)
+        w.write(raw)
+        await w.drain()
+
+    return handler
+
+
+def status(code: int) -> Handler:
+    return answer(
+        f"HTTP/1.1 {code} Whatever\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".encode()
+    )
+
+
+async def silent(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+    """Accept, read the request, never answer (until the probe hangs up)."""
+    await read_head(reader, s)
+    await reader.read()
+
+
+@contextlib.contextmanager
+def closed_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port that refuses connections: bound (so nobody else takes it) but not listening."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        yield sock.getsockname()[1]
+
+
+def http(port: int, address: IPAddress = V4, **kw: Any) -> CheckSpec:
+    return CheckSpec(kind="http", address=address, port=port, **kw)
+
+
+def command(cmd: str, address: IPAddress = V4, **kw: Any) -> CheckSpec:
+    return CheckSpec(kind="command", address=address, command=cmd, **kw)
+
+
+async def probe_server(handler: Handler, **kw: Any) -> tuple[CheckResult, Server]:
+    async with serve(handler) as server:
+        return await probe(http(server.port, **kw)), server
+
+
+# --------------------------------------------------------------------- http
+
+
+def test_http_200_is_healthy_and_request_is_well_formed() -> None:
+    result, server = asyncio.run(probe_server(status(200), path="/_healthz?full=1"))
+    assert result == CheckResult(True, "HTTP 200", result.duration)
+    head = server.heads[0].decode()
+    assert head.startswith("GET /_healthz?full=1 HTTP/1.1\r\n")
+    headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if line)
+    assert headers == {"Host": "127.0.0.1", "Connection": "close", "User-Agent": USER_AGENT}
+    assert USER_AGENT.startswith("announcer/")
+
+
+def test_http_503_is_unhealthy() -> None:
+    result, _ = asyncio.run(probe_server(status(503)))
+    assert (result.ok, result.detail) == (False, "HTTP 503")
+
+
+def test_http_expect_status_decides() -> None:
+    ok, _ = asyncio.run(probe_server(status(301), expect_status=(204, 301)))
+    not_ok, _ = asyncio.run(probe_server(status(200), expect_status=(204, 301)))
+    assert (ok.ok, ok.detail) == (True, "HTTP 301")
+    assert (not_ok.ok, not_ok.detail) == (False, "HTTP 200")
+
+
+def test_http_host_header_is_sent_as_configured() -> None:
+    _, server = asyncio.run(probe_server(status(200), host="www.example.com"))
+    assert b"\r\nHost: www.example.com\r\n" in server.heads[0]
+
+
+def test_http_status_line_without_reason_is_accepted() -> None:
+    result, _ = asyncio.run(probe_server(answer(b"HTTP/1.0 200\r\n\r\n")))
+    assert (result.ok, result.detail) == (True, "HTTP 200")
+
+
+def test_http_ipv6() -> None:
+    async def scenario() -> tuple[CheckResult, Server]:
+        async with serve(status(200), host="::1") as server:
+            return await probe(http(server.port, address=V6)), server
+
+    result, server = asyncio.run(scenario())
+    assert result.ok, result
+    assert b"\r\nHost: [::1]\r\n" in server.heads[0]
+
+
+def test_http_server_that_never_answers_times_out_on_time() -> None:
+    result, server = asyncio.run(probe_server(silent, timeout=0.3))
+    assert (result.ok, result.detail) == (False, "timeout after 0.3s (waiting for status line)")
+    assert 0.3 <= result.duration < 0.6
+    assert server.heads  # it did connect and send the request
+
+
+def test_http_status_then_stall_still_reports_the_status() -> None:
+    async def stall(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await read_head(reader, s)
+        w.write(b"HTTP/1.1 200 OK\r\nX-Slow: yes\r\n")
+        await reader.read()
+
+    result, _ = asyncio.run(probe_server(stall, timeout=0.3))
+    assert (result.ok, result.detail) == (True, "HTTP 200")
+    assert result.duration < 0.6
+
+
+def test_http_connection_refused() -> None:
+    with closed_port() as port:
+        result = asyncio.run(probe(http(port)))
+    assert (result.ok, result.detail) == (False, "connect refused")
+
+
+def test_http_connection_refused_ipv6() -> None:
+    with closed_port("::1") as port:
+        result = asyncio.run(probe(http(port, address=V6)))
+    assert (result.ok, result.detail) == (False, "connect refused")
+
+
+@contextlib.contextmanager
+def full_backlog() -> Iterator[int]:
+    """A port whose accept queue is full: the kernel drops new SYNs, so connect hangs."""
+    with socket.socket() as listener, contextlib.ExitStack() as stack:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(3):
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        yield port
+
+
+def test_http_connect_timeout() -> None:
+    with full_backlog() as port:
+        result = asyncio.run(probe(http(port, timeout=0.3)))
+    assert (result.ok, result.detail) == (False, "timeout after 0.3s (connecting)")
+    assert 0.3 <= result.duration < 0.6
+
+
+def test_http_reset_before_status_line() -> None:
+    async def reset(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await read_head(reader, s)
+        w.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        w.transport.abort()
+
+    result, _ = asyncio.run(probe_server(reset))
+    assert (result.ok, result.detail) == (False, "connection reset (waiting for status line)")
+
+
+def test_http_large_response_is_not_read() -> None:
+    body = b"x" * 1_000_000
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    result, _ = asyncio.run(probe_server(answer(raw)))
+    assert (result.ok, result.detail) == (True, "HTTP 200")
+
+
+def test_cancelled_http_probe_raises_and_cleans_up() -> None:
+    async def scenario() -> None:
+        async with serve(silent) as server:
+            task = asyncio.create_task(probe(http(server.port, timeout=10)))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())  # an unclosed socket would be a ResourceWarning, hence an error
+
+
+def test_a_crashing_probe_becomes_a_failed_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(spec: CheckSpec, deadline: float) -> tuple[bool, str]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setitem(probes._PROBES, "http", broken)
+    result = asyncio.run(probe(http(80)))
+    assert (result.ok, result.detail) == (False, "probe error: RuntimeError: bug")
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (b"garbage\r\n\r\n", "bad status line b'garbage\\r\\n'"),
+        (b"HTTP/1.1 abc OK\r\n\r\n", "bad status line b'HTTP/1.1 abc OK\\r\\n'"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "bad status line b'SSH-2.0-OpenSSH_9.2\\r\\n'"),
+        (b"HTTP/1.1 200 OK", "bad status line b'HTTP/1.1 200 OK'"),  # EOF mid-line
+        (b"", "connection closed before status line"),
+        (b"HTTP/1.1 200 " + b"x" * 20000 + b"\r\n", "bad status line (too long)"),
+    ],
+)
+def test_http_garbage(raw: bytes, detail: str) -> None:
+    result, _ = asyncio.run(probe_server(answer(raw)))
+    assert (result.ok, result.detail) == (False, detail)
+
+
+@pytest.mark.parametrize("path", ["/a b", "/x\r\nEvil: 1", "/é", ""])
+def test_http_refuses_to_send_a_malformed_request(path: str) -> None:
+    result = asyncio.run(probe(http(1, path=path)))
+    assert (result.ok, result.detail) == (False, "path or Host is not a valid HTTP request token")
+
+
+# ---------------------------------------------------------------------- tls
+
+
+@pytest.fixture(scope="session")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1, made with the openssl CLI."""
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return d / "cert.pem", d / "key.pem"
+
+
+def tls_server(cert: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*cert)
+    return context
+
+
+async def probe_tls(cert: tuple[Path, Path], **kw: Any) -> tuple[CheckResult, Server]:
+    async with serve(status(200), tls=tls_server(cert)) as server:
+        return await probe(http(server.port, tls=True, **kw)), server
+
+
+@pytest.fixture
+def trust(cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Make the self-signed certificate the system CA store for the verifying context."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert[0]))
+    probes._tls_context.cache_clear()
+    yield
+    probes._tls_context.cache_clear()
+
+
+def test_tls_without_verification(cert: tuple[Path, Path]) -> None:
+    result, server = asyncio.run(probe_tls(cert, tls_verify=False))
+    assert (result.ok, result.detail) == (True, "HTTP 200")
+    assert server.sni == [None]  # an IP literal is not a server name
+
+
+def test_tls_sends_host_as_sni(cert: tuple[Path, Path]) -> None:
+    _, server = asyncio.run(probe_tls(cert, host="localhost"))
+    assert server.sni == ["localhost"]
+
+
+def test_tls_verification_fails_without_the_ca(cert: tuple[Path, Path]) -> None:
+    result, _ = asyncio.run(probe_tls(cert, tls_verify=True, host="localhost"))
+    assert not result.ok
+    assert result.detail.startswith("TLS verify failed: "), result.detail
+
+
+def test_tls_verification_passes_with_the_ca(cert: tuple[Path, Path], trust: None) -> None:
+    by_name, server = asyncio.run(probe_tls(cert, tls_verify=True, host="localhost"))
+    by_ip, _ = asyncio.run(probe_tls(cert, tls_verify=True))
+    assert (by_name.ok, by_name.detail) == (True, "HTTP 200")
+    assert server.sni == ["localhost"]
+    assert (by_ip.ok, by_ip.detail) == (True, "HTTP 200")  # matched against the IP SAN
+
+
+def test_tls_verification_checks_the_name(cert: tuple[Path, Path], trust: None) -> None:
+    result, _ = asyncio.run(probe_tls(cert, tls_verify=True, host="www.example.com"))
+    assert not result.ok
+    assert result.detail.startswith("TLS verify failed: Hostname mismatch"), result.detail
+
+
+def test_tls_against_a_plain_http_port(cert: tuple[Path, Path]) -> None:
+    result, _ = asyncio.run(probe_server(silent, tls=True, timeout=0.3))
+    assert not result.ok
+    assert result.detail.startswith(("TLS error", "timeout", "connection reset")), result.detail
+
+
+# ---------------------------------------------------------------------- tcp
+
+
+def test_tcp_open_and_refused() -> None:
+    async def scenario() -> tuple[CheckResult, CheckResult]:
+        async with serve(silent, host="::1") as v6, serve(silent) as v4:
+            return (
+                await probe(CheckSpec(kind="tcp", address=V4, port=v4.port)),
+                await probe(CheckSpec(kind="tcp", address=V6, port=v6.port)),
+            )
+
+    v4, v6 = asyncio.run(scenario())
+    assert (v4.ok, v4.detail) == (True, "connected")
+    assert (v6.ok, v6.detail) == (True, "connected")
+    with closed_port() as port:
+        refused = asyncio.run(probe(CheckSpec(kind="tcp", address=V4, port=port)))
+    assert (refused.ok, refused.detail) == (False, "connect refused")
+    with full_backlog() as port:
+        hung = asyncio.run(probe(CheckSpec(kind="tcp", address=V4, port=port, timeout=0.3)))
+    assert (hung.ok, hung.detail) == (False, "timeout after 0.3s (connecting)")
+
+
+# ------------------------------------------------------------------ command
+
+
+def test_command_exit_status_decides() -> None:
+    ok = asyncio.run(probe(command("true")))
+    fail = asyncio.run(
+        probe(command(r"""sh -c 'echo out; printf "went\n  wrong\n" >&2; exit 3'"""))
+    )
+    assert (ok.ok, ok.detail) == (True, "exit 0")
+    assert (fail.ok, fail.detail) == (False, "exit 3: went wrong")
+
+
+def test_command_failure_detail_is_the_tail_of_the_output() -> None:
+    result = asyncio.run(probe(command("sh -c 'seq 1 100000; exit 1'")))
+    assert not result.ok
+    assert result.detail.startswith("exit 1: ")
+    assert result.detail.endswith(" 99999 100000")
+    assert len(result.detail) < 220
+
+
+def test_command_substitutes_the_address_without_a_shell() -> None:
+    cmd = "sh -c 'test \"$1\" = 127.0.0.1' _ %s"
+    ok = asyncio.run(probe(command(cmd)))
+    other = asyncio.run(probe(command(cmd, address=ipaddress.ip_address("127.0.0.2"))))
+    assert ok.ok, ok
+    assert (other.ok, other.detail) == (False, "exit 1")
+
+
+def test_command_substitutes_every_occurrence() -> None:
+    result = asyncio.run(probe(command("test %s = %s", address=V6)))
+    assert result.ok, result
+
+
+def test_command_with_a_shell() -> None:
+    ok = asyncio.run(probe(command("test %s = ::1 && exit 0 || exit 7", address=V6, shell=True)))
+    fail = asyncio.run(probe(command("test %s = ::1 && exit 0 || exit 7", shell=True)))
+    assert ok.ok, ok
+    assert (fail.ok, fail.detail) == (False, "exit 7")
+
+
+def test_without_shell_no_shell_syntax_is_interpreted(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    result = asyncio.run(probe(command(f"true; touch {marker}")))
+    assert not result.ok  # `true` does not exist as "true;"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("cmd", "detail"),
+    [
+        ("/nonexistent/check --fail %s", "command not found: /nonexistent/check"),
+        ("no-such-health-check-binary %s", "command not found: no-such-health-check-binary"),
+        ("sh -c 'unbalanced", "bad command: No closing quotation"),
+        ("   ", "bad command: empty command"),
+        ("", "bad command: no command configured"),
+    ],
+)
+def test_command_that_cannot_run(cmd: str, detail: str) -> None:
+    result = asyncio.run(probe(command(cmd)))
+    assert (result.ok, result.detail) == (False, detail)
+
+
+def test_command_not_executable(tmp_path: Path) -> None:
+    script = tmp_path / "check"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o644)
+    result = asyncio.run(probe(command(str(script))))
+    assert (result.ok, result.detail) == (False, f"permission denied: {script}")
+
+
+def gone(pid: int, within: float = 2.0) -> bool:
+    """True once `pid` no longer runs (a zombie counts: PID 1 may be slow to reap it)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_command_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    cmd = f"sh -c 'echo $$ > {tmp_path}/leader; sleep 30 & echo $! > {tmp_path}/child; wait'"
+    result = asyncio.run(probe(command(cmd, timeout=0.5)))
+    assert (result.ok, result.detail) == (False, "timeout after 0.5s (process group killed)")
+    assert 0.5 <= result.duration < 1.0
+    leader = int((tmp_path / "leader").read_text())
+    child = int((tmp_path / "child").read_text())
+    assert not Path(f"/proc/{leader}").exists()  # killed and reaped by us: no zombie left
+    assert gone(child)
+
+
+def test_command_leftover_children_are_killed_but_exit_status_counts(tmp_path: Path) -> None:
+    # The check exits 0 but leaves a child holding its stdout open.
+    cmd = f"sh -c 'sleep 30 & echo $! > {tmp_path}/child; exit 0'"
+    result = asyncio.run(probe(command(cmd, timeout=0.4)))
+    assert (result.ok, result.detail) == (True, "exit 0")
+    assert gone(int((tmp_path / "child").read_text()))
+
+
+def test_cancelled_command_probe_kills_the_process_group(tmp_path: Path) -> None:
+    cmd = f"sh -c 'sleep 30 & echo $! > {tmp_path}/child; wait'"
+
+    async def scenario() -> None:
+        task = asyncio.create_task(probe(command(cmd, timeout=10)))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert gone(int((tmp_path / "child").read_text()))
+
+
+# ------------------------------------------------------------------- Prober
+
+
+def test_prober_limits_concurrent_socket_probes() -> None:
+    async def slow(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await read_head(reader, s)
+        await asyncio.sleep(0.1)
+        w.write(b"HTTP/1.1 200 OK\r\n\r\n")
+
+    async def scenario() -> tuple[list[CheckResult], Server]:
+        prober = Prober(max_sockets=3)
+        async with serve(slow) as server:
+            spec = http(server.port)
+            return list(await asyncio.gather(*(prober.run(spec) for _ in range(9)))), server
+
+    results, server = asyncio.run(scenario())
+    assert all(r.ok for r in results)
+    assert server.max_active == 3
+    # Queueing is not timed: each probe took one server delay, not up to three.
+    assert max(r.duration for r in results) < 0.2
+
+
+def test_prober_limits_concurrent_commands() -> None:
+    async def scenario() -> tuple[list[CheckResult], float]:
+        prober = Prober(max_commands=2)
+        start = time.monotonic()
+        results = await asyncio.gather(*(prober.run(command("sleep 0.2")) for _ in range(4)))
+        return list(results), time.monotonic() - start
+
+    results, elapsed = asyncio.run(scenario())
+    assert all(r.ok for r in results)
+    assert elapsed >= 0.4
+    assert max(r.duration for r in results) < 0.35
+
+
+def test_prober_rejects_a_zero_limit() -> None:
+    with pytest.raises(ValueError):
+        Prober(max_commands=0)
