@@ -48,7 +48,7 @@ def test_up_falls_after_fall_failures_and_stays_announced_meanwhile() -> None:
 
 
 def test_success_while_falling_returns_to_up() -> None:
-    assert run("+++-+") [-1] is State.UP
+    assert run("+++-+")[-1] is State.UP
 
 
 def test_failure_while_rising_returns_to_down() -> None:

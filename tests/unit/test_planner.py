@@ -66,16 +66,17 @@ def test_community_order_does_not_matter() -> None:
     assert a == b
 
 
-addresses = st.sampled_from([f"192.0.2.{i}" for i in range(8)] + [f"2001:db8::{i}" for i in range(4)])
-routes = st.builds(
-    lambda a, med: r(a, med=med), addresses, st.one_of(st.none(), st.integers(0, 3))
+addresses = st.sampled_from(
+    [f"192.0.2.{i}" for i in range(8)] + [f"2001:db8::{i}" for i in range(4)]
 )
+routes = st.builds(lambda a, med: r(a, med=med), addresses, st.one_of(st.none(), st.integers(0, 3)))
 route_maps = st.lists(routes).map(lambda rs: {x.prefix: x for x in rs})
 
 
 @given(route_maps, route_maps)
 def test_applying_a_plan_reaches_desired_and_replanning_is_a_noop(
-    desired: dict, actual: dict  # type: ignore[type-arg]
+    desired: dict,
+    actual: dict,  # type: ignore[type-arg]
 ) -> None:
     plan = make_plan(desired, actual, ALLOW)
     assert not set(plan.withdraw) & {x.prefix for x in plan.announce}
