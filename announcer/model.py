@@ -322,4 +322,12 @@ class VipSource(Protocol):
         ...
 
 
+class Probe(Protocol):
+    """The probe adapter as the core sees it."""
+
+    async def run(self, spec: CheckSpec) -> CheckResult:
+        """One check; never raises except CancelledError."""
+        ...
+
+
 RouteMap = Mapping[HostPrefix, Route]

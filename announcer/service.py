@@ -44,6 +44,7 @@ from .model import (
     HostPrefix,
     IPAddress,
     Listener,
+    Probe,
     Route,
     RouteTable,
     Vip,
@@ -55,10 +56,6 @@ log = logging.getLogger("announcer.service")
 log_health = logging.getLogger("announcer.health")
 log_disc = logging.getLogger("announcer.discovery")
 log_bgp = logging.getLogger("announcer.gobgp")
-
-
-class Probe(Protocol):
-    async def run(self, spec: CheckSpec) -> CheckResult: ...
 
 
 class WatchableRouteTable(RouteTable, Protocol):
