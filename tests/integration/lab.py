@@ -1,0 +1,1160 @@
+"""Network-namespace lab: two FRR core routers, two gobgpd load balancers, one client.
+
+Stdlib only. Used by the integration tests (`with Lab() as lab: ...`) and by hand:
+
+    python tests/integration/lab.py up       # build and leave running, print commands
+    python tests/integration/lab.py status   # what is running
+    python tests/integration/lab.py down     # tear down (by recorded PIDs, then namespaces)
+
+Topology (every address is from a documentation range; nothing leaves the namespaces)::
+
+                            +--------------------+
+                            |       client       |  routes to the VIPs 192.0.2.0/24 and
+                            | edge: 203.0.113.10 |  2001:db8:0:1::/64: multipath via
+                            |   2001:db8:fe::10  |  r1 and r2 (L4 hash)
+                            +---------+----------+
+                                      | edge
+              +-----------------------+----------------------+
+              |  sw: bridge "edge"  203.0.113.0/24           |  client LAN
+              |                     2001:db8:fe::/64         |
+              +--------------+---------------+--------------+
+                        edge | .1 ::1        | .2 ::2 edge
+                       +-----+-----+   +-----+-----+
+                       |    r1     |   |    r2     |   FRR zebra + bgpd, AS 65530
+                       | AS 65530  |   | AS 65530  |   in: /32 in 192.0.2.0/24,
+                       +-----+-----+   +-----+-----+       /128 in 2001:db8:0:1::/64
+                        rack | .1 ::1   rack | .2 ::2  out: nothing; maximum-paths 8
+                             |               |
+              +--------------+---------------+--------------+
+              |  sw: bridge "rack"  198.51.100.0/24          |  rack LAN
+              |                     2001:db8:ff::/64         |
+              +--------------+---------------+--------------+
+                        rack | .11 ::11      | .12 ::12 rack
+                       +-----+-----+   +-----+-----+
+                       |    lb1    |   |    lb2    |   gobgpd AS 65512, API 127.0.0.1:50051
+                       | lo: VIPs  |   | lo: VIPs  |   (pprof off); later HAProxy, announcer
+                       +-----------+   +-----------+   route back: 203.0.113.0/24 and
+                                                       2001:db8:fe::/64 via r1 + r2
+
+    VIPs: 192.0.2.0/24 (v4), 2001:db8:0:1::/64 (v6), bound to `lo` of an LB.
+    Both bridges live in one namespace `sw`; every other node has one veth per LAN.
+
+Why shared LANs rather than a veth per (LB, router) pair: a gobgpd path has one next
+hop for all peers. With point-to-point links lb1's address toward r1 would not be
+on-link for r2, so an explicit v6 next hop (which gobgpd sends unchanged) could only
+be right for one router. On the rack LAN each LB has one v4 and one v6 address that
+both routers can use. The client side is a LAN for the return path: with a /30 per
+router, a reply that lb1 hashes to r2 for r1's client address was dropped (r2 had no
+route to it), which needed static routes on the routers; on one LAN both routers
+reach the client directly.
+
+BGP sessions: each LB has four, v4 to r1 and r2 (ipv4-unicast only) and v6 to r1 and
+r2 (ipv6-unicast only). gobgpd turns next hop "self" for a v6 path on a v4 session
+into an IPv4-mapped address, which FRR cannot use. On a v6 session both "self" and
+the explicit rack address 2001:db8:ff::1x work (the smoke test checks both).
+
+Traps hit (or headed off) while building this, each handled below:
+
+* FRR pathspace. `-N NAME` moves sockets to /var/run/frr/NAME and configs to
+  /etc/frr/NAME, outside our temp dir, where a killed run leaves litter. We pass
+  `--vty_socket DIR` (vty sockets), `-z DIR/zserv.api` (zebra<->bgpd) and
+  `-i DIR/x.pid` instead, and `vtysh --vty_socket DIR`. Unix sockets are reached
+  by path, not through the network namespace, so vtysh needs no `ip netns exec`.
+* FRR as root fails: `privs_init: user(root) is not part of vty group specified
+  (frrvty)`. The daemons run as the Debian default user `frr`, so the run dir is
+  chowned to frr and every parent must be traversable (mkdtemp makes 0700 dirs:
+  we chmod the lab root to 0755).
+* FRR runs in the foreground (no `-d`), so the PID we started is the daemon. `ip
+  netns exec` execs the command (no fork), so the same holds for every process.
+* The integrated config (tests/integration/frr/rN.conf, what a VM would have as
+  /etc/frr/frr.conf and apply with `vtysh -b`) is read by bgpd itself (`-f`):
+  applied through `vtysh -f` it put bgpd's peers in a "config-pending hold" for
+  about 4 s. bgpd logs "No such command" for zebra's two `ip[v6] forwarding` lines
+  (tolerated; the lab sets those sysctls), and any other rejected line fails the
+  lab. zebra starts with an empty config; the lab needs nothing else from it.
+* gobgpd waits 5-10 s before each outgoing connect (hard-coded minimum) and a
+  connection collision costs another 5 s of Idle, so gobgpd is `passive-mode` and
+  the routers dial (FRR `timers connect 1`). gobgpd starts first, so FRR's first
+  connect finds it listening: sessions are up about 1 s after bgpd starts.
+* `bgp ebgp-requires-policy` (default on in FRR 8.4): an eBGP session without route
+  maps accepts and sends nothing. The router configs have explicit in/out route-maps.
+* IPv6 DAD: a tentative address cannot be bound, and gobgpd binds its
+  `local-address-list` at start. Addresses get `nodad` and accept_dad=0.
+* gobgpd stays Idle for a hard-coded 5 s after a session drop (30 s after
+  `neighbor reset` unless idle-hold-time-after-reset is set, 1 s in our configs).
+* rp_filter may be inherited from the host namespace; asymmetric paths (client ->
+  r1 -> lb1 -> r2 -> client) are normal here, so it is 0 everywhere.
+* FRR logs "Interface: rack does not have a v6 LL address" while v6 sessions come
+  up; harmless (it is computing a next hop for updates it never sends).
+* PID 1 of a container may not reap orphans: daemons left by `lab.py up` show as
+  zombies after `down` until something reaps them. Tests own their processes
+  (Popen) and reap them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[2]
+FRR_CONFIG_DIR = Path(__file__).resolve().parent / "frr"
+GOBGP_CONFIG_DIR = REPO / "gobgp"
+FRR_BIN = Path("/usr/lib/frr")
+FRR_USER = "frr"
+GOBGP_API_PORT = 50051
+STATE_DIR = Path("/run/announcer-lab")
+PREFIX_RE = re.compile(r"^an[0-9a-f]{6}-$")
+
+ROUTER_AS = 65530
+LB_AS = 65512
+
+VIP_V4 = ipaddress.ip_network("192.0.2.0/24")
+VIP_V6 = ipaddress.ip_network("2001:db8:0:1::/64")
+RACK_V4 = ipaddress.ip_network("198.51.100.0/24")
+RACK_V6 = ipaddress.ip_network("2001:db8:ff::/64")
+CLIENT_V4 = ipaddress.ip_network("203.0.113.0/24")
+CLIENT_V6 = ipaddress.ip_network("2001:db8:fe::/64")
+
+ROUTERS = ("r1", "r2")
+LBS = ("lb1", "lb2")
+SWITCH = "sw"
+CLIENT = "client"
+NODES = (SWITCH, *ROUTERS, *LBS, CLIENT)
+
+# Rack LAN addresses (without prefix length) of each node.
+RACK_ADDR: dict[str, tuple[str, str]] = {
+    "r1": ("198.51.100.1", "2001:db8:ff::1"),
+    "r2": ("198.51.100.2", "2001:db8:ff::2"),
+    "lb1": ("198.51.100.11", "2001:db8:ff::11"),
+    "lb2": ("198.51.100.12", "2001:db8:ff::12"),
+}
+# Client LAN ("edge") addresses of each node.
+EDGE_ADDR: dict[str, tuple[str, str]] = {
+    "r1": ("203.0.113.1", "2001:db8:fe::1"),
+    "r2": ("203.0.113.2", "2001:db8:fe::2"),
+    "client": ("203.0.113.10", "2001:db8:fe::10"),
+}
+
+DEFAULT_TIMEOUT = 30.0
+# Lines of the integrated FRR config that bgpd reports as unknown and may ignore.
+ZEBRA_ONLY = re.compile(r"config line \d+: (ip|ipv6) forwarding$")
+
+
+class LabError(Exception):
+    """Something in the lab (a command, a daemon, the topology) did not work."""
+
+
+class WaitTimeout(LabError):
+    """`wait_until` gave up; the message carries the last observed value."""
+
+    def __init__(self, message: str, last: object) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def new_prefix() -> str:
+    """A run-unique name prefix such as `an3f2a1c-` (4 hex of the PID, 2 random)."""
+    return f"an{os.getpid() & 0xFFFF:04x}{secrets.randbelow(256):02x}-"
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion; with `check`, raise LabError naming it and its output."""
+    try:
+        cp = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise LabError(f"{' '.join(argv)}: timed out after {timeout}s") from e
+    if check and cp.returncode != 0:
+        raise LabError(
+            f"{' '.join(argv)}: exit {cp.returncode}: {(cp.stderr or cp.stdout).strip()}"
+        )
+    return cp
+
+
+def wait_until(
+    probe: Callable[[], T],
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = 0.2,
+    *,
+    check: Callable[[T], bool] | None = None,
+    what: str = "condition",
+) -> T:
+    """Poll `probe` until `check(value)` (default: truthiness) holds; return that value.
+
+    Exceptions from the probe count as "not yet". On timeout raise WaitTimeout with the
+    last value (or chain the last exception), so a failing test says what it saw.
+    """
+    ok = check if check is not None else bool
+    deadline = time.monotonic() + timeout
+    while True:
+        last_exc: BaseException | None = None
+        try:
+            value = probe()
+            if ok(value):
+                return value
+            last: object = value
+        except Exception as e:
+            last, last_exc = f"<{type(e).__name__}: {e}>", e
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(
+                f"{what}: still not true after {timeout:.1f}s; last observed: {last!r}", last
+            ) from last_exc
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def proc_starttime(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks), None if the PID is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has finished; only its parent can reap it
+        return None
+    return int(fields[19])
+
+
+def pid_alive(pid: int, starttime: int | None = None) -> bool:
+    """True if `pid` runs and (when given) is the same process that had `starttime`."""
+    st = proc_starttime(pid)
+    return st is not None and (starttime is None or st == starttime)
+
+
+def stop_pids(
+    procs: Iterable[tuple[int, int | None, subprocess.Popen[bytes] | None]],
+    timeout: float = 5.0,
+) -> list[int]:
+    """SIGTERM all, wait until `timeout`, SIGKILL the rest; return the PIDs that needed KILL.
+
+    Each entry is (pid, starttime, popen-or-None): the start time guards against
+    killing a recycled PID, and a Popen is reaped so no zombie is left behind.
+    """
+    todo = [p for p in procs if pid_alive(p[0], p[1])]
+    for pid, _, _ in todo:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    killed: list[int] = []
+    for sig, wait in ((None, timeout), (signal.SIGKILL, 5.0)):
+        if sig is not None:
+            for pid, st, _ in todo:
+                if pid_alive(pid, st):
+                    killed.append(pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        for pid, st, popen in todo:
+            while pid_alive(pid, st) and time.monotonic() < deadline:
+                if popen is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        popen.wait(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
+                else:
+                    time.sleep(0.05)
+    for _, _, popen in todo:
+        if popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=1.0)
+    return killed
+
+
+@dataclass
+class Proc:
+    """A process we started inside a namespace; its PID is the real daemon's PID."""
+
+    name: str
+    netns: str
+    argv: list[str]
+    pid: int
+    starttime: int | None
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        if self.popen is not None and self.popen.poll() is not None:
+            return False
+        return pid_alive(self.pid, self.starttime)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of its stdout+stderr."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "netns": self.netns,
+            "argv": self.argv,
+            "pid": self.pid,
+            "starttime": self.starttime,
+            "log": str(self.log_path),
+        }
+
+
+class ProcessRegistry:
+    """Start processes in namespaces, remember them by name, stop them by PID."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, Proc] = {}
+        self.history: list[Proc] = []  # every process ever started, for hygiene checks
+
+    def start(
+        self,
+        netns: str,
+        argv: Sequence[str],
+        name: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
+        """Run `ip netns exec NETNS argv...` in the background, output to `log_path`."""
+        if name in self.procs and self.procs[name].alive():
+            raise LabError(f"a process named {name!r} is already running")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(
+                ["ip", "netns", "exec", netns, *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Own session: a ^C in the terminal reaches us, not the daemons, so
+                # teardown stops them in order instead of racing with them.
+                start_new_session=True,
+                env=env,
+            )
+        proc = Proc(
+            name=name,
+            netns=netns,
+            argv=list(argv),
+            pid=popen.pid,
+            starttime=proc_starttime(popen.pid),
+            log_path=log_path,
+            popen=popen,
+        )
+        self.procs[name] = proc
+        self.history.append(proc)
+        return proc
+
+    def get(self, name: str) -> Proc:
+        try:
+            return self.procs[name]
+        except KeyError:
+            raise LabError(f"no process named {name!r} (have: {sorted(self.procs)})") from None
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send `sig` to the named process (e.g. SIGUSR2 to reload an HAProxy master)."""
+        proc = self.get(name)
+        if not proc.alive():
+            raise LabError(f"{name} (pid {proc.pid}) is not running:\n{proc.log_tail()}")
+        os.kill(proc.pid, sig)
+
+    def stop(self, name: str, timeout: float = 5.0) -> None:
+        """SIGTERM the named process, SIGKILL it after `timeout`, reap it, forget it."""
+        proc = self.get(name)
+        stop_pids([(proc.pid, proc.starttime, proc.popen)], timeout)
+        del self.procs[name]
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        """Stop every process at once (SIGTERM all, one shared deadline, then SIGKILL)."""
+        stop_pids([(p.pid, p.starttime, p.popen) for p in self.procs.values()], timeout)
+        self.procs.clear()
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+@dataclass(frozen=True)
+class Netns:
+    """One network namespace, addressed by its full name (run prefix + node name)."""
+
+    name: str
+
+    def add(self) -> None:
+        """Create it (fails if the name exists: never adopt someone else's namespace)."""
+        run(["ip", "netns", "add", self.name])
+
+    def prepare(self) -> None:
+        """`lo` up and the sysctls every node in this lab wants."""
+        self.ip("link", "set", "lo", "up")
+        # Before any interface exists, so that `default` applies to each new one.
+        for key in ("all", "default"):
+            self.sysctl(f"net.ipv4.conf.{key}.rp_filter", "0")
+            self.sysctl(f"net.ipv6.conf.{key}.accept_dad", "0")
+
+    def delete(self) -> None:
+        run(["ip", "netns", "delete", self.name], check=False)
+
+    def exists(self) -> bool:
+        return self.name in list_netns()
+
+    def exec(
+        self, argv: Sequence[str], *, check: bool = True, timeout: float = DEFAULT_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the namespace and wait for it."""
+        return run(["ip", "netns", "exec", self.name, *argv], check=check, timeout=timeout)
+
+    def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`ip -n NAME ...`"""
+        return run(["ip", "-n", self.name, *args], check=check)
+
+    def sysctl(self, key: str, value: str) -> None:
+        self.exec(["sysctl", "-q", "-w", f"{key}={value}"])
+
+    def link_up(self, dev: str) -> None:
+        self.ip("link", "set", dev, "up")
+
+    def add_addr(self, dev: str, cidr: str) -> None:
+        """Add an address; IPv6 ones skip DAD so they can be bound at once."""
+        iface = ipaddress.ip_interface(cidr)
+        extra = ["nodad"] if iface.version == 6 else []
+        self.ip("-" + str(iface.version), "addr", "add", cidr, "dev", dev, *extra)
+
+    def del_addr(self, dev: str, cidr: str) -> None:
+        iface = ipaddress.ip_interface(cidr)
+        self.ip("-" + str(iface.version), "addr", "del", cidr, "dev", dev)
+
+    def add_route(self, dst: str, *gateways: str) -> None:
+        """A static route; several gateways make it one multipath (ECMP) route."""
+        version = ipaddress.ip_network(dst).version
+        if len(gateways) == 1:
+            self.ip(f"-{version}", "route", "replace", dst, "via", gateways[0])
+            return
+        hops: list[str] = []
+        for gw in gateways:
+            hops += ["nexthop", "via", gw]
+        self.ip(f"-{version}", "route", "replace", dst, *hops)
+
+    def pids(self) -> list[int]:
+        """PIDs of every process whose network namespace is this one."""
+        cp = run(["ip", "netns", "pids", self.name], check=False)
+        return [int(x) for x in cp.stdout.split() if x.isdigit()]
+
+
+def tcp_listening(pid: int, address: str, port: int) -> bool:
+    """True if a TCP socket listens on address:port in the network namespace of `pid`.
+
+    /proc/PID/net/tcp shows the sockets of that process's namespace, so this needs
+    no helper process inside the namespace.
+    """
+    ip = ipaddress.ip_address(address)
+    table = "tcp" if ip.version == 4 else "tcp6"
+    if ip.version == 4:
+        want = f"{int.from_bytes(ip.packed, 'little'):08X}:{port:04X}"
+    else:
+        words = [ip.packed[i : i + 4] for i in range(0, 16, 4)]
+        want = "".join(f"{int.from_bytes(w, 'little'):08X}" for w in words) + f":{port:04X}"
+    try:
+        lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(f[1] == want and f[3] == "0A" for f in (ln.split() for ln in lines))
+
+
+def list_netns() -> list[str]:
+    """Names from `ip netns list` (which prints `name (id: N)`)."""
+    cp = run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in cp.stdout.splitlines() if line.strip()]
+
+
+def add_veth(a: Netns, a_dev: str, b: Netns, b_dev: str) -> None:
+    """A veth pair with one end in each namespace; never touches the host namespace."""
+    a.ip("link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", b.name)
+    a.link_up(a_dev)
+    b.link_up(b_dev)
+
+
+def kernel_routes(netns: Netns | str, family: int = 4) -> list[dict[str, Any]]:
+    """The main table of a namespace as parsed `ip -j -4|-6 route` entries."""
+    name = netns.name if isinstance(netns, Netns) else netns
+    cp = run(["ip", "-n", name, "-j", f"-{family}", "route", "show", "table", "main"])
+    routes: list[dict[str, Any]] = json.loads(cp.stdout or "[]")
+    return routes
+
+
+def route_gateways(route: dict[str, Any]) -> set[str]:
+    """Gateways of one `ip -j route` entry, whether single path or multipath."""
+    if "nexthops" in route:
+        return {nh["gateway"] for nh in route["nexthops"] if "gateway" in nh}
+    return {route["gateway"]} if "gateway" in route else set()
+
+
+def kernel_route(netns: Netns | str, prefix: str) -> dict[str, Any] | None:
+    """The kernel route for exactly `prefix` (e.g. 192.0.2.10/32), or None."""
+    net = ipaddress.ip_network(prefix)
+    for r in kernel_routes(netns, net.version):
+        dst = r.get("dst", "")
+        if dst == "default":
+            continue
+        if ipaddress.ip_network(dst) == net:
+            return r
+    return None
+
+
+# --------------------------------------------------------------------------- FRR
+
+
+@dataclass(frozen=True)
+class FrrRouter:
+    """An FRR instance (zebra + bgpd) in a namespace, with its sockets under `run_dir`."""
+
+    node: str
+    netns: Netns
+    run_dir: Path
+    config: Path
+
+    def vtysh_argv(self, *commands: str) -> list[str]:
+        argv = ["vtysh", "--vty_socket", str(self.run_dir)]
+        for c in commands:
+            argv += ["-c", c]
+        return argv
+
+
+def vtysh(router: FrrRouter, *commands: str, timeout: float = 10.0) -> str:
+    """Run vtysh commands against one router; raise LabError on a `%` error line."""
+    cp = run(router.vtysh_argv(*commands), timeout=timeout, check=False)
+    out = cp.stdout
+    bad = [ln for ln in out.splitlines() if ln.startswith("% ")]
+    if cp.returncode != 0 or bad:
+        raise LabError(
+            f"{router.node}: vtysh {list(commands)}: exit {cp.returncode}: "
+            f"{(cp.stderr + out).strip()[:2000]}"
+        )
+    return out
+
+
+def vtysh_json(router: FrrRouter, command: str) -> Any:
+    """Run one `... json` show command and parse it (e.g. `show ip route json`)."""
+    if not command.rstrip().endswith("json"):
+        command += " json"
+    out = vtysh(router, command)
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError as e:
+        raise LabError(f"{router.node}: {command}: not JSON: {out[:500]!r}") from e
+
+
+def frr_route_nexthops(router: FrrRouter, prefix: str) -> set[str]:
+    """Next hops zebra has installed (fib) for exactly `prefix`; empty if none."""
+    net = ipaddress.ip_network(prefix)
+    cmd = f"show {'ip' if net.version == 4 else 'ipv6'} route {net} json"
+    data = vtysh_json(router, cmd)
+    hops: set[str] = set()
+    for entry in data.get(str(net), []):
+        if entry.get("protocol") != "bgp" or not entry.get("installed"):
+            continue
+        for nh in entry.get("nexthops", []):
+            if nh.get("fib") and "ip" in nh:
+                hops.add(nh["ip"])
+    return hops
+
+
+def bgp_prefixes(router: FrrRouter, family: int = 4) -> set[str]:
+    """Prefixes in the router's BGP table (after its import policy)."""
+    afi = "ipv4" if family == 4 else "ipv6"
+    return set(vtysh_json(router, f"show bgp {afi} unicast json").get("routes", {}))
+
+
+def bgp_received(router: FrrRouter, neighbor: str) -> set[str]:
+    """Prefixes a neighbor sent, before the import policy (soft-reconfiguration inbound)."""
+    afi = "ipv4" if ipaddress.ip_address(neighbor).version == 4 else "ipv6"
+    cmd = f"show bgp {afi} unicast neighbors {neighbor} received-routes json"
+    return set(vtysh_json(router, cmd).get("receivedRoutes", {}))
+
+
+def bgp_advertised(router: FrrRouter, neighbor: str) -> set[str]:
+    """Prefixes the router sends to a neighbor (after its export policy)."""
+    afi = "ipv4" if ipaddress.ip_address(neighbor).version == 4 else "ipv6"
+    cmd = f"show bgp {afi} unicast neighbors {neighbor} advertised-routes json"
+    return set(vtysh_json(router, cmd).get("advertisedRoutes", {}))
+
+
+def bgp_sessions(router: FrrRouter) -> dict[str, str]:
+    """Neighbor address -> BGP state, over both address families."""
+    data = vtysh_json(router, "show bgp summary json")
+    states: dict[str, str] = {}
+    for fam in ("ipv4Unicast", "ipv6Unicast"):
+        for addr, peer in data.get(fam, {}).get("peers", {}).items():
+            states[addr] = peer.get("state", "?")
+    return states
+
+
+# --------------------------------------------------------------------------- the lab
+
+
+class Lab:
+    """The whole topology; a context manager that always tears down what it built.
+
+    `with Lab() as lab:` builds namespaces and links, starts FRR on r1/r2 and gobgpd on
+    lb1/lb2, and waits until every BGP session is Established. Leaving the block (also
+    by an exception, also when building failed halfway) stops every process by PID,
+    deletes the namespaces and removes the temp dir and state file.
+    """
+
+    def __init__(
+        self,
+        prefix: str | None = None,
+        *,
+        frr_config_dir: Path = FRR_CONFIG_DIR,
+        gobgp_config_dir: Path = GOBGP_CONFIG_DIR,
+        wait_established: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.prefix = prefix or new_prefix()
+        self.frr_config_dir = frr_config_dir
+        self.gobgp_config_dir = gobgp_config_dir
+        self.wait_established = wait_established
+        self.timeout = timeout
+        self.nodes: dict[str, Netns] = {n: Netns(self.prefix + n) for n in NODES}
+        self.created: list[Netns] = []
+        self.procs = ProcessRegistry()
+        self.routers: dict[str, FrrRouter] = {}
+        self.tmp: Path | None = None
+        self.state_path = STATE_DIR / f"{self.prefix}.json"
+        self.owner = "python"
+
+    # ---- lifecycle
+
+    def __enter__(self) -> Lab:
+        try:
+            self.build()
+        except BaseException as e:
+            errors = self.teardown()
+            if errors:
+                e.add_note("teardown incomplete: " + "; ".join(errors))
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        errors = self.teardown()
+        if errors:
+            message = "teardown incomplete: " + "; ".join(errors)
+            if exc is None:
+                raise LabError(message)
+            exc.add_note(message)  # do not hide the error that ended the block
+
+    def build(self) -> None:
+        """Create namespaces, links, addresses and routes; start FRR and gobgpd."""
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.prefix}lab-"))
+        # FRR drops to user frr and must reach its run dir below this one.
+        self.tmp.chmod(0o755)
+        self._write_state()
+        taken = [n for n in list_netns() if n.startswith(self.prefix)]
+        if taken:
+            raise LabError(f"prefix {self.prefix} in use by {taken}")
+        for node in NODES:
+            ns = self.nodes[node]
+            ns.add()
+            self.created.append(ns)  # ours from here on, to delete in teardown
+            ns.prepare()
+        self._wire()
+        # gobgpd first: it is passive (its own connect retry is 5-10 s whatever the
+        # config says, minConnectRetryInterval in fsm.go), so the fast way up is FRR
+        # dialling a gobgpd that already listens.
+        self._start_gobgpd()
+        self._start_frr()
+        if self.wait_established:
+            self.wait_sessions()
+
+    def teardown(self) -> list[str]:
+        """Stop processes, delete namespaces, remove files; return what went wrong."""
+        errors: list[str] = []
+        try:
+            self.procs.stop_all()
+        except Exception as e:
+            errors.append(f"stopping processes: {e}")
+        for ns in self.created:
+            # Anything else left in our namespaces (e.g. HAProxy workers, a CLI call
+            # that hung) is ours by construction: stop it by PID before deleting.
+            try:
+                leftovers = [(pid, proc_starttime(pid), None) for pid in ns.pids()]
+                stop_pids(leftovers, timeout=2.0)
+            except Exception as e:
+                errors.append(f"{ns.name}: stopping leftover processes: {e}")
+            ns.delete()
+            if ns.exists():
+                errors.append(f"{ns.name}: still listed after delete")
+        self.created.clear()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            if self.tmp.exists():
+                errors.append(f"{self.tmp}: not removed")
+        self.state_path.unlink(missing_ok=True)
+        return errors
+
+    # ---- topology
+
+    def ns(self, node: str) -> Netns:
+        """The namespace of a node (`r1`, `lb2`, `client`, `sw`)."""
+        try:
+            return self.nodes[node]
+        except KeyError:
+            raise LabError(f"unknown node {node!r} (nodes: {', '.join(NODES)})") from None
+
+    def _wire(self) -> None:
+        sw = self.nodes[SWITCH]
+        # The switch only bridges frames; no IPv6 of its own so it stays silent.
+        sw.sysctl("net.ipv6.conf.all.disable_ipv6", "1")
+        sw.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+        for lan, members, v4net, v6net in (
+            ("rack", RACK_ADDR, RACK_V4, RACK_V6),
+            ("edge", EDGE_ADDR, CLIENT_V4, CLIENT_V6),
+        ):
+            sw.ip(
+                "link", "add", lan, "type", "bridge",
+                "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0",
+            )  # fmt: skip
+            sw.link_up(lan)
+            for node, (v4, v6) in members.items():
+                ns = self.nodes[node]
+                port = f"{lan}-{node}"  # the switch side, e.g. rack-lb1
+                add_veth(ns, lan, sw, port)
+                sw.ip("link", "set", port, "master", lan)
+                ns.add_addr(lan, f"{v4}/{v4net.prefixlen}")
+                ns.add_addr(lan, f"{v6}/{v6net.prefixlen}")
+        for r in ROUTERS:
+            self.nodes[r].sysctl("net.ipv4.ip_forward", "1")
+            self.nodes[r].sysctl("net.ipv6.conf.all.forwarding", "1")
+        # Hash on the 5-tuple so different connections take different paths (ECMP).
+        for node in (*ROUTERS, CLIENT):
+            self.nodes[node].sysctl("net.ipv4.fib_multipath_hash_policy", "1")
+            self.nodes[node].sysctl("net.ipv6.fib_multipath_hash_policy", "1")
+        # The client reaches the VIP ranges through both routers.
+        client = self.nodes[CLIENT]
+        client.add_route(str(VIP_V4), *(EDGE_ADDR[r][0] for r in ROUTERS))
+        client.add_route(str(VIP_V6), *(EDGE_ADDR[r][1] for r in ROUTERS))
+        # The LBs get no routes over BGP (the routers export nothing), so they reach
+        # the clients through a static multipath route via both routers.
+        for lb in LBS:
+            ns = self.nodes[lb]
+            ns.add_route(str(CLIENT_V4), *(RACK_ADDR[r][0] for r in ROUTERS))
+            ns.add_route(str(CLIENT_V6), *(RACK_ADDR[r][1] for r in ROUTERS))
+
+    # ---- FRR
+
+    def _start_frr(self) -> None:
+        """Start zebra on both routers, wait, then bgpd on both, wait."""
+        assert self.tmp is not None
+        for node in ROUTERS:
+            source = self.frr_config_dir / f"{node}.conf"
+            if not source.is_file():
+                raise LabError(f"{node}: FRR config {source} not found")
+            run_dir = self.tmp / node
+            run_dir.mkdir(exist_ok=True)
+            # A copy inside the run dir: the daemons read it as user frr, which may
+            # not be able to reach a checkout under a private home directory.
+            config = run_dir / "frr.conf"
+            shutil.copyfile(source, config)
+            (run_dir / "empty.conf").write_text("")
+            for p in (run_dir, config, run_dir / "empty.conf"):
+                shutil.chown(p, FRR_USER, FRR_USER)
+            self.routers[node] = FrrRouter(node, self.nodes[node], run_dir, config)
+        # zebra first: bgpd connects to zebra's zserv socket at start.
+        for daemon in ("zebra", "bgpd"):
+            procs = [self._spawn_frr_daemon(self.routers[r], daemon) for r in ROUTERS]
+            for router, proc in zip(self.routers.values(), procs, strict=True):
+                self._wait_frr_daemon(router, daemon, proc)
+
+    def _spawn_frr_daemon(self, router: FrrRouter, daemon: str) -> Proc:
+        # Why bgpd reads the integrated file itself instead of `vtysh -f` (which is
+        # what `vtysh -b` does at boot in a VM): config applied through vtysh puts
+        # bgpd's peers in a "config-pending hold" that costs about 4 s before the
+        # first connect. bgpd reading the file at startup starts them at once and
+        # only logs "No such command" for zebra's `ip[v6] forwarding` lines, which
+        # the lab sets as sysctls anyway. zebra needs nothing from the file here.
+        d = router.run_dir
+        config = router.config if daemon == "bgpd" else d / "empty.conf"
+        argv = [
+            str(FRR_BIN / daemon),
+            "--vty_socket", str(d),
+            "-z", str(d / "zserv.api"),  # zebra <-> bgpd, not in /var/run/frr
+            "-i", str(d / f"{daemon}.pid"),
+            "-P", "0",  # no vty TCP port
+            "-f", str(config),
+            "--log", "stdout", "--log-level", "info",  # our log file, from line one
+        ]  # fmt: skip
+        proc = self.procs.start(
+            router.netns.name, argv, f"{router.node}-{daemon}", d / f"{daemon}.log"
+        )
+        self._write_state()
+        return proc
+
+    def _wait_frr_daemon(self, router: FrrRouter, daemon: str, proc: Proc) -> None:
+        argv = ["vtysh", "--vty_socket", str(router.run_dir), "-d", daemon, "-c"]
+
+        def ready() -> bool:
+            if not proc.alive():
+                raise LabError(f"{proc.name} exited:\n{proc.log_tail()}")
+            if not (router.run_dir / f"{daemon}.vty").exists():
+                return False
+            if daemon == "zebra":
+                return run([*argv, "show version"], check=False, timeout=5).returncode == 0
+            # The vty socket opens before the config file is read (in one event, so a
+            # `router bgp` in the running config means the whole file was read).
+            cp = run([*argv, "show running-config"], check=False, timeout=5)
+            return cp.returncode == 0 and "\nrouter bgp " in cp.stdout
+
+        what = f"{router.node}: {daemon} answers on its vty socket"
+        try:
+            wait_until(ready, timeout=self.timeout, interval=0.05, what=what)
+        except WaitTimeout as e:
+            raise LabError(f"{e}\n{proc.name} log:\n{proc.log_tail()}") from e
+        log = proc.log_tail(10_000).splitlines()
+        bad = [ln for ln in log if "config line" in ln and not ZEBRA_ONLY.search(ln)]
+        if bad:
+            raise LabError(f"{router.node}: {daemon} rejected config lines:\n" + "\n".join(bad))
+
+    # ---- gobgpd
+
+    def _start_gobgpd(self) -> None:
+        """Start gobgpd on both LBs and wait until their APIs listen."""
+        procs: list[Proc] = []
+        for node in LBS:
+            config = self.gobgp_config_dir / f"{node}.toml"
+            if not config.is_file():
+                raise LabError(f"{node}: gobgpd config {config} not found")
+            argv = [
+                "gobgpd", "-t", "toml", "-f", str(config),
+                "--api-hosts", f"127.0.0.1:{GOBGP_API_PORT}",  # inside the LB namespace
+                "--pprof-disable", "-p",
+            ]  # fmt: skip
+            procs.append(self.start(node, argv, name=f"{node}-gobgpd"))
+        for node, proc in zip(LBS, procs, strict=True):
+
+            def ready(proc: Proc = proc) -> bool:
+                if not proc.alive():
+                    raise LabError(f"{proc.name} exited:\n{proc.log_tail()}")
+                # Not the gobgp CLI: it waits a full second when nothing listens yet.
+                return tcp_listening(proc.pid, "127.0.0.1", GOBGP_API_PORT)
+
+            wait_until(ready, timeout=self.timeout, interval=0.05, what=f"{node}: gobgpd API")
+            self.gobgp(node, "global")
+
+    def gobgp(
+        self, lb: str, *args: str, check: bool = True, timeout: float = 10.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the gobgp CLI against the gobgpd of `lb` (e.g. `global rib -a ipv6`)."""
+        argv = ["gobgp", "-p", str(GOBGP_API_PORT), *args]
+        return self.ns(lb).exec(argv, check=check, timeout=timeout)
+
+    def gobgp_json(self, lb: str, *args: str) -> Any:
+        """`gobgp -j ...` parsed."""
+        return json.loads(self.gobgp(lb, "-j", *args).stdout or "null")
+
+    # ---- BGP state
+
+    def wait_sessions(self, timeout: float | None = None) -> None:
+        """Wait until r1 and r2 each have all four LB sessions (v4 + v6) Established."""
+        want = {a for lb in LBS for a in RACK_ADDR[lb]}
+        for r in ROUTERS:
+            wait_until(
+                functools.partial(bgp_sessions, self.routers[r]),
+                timeout=timeout or self.timeout,
+                check=lambda s: set(s) >= want and all(s[a] == "Established" for a in want),
+                what=f"{r}: BGP sessions to lb1/lb2 Established",
+            )
+
+    def vtysh(self, router: str, *commands: str) -> str:
+        return vtysh(self.router(router), *commands)
+
+    def vtysh_json(self, router: str, command: str) -> Any:
+        return vtysh_json(self.router(router), command)
+
+    def router(self, node: str) -> FrrRouter:
+        try:
+            return self.routers[node]
+        except KeyError:
+            raise LabError(f"{node!r} is not a running FRR router") from None
+
+    def frr_nexthops(self, router: str, prefix: str) -> set[str]:
+        """Next hops of `prefix` in the router's zebra RIB (installed in the FIB)."""
+        return frr_route_nexthops(self.router(router), prefix)
+
+    def kernel_routes(self, node: str, family: int = 4) -> list[dict[str, Any]]:
+        return kernel_routes(self.ns(node), family)
+
+    def kernel_nexthops(self, node: str, prefix: str) -> set[str]:
+        """Gateways of the kernel route for exactly `prefix` in a node; empty if none."""
+        route = kernel_route(self.ns(node), prefix)
+        return route_gateways(route) if route else set()
+
+    # ---- generic process control, VIPs, commands (for HAProxy, announcer, ...)
+
+    def start(
+        self,
+        node: str,
+        argv: Sequence[str],
+        *,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
+        """Start `argv` inside a node's namespace in the background; its PID is tracked.
+
+        Output goes to `<tmp>/<node>/<name>.log`. Run daemons in the foreground
+        (HAProxy `-W -db` or `-db`), so the PID is theirs and `stop` works.
+        """
+        assert self.tmp is not None, "lab not built"
+        name = name or f"{node}-{Path(argv[0]).name}"
+        log = self.tmp / node / f"{name}.log"
+        proc = self.procs.start(self.ns(node).name, argv, name, log, env=env)
+        self._write_state()
+        return proc
+
+    def stop(self, name: str, timeout: float = 5.0) -> None:
+        """SIGTERM, wait up to `timeout`, SIGKILL; by PID."""
+        self.procs.stop(name, timeout)
+        self._write_state()
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send a signal (e.g. signal.SIGUSR2 to reload an HAProxy master)."""
+        self.procs.signal(name, sig)
+
+    def proc(self, name: str) -> Proc:
+        return self.procs.get(name)
+
+    def exec(
+        self, node: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command to completion inside a node's namespace."""
+        return self.ns(node).exec(argv, check=check, timeout=timeout)
+
+    def add_vip(self, lb: str, cidr: str) -> None:
+        """Put a VIP (`192.0.2.10/32`, `2001:db8:0:1::10/128`) on `lo` of a node."""
+        self.ns(lb).add_addr("lo", cidr)
+
+    def del_vip(self, lb: str, cidr: str) -> None:
+        self.ns(lb).del_addr("lo", cidr)
+
+    # ---- state file (lets `lab.py down` find a lab after its creator exited)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix,
+            "owner": self.owner,
+            "owner_pid": os.getpid(),
+            "owner_starttime": proc_starttime(os.getpid()),
+            "tmp": str(self.tmp) if self.tmp else None,
+            "namespaces": {n: ns.name for n, ns in self.nodes.items()},
+            "vty_sockets": {n: str(r.run_dir) for n, r in self.routers.items()},
+            "processes": [p.to_state() for p in self.procs.procs.values()],
+        }
+
+    def _write_state(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state(), indent=2))
+        tmp.replace(self.state_path)
+
+    def commands(self) -> str:
+        """Commands to inspect this lab by hand."""
+        n = {k: v.name for k, v in self.nodes.items()}
+        r1 = self.routers["r1"].run_dir if "r1" in self.routers else "<tmp>/r1"
+        return inspection_commands(n, str(r1))
+
+
+def inspection_commands(ns: dict[str, str], r1_vty: str) -> str:
+    gobgp = f"ip netns exec {ns['lb1']} gobgp -p {GOBGP_API_PORT}"
+    vty = f"vtysh --vty_socket {r1_vty}"
+    return "\n".join(
+        [
+            f"{gobgp} neighbor",
+            f"{gobgp} global rib add 192.0.2.10/32 origin igp",
+            f"{gobgp} global rib -a ipv6 add 2001:db8:0:1::10/128"
+            " nexthop 2001:db8:ff::11 origin igp",
+            f"{gobgp} global rib; {gobgp} global rib -a ipv6",
+            f"{vty} -c 'show bgp summary'     # r2: same with {r1_vty[:-2]}r2",
+            f"{vty} -c 'show ip bgp' -c 'show bgp ipv6 unicast'",
+            f"{vty} -c 'show bgp ipv4 unicast neighbors 198.51.100.11 received-routes'",
+            f"ip netns exec {ns['r1']} vtysh --vty_socket {r1_vty}   # interactive",
+            f"ip -n {ns['r1']} route; ip -n {ns['r1']} -6 route",
+            f"ip netns exec {ns['lb1']} ip addr add 192.0.2.10/32 dev lo",
+            f"ip netns exec {ns['client']} curl -sS http://192.0.2.10/",
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- stale runs
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def cleanup_stale(prefix: str) -> list[str]:
+    """Remove what a run with `prefix` left behind; return a line per thing removed.
+
+    Uses the state file if there is one (recorded PIDs, checked against their start
+    time), then every namespace named `prefix*`: processes still inside it are ours
+    by construction and are stopped by PID before the namespace is deleted.
+    """
+    if not PREFIX_RE.match(prefix):
+        raise LabError(f"{prefix!r} is not a lab run prefix (like an3f2a1c-)")
+    done: list[str] = []
+    state_path = STATE_DIR / f"{prefix}.json"
+    state = _read_state(state_path)
+    if state:
+        recorded = [(int(p["pid"]), p.get("starttime"), None) for p in state["processes"]]
+        alive = [pid for pid, st, _ in recorded if pid_alive(pid, st)]
+        stop_pids(recorded)
+        done += [f"stopped pid {pid}" for pid in alive]
+    for name in list_netns():
+        if not name.startswith(prefix):
+            continue
+        ns = Netns(name)
+        pids = ns.pids()
+        stop_pids([(pid, proc_starttime(pid), None) for pid in pids], timeout=3.0)
+        done += [f"stopped pid {pid} in {name}" for pid in pids]
+        ns.delete()
+        done.append(f"deleted netns {name}")
+    if state and state.get("tmp"):
+        tmp = Path(state["tmp"])
+        if tmp.name.startswith(prefix) and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            done.append(f"removed {tmp}")
+    for tmp in Path(tempfile.gettempdir()).glob(f"{prefix}lab-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+        done.append(f"removed {tmp}")
+    if state_path.exists():
+        state_path.unlink()
+        done.append(f"removed {state_path}")
+    return done
+
+
+def known_prefixes() -> list[str]:
+    """Run prefixes with a state file or a namespace still present."""
+    found = {p.stem for p in STATE_DIR.glob("an*-.json")}
+    found |= {m.group(0) for n in list_netns() if (m := re.match(r"an[0-9a-f]{6}-", n))}
+    return sorted(found)
+
+
+def _owner_alive(state: dict[str, Any]) -> bool:
+    return state.get("owner") != "cli" and pid_alive(
+        int(state.get("owner_pid", 0)) or -1, state.get("owner_starttime")
+    )
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    lab = Lab()
+    lab.owner = "cli"  # nobody will tear it down but `lab.py down`
+    t0 = time.monotonic()
+    lab.__enter__()  # tears down itself if building fails
+    lab._write_state()
+    # Detach: the daemons keep running after we exit; `down` stops them by PID.
+    for p in lab.procs.procs.values():
+        p.popen = None
+    print(f"lab {lab.prefix} up in {time.monotonic() - t0:.1f}s; state in {lab.state_path}")
+    print("namespaces: " + " ".join(ns.name for ns in lab.nodes.values()))
+    print(lab.commands())
+    print(f"tear down: {sys.executable} {Path(__file__)} down {lab.prefix}")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    prefixes = [args.prefix] if args.prefix else known_prefixes()
+    for prefix in prefixes:
+        state = _read_state(STATE_DIR / f"{prefix}.json")
+        if not args.prefix and not args.force and state and _owner_alive(state):
+            print(f"{prefix}: skipped, owned by running pid {state['owner_pid']} (use --force)")
+            continue
+        for line in cleanup_stale(prefix):
+            print(f"{prefix}: {line}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    prefixes = [args.prefix] if args.prefix else known_prefixes()
+    if not prefixes:
+        print("no lab")
+    present = set(list_netns())
+    for prefix in prefixes:
+        state = _read_state(STATE_DIR / f"{prefix}.json") or {}
+        print(f"{prefix}: owner {state.get('owner', '?')} pid {state.get('owner_pid', '?')}")
+        for n in sorted(x for x in present if x.startswith(prefix)):
+            print(f"  netns {n}")
+        for p in state.get("processes", []):
+            alive = "running" if pid_alive(int(p["pid"]), p.get("starttime")) else "gone"
+            print(f"  {p['name']:<14} pid {p['pid']:<8} {alive:<8} log {p['log']}")
+        for node, vty in state.get("vty_sockets", {}).items():
+            r = FrrRouter(node, Netns(prefix + node), Path(vty), Path())
+            try:
+                sessions = bgp_sessions(r)
+            except LabError as e:
+                print(f"  {node}: {e}")
+                continue
+            print(f"  {node} BGP: " + ", ".join(f"{a} {s}" for a, s in sorted(sessions.items())))
+        if state.get("namespaces") and state.get("vty_sockets", {}).get("r1"):
+            print("  " + inspection_commands(state["namespaces"], state["vty_sockets"]["r1"])
+                  .replace("\n", "\n  "))  # fmt: skip
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`lab.py up|down|status`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="build the lab and leave it running")
+    down = sub.add_parser("down", help="tear down labs (all without a live owner by default)")
+    down.add_argument("prefix", nargs="?", help="run prefix, e.g. an3f2a1c-")
+    down.add_argument("--force", action="store_true", help="also labs of running test sessions")
+    status = sub.add_parser("status", help="show running labs")
+    status.add_argument("prefix", nargs="?")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("lab.py needs root (network namespaces)", file=sys.stderr)
+        return 77
+    handler = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status}[args.cmd]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
