@@ -1,0 +1,17 @@
+# Shortcuts for developers; the README's commands are the scripts themselves.
+.PHONY: deps test demo lab-up lab-down protos lint
+
+deps:
+	scripts/deps
+test:
+	scripts/test
+demo:
+	scripts/demo
+lab-up:
+	scripts/deps && .venv/bin/python tests/integration/lab.py up
+lab-down:
+	.venv/bin/python tests/integration/lab.py down
+protos:
+	protos/generate.sh
+lint:
+	.venv/bin/ruff check announcer tests && .venv/bin/mypy

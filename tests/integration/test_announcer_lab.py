@@ -1,0 +1,173 @@
+"""announcer end to end, with only real software: HAProxy, gobgpd, FRR.
+
+Both lab LBs run HAProxy with frontends on VIPs (monitor-uri + monitor fail), the
+DataPlaneAPI emulator in front of that haproxy.cfg, gobgpd, and announcer. Every
+assertion is on what the *routers* see (FRR's RIB through vtysh json, and the
+kernel routing tables of the router namespaces), on gobgpd's RIB, or on what the
+client gets over HTTP through the routers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from functools import partial
+
+import pytest
+
+from tests.integration.lab import Lab, kernel_route, wait_until
+from tests.integration.stack import LbStack
+
+pytestmark = pytest.mark.lab
+
+LBS = ("lb1", "lb2")
+ROUTERS = ("r1", "r2")
+NH4 = {"lb1": "198.51.100.11", "lb2": "198.51.100.12"}
+NH6 = {"lb1": "2001:db8:ff::11", "lb2": "2001:db8:ff::12"}
+V4_VIPS = ("192.0.2.10/32", "192.0.2.11/32", "192.0.2.12/32")
+V6_VIP = "2001:db8:0:1::10/128"
+OUTSIDE = "192.0.2.200/32"  # bound by HAProxy, outside announcer's allow-list
+# From tests/integration/announcer/lbN.yaml: interval 0.5 s, rise 2, fall 3.
+INTERVAL, RISE, FALL = 0.5, 2, 3
+FAILOVER_BOUND = FALL * INTERVAL + 1.0
+
+
+def nexthops(lab: Lab, prefix: str) -> dict[str, tuple[set[str], set[str]]]:
+    """Per router: (next hops in FRR's RIB, gateways of the kernel route)."""
+    out = {}
+    for r in ROUTERS:
+        kernel = kernel_route(lab.ns(r), prefix)
+        gws: set[str] = set()
+        if kernel is not None:
+            gws = {h["gateway"] for h in kernel.get("nexthops", [])} or {kernel.get("gateway", "")}
+        out[r] = (lab.frr_nexthops(r, prefix), gws)
+    return out
+
+
+def routers_have(lab: Lab, prefix: str, want: set[str]) -> bool:
+    return all(rib == want and kern == want for rib, kern in nexthops(lab, prefix).values())
+
+
+def wait_routers(lab: Lab, prefix: str, want: set[str], timeout: float = 20.0) -> float:
+    """Poll both routers until `prefix` has exactly the next hops `want`; returns when."""
+    wait_until(
+        partial(routers_have, lab, prefix, want),
+        timeout=timeout,
+        interval=0.05,
+        what=f"{prefix} -> {sorted(want)} at r1 and r2",
+    )
+    return time.monotonic()
+
+
+def gobgp_prefixes(lab: Lab, lb: str, family: str = "ipv4") -> set[str]:
+    rib = lab.gobgp_json(lb, "global", "rib", "-a", family)
+    return set(rib) if isinstance(rib, dict) else set()
+
+
+def client_get(lab: Lab, url: str) -> str:
+    cp = lab.exec("client", ["curl", "-s", "--max-time", "2", url], check=False)
+    return cp.stdout.strip() if cp.returncode == 0 else f"error {cp.returncode}"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab() as lab:
+        stacks = {lb: LbStack(lab, lb).start() for lb in LBS}
+        lab.stacks = stacks  # type: ignore[attr-defined]
+        try:
+            for prefix in V4_VIPS:
+                wait_routers(lab, prefix, set(NH4.values()), timeout=30)
+            wait_routers(lab, V6_VIP, set(NH6.values()), timeout=30)
+        except Exception:
+            for s in stacks.values():
+                print(s.announcer_log())
+            raise
+        yield lab
+
+
+def stack(lab: Lab, lb: str) -> LbStack:
+    return lab.stacks[lb]  # type: ignore[attr-defined,no-any-return]
+
+
+def test_steady_state_every_vip_has_both_lbs_at_both_routers(lab: Lab) -> None:
+    for prefix in V4_VIPS:
+        assert routers_have(lab, prefix, set(NH4.values())), nexthops(lab, prefix)
+    assert routers_have(lab, V6_VIP, set(NH6.values())), nexthops(lab, V6_VIP)
+    # the VIP shared by two frontends and two ports is one prefix
+    assert "192.0.2.12/32" in gobgp_prefixes(lab, "lb1")
+
+
+def test_vip_outside_allow_list_never_reaches_gobgpd_or_routers(lab: Lab) -> None:
+    for lb in LBS:
+        assert OUTSIDE not in gobgp_prefixes(lab, lb)
+        assert "VIP 192.0.2.200 (frontends fe_outside) is outside" in stack(lab, lb).announcer_log()
+    for r in ROUTERS:
+        assert lab.frr_nexthops(r, OUTSIDE) == set()
+        assert kernel_route(lab.ns(r), OUTSIDE) is None
+    # HAProxy really serves it: only the allow-list keeps it out
+    assert "lb" in client_get(lab, "http://192.0.2.10/")
+
+
+def test_client_is_served_by_both_lbs(lab: Lab) -> None:
+    seen = set()
+    for _ in range(40):
+        seen.add(client_get(lab, "http://192.0.2.10/"))
+        if seen >= {"lb1 web", "lb2 web"}:
+            break
+    assert seen >= {"lb1 web", "lb2 web"}, seen
+    assert client_get(lab, "http://[2001:db8:0:1::10]/") in {"lb1 web", "lb2 web"}
+
+
+def test_backend_failure_withdraws_within_fall_times_interval_and_rise_brings_it_back(
+    lab: Lab,
+) -> None:
+    s1 = stack(lab, "lb1")
+    started = time.monotonic()
+    s1.stop_backend("api")  # be_api has no server: fe_api's monitor-uri answers 503
+    gone = wait_routers(lab, "192.0.2.11/32", {NH4["lb2"]}, timeout=10)
+    took = gone - started
+    print(
+        f"failover: 192.0.2.11/32 left lb1 at both routers after {took:.2f}s "
+        f"(bound {FAILOVER_BOUND:.1f}s)"
+    )
+    assert took <= FAILOVER_BOUND, took
+    # other VIPs are untouched, and the client keeps getting answers for this one
+    for prefix in ("192.0.2.10/32", "192.0.2.12/32"):
+        assert routers_have(lab, prefix, set(NH4.values()))
+    answers = {client_get(lab, "http://192.0.2.11/") for _ in range(10)}
+    assert answers == {"lb2 api"}, answers
+
+    started = time.monotonic()
+    s1.start_backend("api")
+    back = wait_routers(lab, "192.0.2.11/32", set(NH4.values()), timeout=10)
+    print(f"recovery: 192.0.2.11/32 back at both routers after {back - started:.2f}s")
+    log = s1.announcer_log()
+    assert "VIP 192.0.2.11: UP -> FALLING" in log and "FALLING -> DOWN" in log
+    assert "VIP 192.0.2.11: RISING -> UP" in log
+
+
+def test_gobgpd_rib_has_exactly_the_healthy_vips(lab: Lab) -> None:
+    want4 = set(V4_VIPS)
+    for lb in LBS:
+        got = wait_until(
+            partial(gobgp_prefixes, lab, lb),
+            timeout=10,
+            check=lambda g: g == want4,
+            what=f"{lb} gobgpd v4 RIB",
+        )
+        assert got == want4
+        assert gobgp_prefixes(lab, lb, "ipv6") == {V6_VIP}
+
+
+def test_sigterm_withdraws_this_lbs_routes(lab: Lab) -> None:
+    """Chosen behaviour: a stopped announcer withdraws its routes (withdraw_on_stop)."""
+    s1 = stack(lab, "lb1")
+    s1.stop_announcer()
+    for prefix in V4_VIPS:
+        wait_routers(lab, prefix, {NH4["lb2"]}, timeout=10)
+    wait_routers(lab, V6_VIP, {NH6["lb2"]}, timeout=10)
+    assert gobgp_prefixes(lab, "lb1") == set()
+    assert "withdrew 4 routes on stop" in s1.announcer_log()
+    s1.start_announcer()
+    for prefix in V4_VIPS:
+        wait_routers(lab, prefix, set(NH4.values()), timeout=15)
