@@ -159,6 +159,65 @@ def test_gobgpd_rib_has_exactly_the_healthy_vips(lab: Lab) -> None:
         assert gobgp_prefixes(lab, lb, "ipv6") == {V6_VIP}
 
 
+NEW_FRONTEND = """
+frontend fe_new
+    bind 192.0.2.13:80
+    monitor-uri /healthz
+    monitor fail if { nbsrv(be_web) lt 1 }
+    default_backend be_web
+"""
+
+
+def test_vip_added_to_haproxy_is_announced_and_removed_is_withdrawn(lab: Lab) -> None:
+    s1 = stack(lab, "lb1")
+    lab.add_vip("lb1", "192.0.2.13/32")
+    s1.edit_cfg("frontend fe_local", NEW_FRONTEND.lstrip() + "\nfrontend fe_local")
+    s1.reload_haproxy()
+    wait_routers(lab, "192.0.2.13/32", {NH4["lb1"]}, timeout=15)  # no announcer restart
+    s1.edit_cfg(NEW_FRONTEND.lstrip() + "\n", "")
+    s1.reload_haproxy()
+    wait_routers(lab, "192.0.2.13/32", set(), timeout=15)
+    lab.del_vip("lb1", "192.0.2.13/32")
+    log = s1.announcer_log()
+    assert "VIP 192.0.2.13 discovered (frontends fe_new)" in log
+    assert "VIP 192.0.2.13 is gone from HAProxy's configuration" in log
+
+
+def test_haproxy_stopped_takes_every_vip_of_that_lb_away(lab: Lab) -> None:
+    s1 = stack(lab, "lb1")
+    started = time.monotonic()
+    s1.stop_haproxy()
+    for prefix in V4_VIPS:
+        wait_routers(lab, prefix, {NH4["lb2"]}, timeout=10)
+    wait_routers(lab, V6_VIP, {NH6["lb2"]}, timeout=10)
+    took = time.monotonic() - started
+    print(f"haproxy stopped on lb1: all its VIPs gone from both routers after {took:.2f}s")
+    assert took <= FAILOVER_BOUND + 0.5, took  # + polling of 4 prefixes at 2 routers
+    answers = {client_get(lab, "http://192.0.2.10/") for _ in range(10)}
+    assert answers == {"lb2 web"}, answers
+    s1.start_haproxy()
+    for prefix in V4_VIPS:
+        wait_routers(lab, prefix, set(NH4.values()), timeout=15)
+
+
+def test_gobgpd_restart_heals_by_itself(lab: Lab) -> None:
+    s1 = stack(lab, "lb1")
+    argv = lab.proc("lb1-gobgpd").argv
+    lab.stop("lb1-gobgpd")
+    for prefix in V4_VIPS:
+        wait_routers(lab, prefix, {NH4["lb2"]}, timeout=15)
+    started = time.monotonic()
+    lab.start("lb1", argv, name="lb1-gobgpd")
+    for prefix in V4_VIPS:
+        wait_routers(lab, prefix, set(NH4.values()), timeout=30)
+    wait_routers(lab, V6_VIP, set(NH6.values()), timeout=30)
+    print(
+        f"gobgpd restarted on lb1: routes back at both routers after "
+        f"{time.monotonic() - started:.2f}s"
+    )
+    assert "gobgpd event stream ended" in s1.announcer_log()
+
+
 def test_sigterm_withdraws_this_lbs_routes(lab: Lab) -> None:
     """Chosen behaviour: a stopped announcer withdraws its routes (withdraw_on_stop)."""
     s1 = stack(lab, "lb1")
