@@ -375,6 +375,15 @@ class Watch:
 # ----------------------------------------------------------------- client
 
 
+def _bind(kind: Any, rpc: str, request: Any, response: Any) -> Any:
+    """One RPC of GobgpApi bound by its path (no generated grpc stubs, so no version gate)."""
+    return kind(
+        _SERVICE + rpc,
+        request_serializer=request.SerializeToString,
+        response_deserializer=response.FromString,
+    )
+
+
 class GobgpClient:
     """gobgpd's global RIB and neighbors over gRPC; implements model.RouteTable."""
 
@@ -401,40 +410,21 @@ class GobgpClient:
             ],
         )
         ch = self._channel
-        self._get_bgp = ch.unary_unary(
-            _SERVICE + "GetBgp",
-            request_serializer=pb.GetBgpRequest.SerializeToString,
-            response_deserializer=pb.GetBgpResponse.FromString,
+        Empty = empty_pb2.Empty
+        self._get_bgp = _bind(ch.unary_unary, "GetBgp", pb.GetBgpRequest, pb.GetBgpResponse)
+        self._list_path = _bind(
+            ch.unary_stream, "ListPath", pb.ListPathRequest, pb.ListPathResponse
         )
-        self._list_path = ch.unary_stream(
-            _SERVICE + "ListPath",
-            request_serializer=pb.ListPathRequest.SerializeToString,
-            response_deserializer=pb.ListPathResponse.FromString,
+        self._add_path_stream = _bind(
+            ch.stream_unary, "AddPathStream", pb.AddPathStreamRequest, Empty
         )
-        self._add_path_stream = ch.stream_unary(
-            _SERVICE + "AddPathStream",
-            request_serializer=pb.AddPathStreamRequest.SerializeToString,
-            response_deserializer=empty_pb2.Empty.FromString,
+        self._list_peer = _bind(
+            ch.unary_stream, "ListPeer", pb.ListPeerRequest, pb.ListPeerResponse
         )
-        self._list_peer = ch.unary_stream(
-            _SERVICE + "ListPeer",
-            request_serializer=pb.ListPeerRequest.SerializeToString,
-            response_deserializer=pb.ListPeerResponse.FromString,
-        )
-        self._enable_peer = ch.unary_unary(
-            _SERVICE + "EnablePeer",
-            request_serializer=pb.EnablePeerRequest.SerializeToString,
-            response_deserializer=empty_pb2.Empty.FromString,
-        )
-        self._disable_peer = ch.unary_unary(
-            _SERVICE + "DisablePeer",
-            request_serializer=pb.DisablePeerRequest.SerializeToString,
-            response_deserializer=empty_pb2.Empty.FromString,
-        )
-        self._watch_event = ch.unary_stream(
-            _SERVICE + "WatchEvent",
-            request_serializer=pb.WatchEventRequest.SerializeToString,
-            response_deserializer=pb.WatchEventResponse.FromString,
+        self._enable_peer = _bind(ch.unary_unary, "EnablePeer", pb.EnablePeerRequest, Empty)
+        self._disable_peer = _bind(ch.unary_unary, "DisablePeer", pb.DisablePeerRequest, Empty)
+        self._watch_event = _bind(
+            ch.unary_stream, "WatchEvent", pb.WatchEventRequest, pb.WatchEventResponse
         )
         # DeletePath is deliberately not bound: see the module docstring.
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
