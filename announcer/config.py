@@ -290,10 +290,6 @@ def _large_community(v: object, path: str) -> LargeCommunity:
         raise _Bad(path, f"{v!r} is not a large community like 65000:1:2 (32-bit parts)") from None
 
 
-def _status(v: object, path: str) -> int:
-    return _int_in(100, 599)(v, path)
-
-
 def _url(v: object, path: str) -> str:
     s = _str(v, path)
     if not re.match(r"^https?://[^/\s]+(/\S*)?$", s):
@@ -320,10 +316,6 @@ def _gobgp_address(v: object, path: str) -> str:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
         raise _Bad(path, f"{s!r} is not host:port or unix:///path")
     return s
-
-
-def _pattern(v: object, path: str) -> str:
-    return _str(v, path)
 
 
 def _env_name(v: object, path: str) -> str:
@@ -357,8 +349,8 @@ def _dataplane(s: _Section) -> DataPlaneConfig:
         full_refresh_interval=s.get(
             "full_refresh_interval", _seconds(1, 86400), d.full_refresh_interval
         ),
-        include_frontends=fe.get("include", _list(_pattern), d.include_frontends),
-        exclude_frontends=fe.get("exclude", _list(_pattern), d.exclude_frontends),
+        include_frontends=fe.get("include", _list(_str), d.include_frontends),
+        exclude_frontends=fe.get("exclude", _list(_str), d.exclude_frontends),
     )
     tls.finish()
     fe.finish()
@@ -388,7 +380,7 @@ def _health(s: _Section) -> CheckConfig:
     cfg = CheckConfig(
         type=s.get("type", _choice("auto", "http", "tcp", "command"), d.type),
         path=s.get("path", _http_path, d.path),
-        expect_status=s.get("expect_status", _list(_status), d.expect_status),
+        expect_status=s.get("expect_status", _list(_int_in(100, 599)), d.expect_status),
         host=s.get("host", _str, d.host),
         timeout=s.get("timeout", _seconds(0.01, 60), d.timeout),
         tls_verify=s.get("tls_verify", _bool, d.tls_verify),

@@ -23,16 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import requests
 
 from . import discovery
 from .errors import DataPlaneAuthError, DataPlaneError
 from .model import Discovery, RawBind
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("announcer.dataplane")
 
@@ -226,24 +228,19 @@ class DataPlaneClient:
 
     def _discover_v2(self) -> Discovery:
         versions: set[int] = set()
-        resp = self._get(f"/v2{CONFIG}/frontends")
-        _note(versions, resp.header_version)
-        with _blame(resp):
-            body_version, data = discovery.unwrap_v2(resp.body, "frontends")
-            entries = discovery.parse_frontends(data, "frontends.data")
-        _note(versions, body_version)
+        entries = self._v2_read(versions, "frontends", "frontends", discovery.parse_frontends)
         binds: dict[str, tuple[RawBind, ...]] = {}
         for entry in entries:
             if entry.binds is not None:
                 continue
             # `frontend=` works on every 2.x (2.0-2.5 require it); requests URL-encodes it.
-            b = self._get(f"/v2{CONFIG}/binds", params={"frontend": entry.name})
-            _note(versions, b.header_version)
-            root = f"binds(frontend={entry.name})"
-            with _blame(b):
-                b_version, b_data = discovery.unwrap_v2(b.body, root)
-                binds[entry.name] = discovery.parse_binds(b_data, f"{root}.data")
-            _note(versions, b_version)
+            binds[entry.name] = self._v2_read(
+                versions,
+                "binds",
+                f"binds(frontend={entry.name})",
+                discovery.parse_binds,
+                params={"frontend": entry.name},
+            )
         defaults: tuple[discovery.DefaultsSection, ...] = ()
         if discovery.needs_defaults(entries):
             defaults = self._v2_defaults(versions)
@@ -252,23 +249,40 @@ class DataPlaneClient:
     def _v2_defaults(self, versions: set[int]) -> tuple[discovery.DefaultsSection, ...]:
         # named_defaults appeared late in 2.x; older servers only have the single /defaults.
         try:
-            d = self._get(f"/v2{CONFIG}/named_defaults", may_404=True)
+            return self._v2_read(
+                versions,
+                "named_defaults",
+                "named_defaults",
+                discovery.parse_defaults_list,
+                may_404=True,
+            )
         except DataPlaneError as exc:
             if exc.status != 404 or isinstance(exc, DataPlaneAuthError):
                 raise
-            d = self._get(f"/v2{CONFIG}/defaults")
-            _note(versions, d.header_version)
-            with _blame(d):
-                v, data = discovery.unwrap_v2(d.body, "defaults")
-                single = discovery.parse_v2_single_defaults(data, "defaults.data")
-            _note(versions, v)
-            return single
-        _note(versions, d.header_version)
-        with _blame(d):
-            v, data = discovery.unwrap_v2(d.body, "named_defaults")
-            named = discovery.parse_defaults_list(data, "named_defaults.data")
-        _note(versions, v)
-        return named
+        return self._v2_read(versions, "defaults", "defaults", discovery.parse_v2_single_defaults)
+
+    def _v2_read(
+        self,
+        versions: set[int],
+        endpoint: str,
+        root: str,
+        parse: Callable[[Any, str], _T],
+        *,
+        params: Mapping[str, str] | None = None,
+        may_404: bool = False,
+    ) -> _T:
+        """GET a v2 configuration endpoint, unwrap `{_version, data}`, parse `data`.
+
+        Both the header and the body version go into `versions`, so _finish can tell
+        whether everything came from one configuration version.
+        """
+        resp = self._get(f"/v2{CONFIG}/{endpoint}", params=params, may_404=may_404)
+        _note(versions, resp.header_version)
+        with _blame(resp):
+            body_version, data = discovery.unwrap_v2(resp.body, root)
+            parsed = parse(data, f"{root}.data")
+        _note(versions, body_version)
+        return parsed
 
     def _finish(
         self,

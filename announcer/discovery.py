@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from .errors import DataPlaneError
-from .model import Frontend, IPAddress, Listener, RawBind, Vip
+from .model import Frontend, IPAddress, Listener, RawBind, Vip, by_version
 
 Mode = Literal["http", "tcp"]
 AddressKind = Literal[
@@ -521,7 +521,7 @@ def vips_from_frontends(
                 ranges[listener] = (bind.port, bind.port_range_end)
     vips = {
         ip: Vip(address=ip, listeners=tuple(sorted(lst, key=_listener_order)))
-        for ip, lst in sorted(listeners.items(), key=lambda kv: (kv[0].version, kv[0]))
+        for ip, lst in sorted(listeners.items(), key=lambda kv: by_version(kv[0]))
     }
     return VipSet(vips=vips, skipped=skipped, port_ranges=ranges)
 

@@ -11,7 +11,7 @@ import enum
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from .errors import InvalidRoute
 
@@ -27,6 +27,14 @@ MAX_PREPEND = 10
 def host_prefix(address: IPAddress) -> HostPrefix:
     """The /32 or /128 of one address."""
     return ipaddress.ip_network(address)  # a bare address gives the host network
+
+
+_Ordered = TypeVar("_Ordered", IPAddress, IPNetwork)
+
+
+def by_version(x: _Ordered) -> tuple[int, _Ordered]:
+    """Sort key: IPv4 before IPv6 (the two do not compare with each other), then by value."""
+    return (x.version, x)
 
 
 def is_host_prefix(prefix: IPNetwork) -> bool:

@@ -25,6 +25,7 @@ from .model import (
     Origin,
     Route,
     RouteMap,
+    by_version,
     host_prefix,
     is_host_prefix,
 )
@@ -82,7 +83,7 @@ def desired_routes(
             refused.append(address)
             continue
         routes[prefix] = policy.route(address)
-    return Desired(routes, tuple(sorted(refused, key=lambda a: (a.version, a))))
+    return Desired(routes, tuple(sorted(refused, key=by_version)))
 
 
 @dataclass(frozen=True)
@@ -97,10 +98,6 @@ class Plan:
 
     def __len__(self) -> int:
         return len(self.withdraw) + len(self.announce)
-
-
-def _key(p: HostPrefix) -> tuple[int, HostPrefix]:
-    return (p.version, p)
 
 
 def owned(actual: RouteMap, allow_list: Sequence[IPNetwork]) -> dict[HostPrefix, Route]:
@@ -119,9 +116,9 @@ def make_plan(desired: RouteMap, actual: RouteMap, allow_list: Sequence[IPNetwor
             # desired_routes() filters already; this guards a bug, never policy.
             raise ValueError(f"desired route {p} is outside the allow-list")
     mine = owned(actual, allow_list)
-    withdraw = sorted((p for p in mine if p not in desired), key=_key)
+    withdraw = sorted((p for p in mine if p not in desired), key=by_version)
     announce = sorted(
-        (r for p, r in desired.items() if mine.get(p) != r), key=lambda r: _key(r.prefix)
+        (r for p, r in desired.items() if mine.get(p) != r), key=lambda r: by_version(r.prefix)
     )
     return Plan(tuple(withdraw), tuple(announce))
 

@@ -28,7 +28,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,6 +49,7 @@ from .model import (
     RouteTable,
     Vip,
     VipSource,
+    by_version,
 )
 from .planner import Plan, after, allowed, desired_routes, make_plan
 
@@ -306,9 +307,9 @@ class Service:
         removed = self.vips.keys() - wanted.keys()
         self.vips = wanted
         self._sync_checks()
-        for a in sorted(added, key=lambda a: (a.version, a)):
+        for a in sorted(added, key=by_version):
             log_disc.info("VIP %s discovered (frontends %s)", a, ", ".join(wanted[a].vip.frontends))
-        for a in sorted(removed, key=lambda a: (a.version, a)):
+        for a in sorted(removed, key=by_version):
             log_disc.info("VIP %s is gone from HAProxy's configuration", a)
         for vs in wanted.values():
             self._update_vip_state(vs)
@@ -479,7 +480,7 @@ class Service:
     def status(self) -> list[VipStatus]:
         """Every VIP with its state and checks."""
         out = []
-        for address, vs in sorted(self.vips.items(), key=lambda kv: (kv[0].version, kv[0])):
+        for address, vs in sorted(self.vips.items(), key=lambda kv: by_version(kv[0])):
             checks = tuple(
                 (s.target, self.checks[s].health.state, self._detail(self.checks[s]))
                 for s in vs.specs
@@ -491,8 +492,3 @@ class Service:
     @staticmethod
     def _detail(c: _Check) -> str:
         return c.last.detail if c.last else ""
-
-
-def iter_announced(service: Service) -> Iterator[IPAddress]:
-    """Addresses whose VIP state is announced (for tests and status)."""
-    return (a for a, vs in service.vips.items() if hm.announced(vs.state))
