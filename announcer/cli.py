@@ -76,7 +76,10 @@ async def _serve(cfg: Config) -> None:
         verify=verify,
     )
     table = GobgpClient(
-        cfg.gobgp.address, timeout=cfg.gobgp.timeout, batch_size=cfg.gobgp.batch_size
+        cfg.gobgp.address,
+        timeout=cfg.gobgp.timeout,
+        batch_size=cfg.gobgp.batch_size,
+        api_version=cfg.gobgp.api_version,
     )
     prober = Prober(
         max_commands=cfg.service.max_concurrent_commands,

@@ -63,6 +63,7 @@ class GobgpConfig:
     timeout: float = 5.0
     batch_size: int = 500
     resync_interval: float = 30.0  # full read-back of gobgpd's paths
+    api_version: Literal["auto", 3, 4] = "auto"  # GoBGP gRPC API; auto: detected at connect
 
 
 @dataclass(frozen=True)
@@ -369,6 +370,7 @@ def _gobgp(s: _Section) -> GobgpConfig:
         timeout=s.get("timeout", _seconds(0.1, 120), d.timeout),
         batch_size=s.get("batch_size", _int_in(1, 10000), d.batch_size),
         resync_interval=s.get("resync_interval", _seconds(1, 86400), d.resync_interval),
+        api_version=s.get("api_version", _choice("auto", 3, 4), d.api_version),
     )
     s.finish()
     return cfg

@@ -387,12 +387,20 @@ def _bind(kind: Any, rpc: str, request: Any, response: Any) -> Any:
 class GobgpClient:
     """gobgpd's global RIB and neighbors over gRPC; implements model.RouteTable."""
 
-    def __init__(self, target: str, *, timeout: float = 5.0, batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 5.0,
+        batch_size: int = 500,
+        api_version: Literal["auto", 3, 4] = "auto",
+    ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.target = target
         self.timeout = timeout
         self.batch_size = batch_size
+        self.api_version = api_version
         # No keepalive options on purpose: gobgpd enforces grpc-go's defaults (pings
         # at most every 5 min) and answers more frequent pings with GOAWAY
         # too_many_pings, killing the WatchEvent stream (notes 2.3.16). A local
