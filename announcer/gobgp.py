@@ -1,21 +1,32 @@
-"""The GoBGP adapter: the only module that imports grpc or the generated protobuf code.
+"""The GoBGP adapter: the only module that imports grpc (announcer.gobgp_codec has the messages).
 
-Talks to gobgpd 3.x (package `apipb`, service `GobgpApi`) over gRPC. RPCs are bound by
-path with `channel.unary_unary(...)` and friends instead of generated `_pb2_grpc` stubs,
-so grpcio's generated-version check never applies and the module loads on Debian
-bookworm's python3-grpcio 1.51 as well as on current grpcio (gobgp-api-notes 2.3.17).
+Talks to gobgpd 3.x (package `apipb`, service `GobgpApi`) or 4.x (package `api`,
+service `GoBgpService`) over gRPC; the two are wire-incompatible. Which one gobgpd
+speaks is found out when the client first needs it (`api_version="auto"`): a GetBgp
+on the 4.x service, and on UNIMPLEMENTED one on the 3.x service. The version can be
+pinned instead (`api_version=3|4`, config key `gobgp.api_version`). Everything
+version-specific lives in a gobgp_codec.Codec; the channel, the batching, the watch
+and the error handling here are shared. The rest of announcer never learns which
+version it talks to.
+
+An upgrade (3.10 stopped, 4.8 started on the same address) or a downgrade under a
+running client makes the next call fail with UNIMPLEMENTED ("unknown service"): the
+client then detects the version again and retries that call once. With a pinned
+version it raises a GobgpError that says what gobgpd speaks instead.
+
+RPCs are bound by path with `channel.unary_unary(...)` and friends instead of
+generated `_pb2_grpc` stubs, so grpcio's generated-version check never applies and
+the module loads on Debian bookworm's python3-grpcio 1.51 as well as on current
+grpcio (gobgp-api-notes 2.3.17). Only the RPCs in a codec's `rpcs` table are bound,
+and DeletePath is in neither: without a path it deletes every local path, other
+tools' included, so withdraws go through AddPathStream with `is_withdraw=True`.
 
 Operational traps this module is built around (details in gobgp-api-notes):
 
-* `DeletePath` without `path` deletes *every* locally originated path, other tools'
-  included. This module never calls DeletePath: withdraws go through AddPathStream
-  with `is_withdraw=True`, which cannot be turned into a delete-all.
-* gobgpd 3.10 crashes or stores garbage on some malformed paths and does not
-  cross-check family against NLRI, so every route is validated before anything is
-  sent, and `family` is always set.
 * gobgpd keeps API paths in memory only. The caller re-reads `local_routes()` each
   cycle instead of trusting what it sent, and `watch()` ends when gobgpd goes away.
-* gobgpd reports its errors as `UNKNOWN` with free text: never branch on the code.
+* gobgpd reports its errors as `UNKNOWN` with free text: never branch on the code,
+  except for UNIMPLEMENTED, which gRPC itself sends for an unknown service.
 """
 
 from __future__ import annotations
@@ -25,68 +36,40 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import any_pb2, empty_pb2
 
-from ._proto import gobgp_v3_pb2 as pb
 from .errors import GobgpError, InvalidRoute
-from .model import (
-    MAX_PREPEND,
-    Community,
-    HostPrefix,
-    IPAddress,
-    LargeCommunity,
-    Origin,
-    PeerStatus,
-    Route,
-    SessionState,
-    is_host_prefix,
-    validate_route,
-)
+from .gobgp_codec import CODECS, UNREPRESENTABLE_PREPEND, ApiVersion, Codec, PeerEvent
+from .model import HostPrefix, PeerStatus, Route, is_host_prefix, validate_route
+
+__all__ = ["UNREPRESENTABLE_PREPEND", "GobgpClient", "PeerEvent", "Watch"]
 
 log = logging.getLogger("announcer.gobgp")
 
-_SERVICE = "/apipb.GobgpApi/"
-
-# The as_path_prepend of a decoded route whose attributes announcer cannot express
-# (an AS_PATH with another AS or an AS_SET, an attribute type we do not model, a
-# link-local v6 next hop, an empty communities attribute, an unknown ORIGIN ...).
-# validate_route() only accepts 0..MAX_PREPEND, so a route carrying this value never
-# equals a route announcer would send: the planner sees a difference and re-announces,
-# and the re-announce replaces the whole path (same source, same path id), dropping
-# whatever we could not represent.
-UNREPRESENTABLE_PREPEND = -1
+T = TypeVar("T")
+X = TypeVar("X")
 
 # Reads of the whole RIB: gobgpd 3.10 buffers all of ListPath before sending it,
 # about 10 s per 100k paths on a small VM (notes 6.1), so they get a long deadline.
 _LIST_DEADLINE = 120.0
 
-_AFI_SAFI = {
-    4: pb.Family(afi=pb.Family.AFI_IP, safi=pb.Family.SAFI_UNICAST),
-    6: pb.Family(afi=pb.Family.AFI_IP6, safi=pb.Family.SAFI_UNICAST),
-}
-_SELF = {4: "0.0.0.0", 6: "::"}
-
-_SESSION_STATES = {
-    pb.PeerState.UNKNOWN: SessionState.UNKNOWN,
-    pb.PeerState.IDLE: SessionState.IDLE,
-    pb.PeerState.CONNECT: SessionState.CONNECT,
-    pb.PeerState.ACTIVE: SessionState.ACTIVE,
-    pb.PeerState.OPENSENT: SessionState.OPENSENT,
-    pb.PeerState.OPENCONFIRM: SessionState.OPENCONFIRM,
-    pb.PeerState.ESTABLISHED: SessionState.ESTABLISHED,
-}
+# Detection order: 4.x first, the current upstream; a 3.x gobgpd costs one extra
+# round trip when the client first connects.
+_DETECTION_ORDER: tuple[ApiVersion, ...] = (4, 3)
 
 
 # ------------------------------------------------------------------ errors
 
 
+def _code(err: grpc.RpcError) -> grpc.StatusCode | None:
+    return err.code() if callable(getattr(err, "code", None)) else None
+
+
 def _describe(err: grpc.RpcError) -> str:
-    code = err.code() if callable(getattr(err, "code", None)) else None
+    code = _code(err)
     details = err.details() if callable(getattr(err, "details", None)) else None
     name = code.name if code is not None else "?"
     return f"{name}: {details or 'no details'}"
@@ -96,249 +79,36 @@ def _raise(op: str, target: str, err: grpc.RpcError, done: int = 0) -> NoReturn:
     raise GobgpError(f"{op} on {target} failed ({_describe(err)})", done=done) from err
 
 
-# --------------------------------------------------------------- encoding
-
-
-def _pack(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    # Pack() writes type.googleapis.com/apipb.<Name>, the only form gobgpd 3.x resolves.
-    packed.Pack(message)
-    return packed
-
-
-def _nlri(prefix: HostPrefix) -> any_pb2.Any:
-    return _pack(
-        pb.IPAddressPrefix(prefix=str(prefix.network_address), prefix_len=prefix.prefixlen)
-    )
-
-
-def _withdraw_path(prefix: HostPrefix) -> Any:
-    # Only nlri, family and is_withdraw: gobgpd matches withdraws on (local source,
-    # path id 0) and ignores attributes. source_asn and identifier stay unset so the
-    # withdraw addresses exactly the paths _announce_path() creates.
-    return pb.Path(nlri=_nlri(prefix), family=_AFI_SAFI[prefix.version], is_withdraw=True)
-
-
-def _announce_path(route: Route, local_asn: int | None) -> Any:
-    version = route.prefix.version
-    next_hop = str(route.next_hop) if route.next_hop is not None else _SELF[version]
-    attrs: list[any_pb2.Any] = [_pack(pb.OriginAttribute(origin=int(route.origin)))]
-    if version == 4:
-        attrs.append(_pack(pb.NextHopAttribute(next_hop=next_hop)))
-    else:
-        # MP_REACH is the canonical v6 form; its nlris must not be empty
-        # ("invalid mp reach attribute") although gobgpd rebuilds it from Path.nlri.
-        attrs.append(
-            _pack(
-                pb.MpReachNLRIAttribute(
-                    family=_AFI_SAFI[6], next_hops=[next_hop], nlris=[_nlri(route.prefix)]
-                )
-            )
-        )
-    if route.as_path_prepend:
-        if not local_asn:
-            raise GobgpError("cannot prepend: gobgpd reports no local AS (not configured yet?)")
-        # gobgpd puts its own AS in front toward eBGP peers, so n copies here make the
-        # peer see n + 1: exactly "n extra copies".
-        segment = pb.AsSegment(
-            type=pb.AsSegment.AS_SEQUENCE, numbers=[local_asn] * route.as_path_prepend
-        )
-        attrs.append(_pack(pb.AsPathAttribute(segments=[segment])))
-    if route.med is not None:
-        attrs.append(_pack(pb.MultiExitDiscAttribute(med=route.med)))
-    if route.local_pref is not None:
-        attrs.append(_pack(pb.LocalPrefAttribute(local_pref=route.local_pref)))
-    if route.communities:
-        attrs.append(
-            _pack(pb.CommunitiesAttribute(communities=[c.value for c in route.communities]))
-        )
-    if route.large_communities:
-        large = [
-            pb.LargeCommunity(
-                global_admin=c.global_admin, local_data1=c.local_data1, local_data2=c.local_data2
-            )
-            for c in route.large_communities
-        ]
-        attrs.append(_pack(pb.LargeCommunitiesAttribute(communities=large)))
-    return pb.Path(nlri=_nlri(route.prefix), pattrs=attrs, family=_AFI_SAFI[version])
-
-
-# --------------------------------------------------------------- decoding
-
-
-def _type_name(packed: any_pb2.Any) -> str:
-    return str(packed.type_url).rsplit("/", 1)[-1]
-
-
-def _unpack(packed: any_pb2.Any, cls: Any) -> Any:
-    message = cls()
-    if not packed.Unpack(message):
-        raise ValueError(f"expected {cls.DESCRIPTOR.full_name}, got {packed.type_url}")
-    return message
-
-
-def _is_ours_to_manage(path: Any) -> bool:
-    """Whether a ListPath path is locally originated and addressable by our withdraws.
-
-    Verified on 3.10 with an eBGP peer sending the same prefix: paths learned from a
-    neighbor carry neighbor_ip=<peer address>, source_asn=<peer AS> and
-    source_id=<peer router id>; paths added over the API or the CLI carry
-    neighbor_ip="<nil>" (Go's nil net.IP), source_asn=0, source_id="<nil>".
-    is_from_external is false for both: it marks routes redistributed from zebra,
-    which are not ours either. Local paths with a path identifier or a source_asn
-    (another client's choice) are not matched by our plain withdraws, so they are
-    left out rather than withdrawn in vain every cycle.
-    """
-    try:
-        ipaddress.ip_address(str(path.neighbor_ip))
-        return False  # learned from a neighbor
-    except ValueError:
-        pass
-    return not path.is_from_external and path.source_asn == 0 and path.identifier == 0
-
-
-def _decode_route(path: Any, local_asn: int) -> Route | None:
-    """The Route a ListPath path stands for, or None if it is not a unicast host route."""
-    if _type_name(path.nlri) != "apipb.IPAddressPrefix":
-        return None
-    nlri = _unpack(path.nlri, pb.IPAddressPrefix)
-    try:
-        prefix = ipaddress.ip_network(f"{nlri.prefix}/{nlri.prefix_len}")
-    except ValueError:
-        return None
-    if not is_host_prefix(prefix):
-        return None
-
-    unrepresentable: list[str] = []
-    origin: Origin | None = None
-    next_hop: IPAddress | None = None
-    med: int | None = None
-    local_pref: int | None = None
-    communities: tuple[Community, ...] = ()
-    large: tuple[LargeCommunity, ...] = ()
-    prepend = 0
-
-    def parse_next_hop(text: str) -> None:
-        nonlocal next_hop
-        try:
-            addr = ipaddress.ip_address(text)
-        except ValueError:
-            unrepresentable.append(f"next hop {text!r}")
-            return
-        next_hop = None if addr.is_unspecified else addr
-
-    for packed in path.pattrs:
-        kind = _type_name(packed)
-        if kind == "apipb.OriginAttribute":
-            value = int(_unpack(packed, pb.OriginAttribute).origin)
-            if value in Origin._value2member_map_:
-                origin = Origin(value)
-            else:
-                unrepresentable.append(f"origin {value}")
-        elif kind == "apipb.NextHopAttribute":
-            parse_next_hop(str(_unpack(packed, pb.NextHopAttribute).next_hop))
-        elif kind == "apipb.MpReachNLRIAttribute":
-            hops = list(_unpack(packed, pb.MpReachNLRIAttribute).next_hops)
-            if len(hops) != 1:
-                unrepresentable.append(f"MP_REACH next hops {hops}")  # e.g. a link-local
-            if hops:
-                parse_next_hop(str(hops[0]))
-        elif kind == "apipb.AsPathAttribute":
-            segments = list(_unpack(packed, pb.AsPathAttribute).segments)
-            numbers = [int(n) for s in segments for n in s.numbers]
-            if all(s.type == pb.AsSegment.AS_SEQUENCE for s in segments) and all(
-                n == local_asn for n in numbers
-            ):
-                prepend = len(numbers)
-            else:
-                unrepresentable.append("AS_PATH with another AS or a set")
-        elif kind == "apipb.MultiExitDiscAttribute":
-            med = int(_unpack(packed, pb.MultiExitDiscAttribute).med)
-        elif kind == "apipb.LocalPrefAttribute":
-            local_pref = int(_unpack(packed, pb.LocalPrefAttribute).local_pref)
-        elif kind == "apipb.CommunitiesAttribute":
-            values = [int(v) for v in _unpack(packed, pb.CommunitiesAttribute).communities]
-            if not values:
-                unrepresentable.append("empty COMMUNITIES")
-            communities = tuple(Community.from_value(v) for v in values)
-        elif kind == "apipb.LargeCommunitiesAttribute":
-            msgs = list(_unpack(packed, pb.LargeCommunitiesAttribute).communities)
-            if not msgs:
-                unrepresentable.append("empty LARGE_COMMUNITY")
-            large = tuple(
-                LargeCommunity(int(m.global_admin), int(m.local_data1), int(m.local_data2))
-                for m in msgs
-            )
-        else:
-            unrepresentable.append(kind)
-    if origin is None:
-        unrepresentable.append("no ORIGIN")
-    if prepend > MAX_PREPEND:
-        unrepresentable.append(f"AS_PATH of {prepend} local AS copies")
-    if unrepresentable:
-        log.debug("path %s has attributes announcer cannot express: %s", prefix, unrepresentable)
-        prepend = UNREPRESENTABLE_PREPEND
-    return Route(
-        prefix=prefix,
-        next_hop=next_hop,
-        origin=origin if origin is not None else Origin.IGP,
-        med=med,
-        local_pref=local_pref,
-        communities=communities,
-        large_communities=large,
-        as_path_prepend=prepend,
-    )
-
-
-def _peer_status(peer: Any, now: float) -> PeerStatus:
-    state = _SESSION_STATES.get(peer.state.session_state, SessionState.UNKNOWN)
-    uptime: float | None = None
-    if state is SessionState.ESTABLISHED and peer.timers.state.HasField("uptime"):
-        # timers.state.uptime is the absolute time the session came up.
-        since = float(peer.timers.state.uptime.seconds) + peer.timers.state.uptime.nanos / 1e9
-        if since > 0:
-            uptime = max(0.0, now - since)
-    return PeerStatus(
-        address=str(peer.conf.neighbor_address or peer.state.neighbor_address),
-        peer_asn=int(peer.conf.peer_asn or peer.state.peer_asn),
-        state=state,
-        admin_down=peer.state.admin_state != pb.PeerState.UP,
-        uptime_s=uptime,
-    )
+def _unimplemented(err: grpc.RpcError) -> bool:
+    return _code(err) is grpc.StatusCode.UNIMPLEMENTED
 
 
 # ------------------------------------------------------------------ watch
 
 
-@dataclass(frozen=True)
-class PeerEvent:
-    """One WatchEvent peer event; `peer` is None for end_of_init."""
-
-    kind: Literal["init", "end_of_init", "state", "unknown"]
-    peer: PeerStatus | None
-
-
-_EVENT_KINDS: dict[int, Literal["init", "end_of_init", "state", "unknown"]] = {
-    pb.WatchEventResponse.PeerEvent.INIT: "init",
-    pb.WatchEventResponse.PeerEvent.END_OF_INIT: "end_of_init",
-    pb.WatchEventResponse.PeerEvent.STATE: "state",
-}
-
-
 class Watch:
     """A WatchEvent(peer={}) stream: its end means gobgpd restarted or went away.
 
-    Iterate it (or call wait_closed()) in a thread. gobgpd 3.10 first sends one INIT
-    event per configured peer, then END_OF_INIT: from then on the watch is registered
-    and no change is missed. When the stream ends for any reason other than cancel(),
-    iteration raises GobgpError: the caller must re-read gobgpd and re-inject
-    everything (API paths do not survive a gobgpd restart). After cancel() iteration
-    stops quietly. cancel() is safe from any thread, any number of times.
+    Iterate it (or call wait_closed()) in a thread. gobgpd first sends one INIT
+    event per configured peer, then END_OF_INIT (3.10 and 4.8 alike): from then on
+    the watch is registered and no change is missed. When the stream ends for any
+    reason other than cancel(), iteration raises GobgpError: the caller must re-read
+    gobgpd and re-inject everything (API paths do not survive a gobgpd restart).
+    After cancel() iteration stops quietly. cancel() is safe from any thread, any
+    number of times.
     """
 
-    def __init__(self, call: Any, target: str) -> None:
+    def __init__(
+        self,
+        call: Any,
+        codec: Codec,
+        target: str,
+        on_unimplemented: Callable[[], GobgpError | None] = lambda: None,
+    ) -> None:
         self._call = call
+        self._codec = codec
         self._target = target
+        self._on_unimplemented = on_unimplemented
         self._cancelled = threading.Event()
 
     def cancel(self) -> None:
@@ -353,15 +123,18 @@ class Watch:
     def __iter__(self) -> Iterator[PeerEvent]:
         try:
             for response in self._call:
-                if response.WhichOneof("event") != "peer":
-                    continue
-                event = response.peer
-                kind = _EVENT_KINDS.get(event.type, "unknown")
-                peer = None if kind == "end_of_init" else _peer_status(event.peer, time.time())
-                yield PeerEvent(kind, peer)
+                event = self._codec.peer_event(response, time.time())
+                if event is not None:
+                    yield event
         except grpc.RpcError as e:
             if self._cancelled.is_set():
                 return
+            if _unimplemented(e):
+                # Another gobgpd version took over the address: the client's next
+                # call detects it again (or, with a pinned version, says so).
+                better = self._on_unimplemented()
+                if better is not None:
+                    raise better from e
             _raise("WatchEvent", self._target, e)
         if not self._cancelled.is_set():
             raise GobgpError(f"WatchEvent on {self._target} ended: gobgpd closed the stream")
@@ -375,17 +148,39 @@ class Watch:
 # ----------------------------------------------------------------- client
 
 
-def _bind(kind: Any, rpc: str, request: Any, response: Any) -> Any:
-    """One RPC of GobgpApi bound by its path (no generated grpc stubs, so no version gate)."""
-    return kind(
-        _SERVICE + rpc,
-        request_serializer=request.SerializeToString,
-        response_deserializer=response.FromString,
-    )
+class _Api:
+    """One API version's RPCs, bound by path on the shared channel."""
+
+    def __init__(self, codec: Codec, channel: grpc.Channel) -> None:
+        self.codec = codec
+
+        def bind(kind: Any, rpc: str) -> Any:
+            request, response = codec.rpcs[rpc]
+            return kind(
+                f"/{codec.service}/{rpc}",
+                request_serializer=request.SerializeToString,
+                response_deserializer=response.FromString,
+            )
+
+        self.get_bgp = bind(channel.unary_unary, "GetBgp")
+        self.list_path = bind(channel.unary_stream, "ListPath")
+        self.add_path_stream = bind(channel.stream_unary, "AddPathStream")
+        self.list_peer = bind(channel.unary_stream, "ListPeer")
+        self.enable_peer = bind(channel.unary_unary, "EnablePeer")
+        self.disable_peer = bind(channel.unary_unary, "DisablePeer")
+        self.watch_event = bind(channel.unary_stream, "WatchEvent")
+
+    @property
+    def version(self) -> ApiVersion:
+        return self.codec.version
 
 
 class GobgpClient:
-    """gobgpd's global RIB and neighbors over gRPC; implements model.RouteTable."""
+    """gobgpd's global RIB and neighbors over gRPC; implements model.RouteTable.
+
+    Construction does no I/O: the API version is detected (or the pinned one taken)
+    by the first call that needs gobgpd.
+    """
 
     def __init__(
         self,
@@ -397,6 +192,8 @@ class GobgpClient:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if api_version not in ("auto", 3, 4):
+            raise ValueError(f"api_version must be 'auto', 3 or 4, not {api_version!r}")
         self.target = target
         self.timeout = timeout
         self.batch_size = batch_size
@@ -417,27 +214,119 @@ class GobgpClient:
                 ("grpc.max_reconnect_backoff_ms", 1000),
             ],
         )
-        ch = self._channel
-        Empty = empty_pb2.Empty
-        self._get_bgp = _bind(ch.unary_unary, "GetBgp", pb.GetBgpRequest, pb.GetBgpResponse)
-        self._list_path = _bind(
-            ch.unary_stream, "ListPath", pb.ListPathRequest, pb.ListPathResponse
-        )
-        self._add_path_stream = _bind(
-            ch.stream_unary, "AddPathStream", pb.AddPathStreamRequest, Empty
-        )
-        self._list_peer = _bind(
-            ch.unary_stream, "ListPeer", pb.ListPeerRequest, pb.ListPeerResponse
-        )
-        self._enable_peer = _bind(ch.unary_unary, "EnablePeer", pb.EnablePeerRequest, Empty)
-        self._disable_peer = _bind(ch.unary_unary, "DisablePeer", pb.DisablePeerRequest, Empty)
-        self._watch_event = _bind(
-            ch.unary_stream, "WatchEvent", pb.WatchEventRequest, pb.WatchEventResponse
-        )
-        # DeletePath is deliberately not bound: see the module docstring.
+        self._apis = {version: _Api(codec, self._channel) for version, codec in CODECS.items()}
+        # The API in use; None until the first call needs it, and again after
+        # gobgpd answered UNIMPLEMENTED (another version took over the address).
+        self._api: _Api | None = None
+        self._api_lock = threading.Lock()
+        self._announced: ApiVersion | None = None  # last version logged
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._watch_lock = threading.Lock()
         self._watch_stopped = False
+
+    # ------------------------------------------------------ API version
+
+    def _current(self, op: str, done: int = 0) -> _Api:
+        """The API in use, detecting it first if needed; raises GobgpError."""
+        with self._api_lock:
+            if self._api is None:
+                self._api = self._detect(op, done)
+                self._log_version(self._api)
+            return self._api
+
+    def _detect(self, op: str, done: int) -> _Api:
+        if self.api_version != "auto":
+            return self._apis[self.api_version]
+        for version in _DETECTION_ORDER:
+            api = self._apis[version]
+            try:
+                api.get_bgp(api.codec.get_bgp_request(), timeout=self.timeout)
+            except grpc.RpcError as e:
+                if _unimplemented(e):
+                    continue
+                _raise(f"{op} (detecting the API version with GetBgp)", self.target, e, done)
+            return api
+        raise GobgpError(
+            f"{self.target} serves neither GoBGP API ({self._apis[4].codec.service} for 4.x, "
+            f"{self._apis[3].codec.service} for 3.x): is it gobgpd?",
+            done=done,
+        )
+
+    def _log_version(self, api: _Api) -> None:
+        if api.version == self._announced:
+            return
+        how = "pinned by gobgp.api_version" if self.api_version != "auto" else "detected"
+        if self._announced is None:
+            log.info(
+                "gobgpd at %s: GoBGP %d.x API (%s, %s)",
+                self.target,
+                api.version,
+                api.codec.service,
+                how,
+            )
+        else:
+            log.warning(
+                "gobgpd at %s now speaks the GoBGP %d.x API (%s), was %d.x: upgraded or downgraded",
+                self.target,
+                api.version,
+                api.codec.service,
+                self._announced,
+            )
+        self._announced = api.version
+
+    def _forget(self, api: _Api) -> None:
+        """Detect again at the next call, unless another thread already did."""
+        with self._api_lock:
+            if self._api is api:
+                self._api = None
+
+    def _serves(self, api: _Api) -> bool | None:
+        """Whether gobgpd answers GetBgp on this API (None: could not tell)."""
+        try:
+            api.get_bgp(api.codec.get_bgp_request(), timeout=self.timeout)
+        except grpc.RpcError as e:
+            return False if _unimplemented(e) else None
+        return True
+
+    def _mismatch(self, op: str, pinned: _Api, done: int) -> GobgpError:
+        other = self._apis[3 if pinned.version == 4 else 4]
+        message = (
+            f"{op} on {self.target}: gobgpd does not serve the GoBGP {pinned.version}.x API "
+            f"({pinned.codec.service}) that gobgp.api_version pins"
+        )
+        serves = self._serves(other)
+        if serves:
+            message += (
+                f"; it serves {other.version}.x ({other.codec.service}): set "
+                f"gobgp.api_version to {other.version} or auto"
+            )
+        elif serves is False:
+            message += f"; nor the {other.version}.x API ({other.codec.service}): is it gobgpd?"
+        return GobgpError(message, done=done)
+
+    def _call(self, op: str, fn: Callable[[_Api], T], *, done: int = 0) -> T:
+        """fn(api) with grpc errors turned into GobgpError, following a version change.
+
+        On UNIMPLEMENTED the version is detected again and fn runs once more with
+        the new API; every fn here is safe to repeat (reads, enable/disable, and an
+        AddPathStream batch that gobgpd refused before reading it).
+        """
+        api = self._current(op, done)
+        try:
+            return fn(api)
+        except grpc.RpcError as e:
+            if not _unimplemented(e):
+                _raise(op, self.target, e, done)
+            self._forget(api)
+            if self.api_version != "auto":
+                raise self._mismatch(op, api, done) from e
+            fresh = self._current(op, done)
+            if fresh is api:  # same version again: this RPC itself is missing
+                _raise(op, self.target, e, done)
+        try:
+            return fn(fresh)
+        except grpc.RpcError as e:
+            _raise(op, self.target, e, done)
 
     # -------------------------------------------------------------- global
 
@@ -445,11 +334,12 @@ class GobgpClient:
         """gobgpd's own AS (0 while it runs without a configuration)."""
         # Not cached: one GetBgp per reconcile is cheap, and a restarted gobgpd may
         # come back with another configuration without the channel reporting anything.
-        try:
-            response = self._get_bgp(pb.GetBgpRequest(), timeout=self.timeout)
-        except grpc.RpcError as e:
-            _raise("GetBgp", self.target, e)
-        return int(getattr(response, "global").asn)  # `global` is a Python keyword
+        return self._call(
+            "GetBgp",
+            lambda api: api.codec.local_asn(
+                api.get_bgp(api.codec.get_bgp_request(), timeout=self.timeout)
+            ),
+        )
 
     # -------------------------------------------------------------- routes
 
@@ -461,18 +351,25 @@ class GobgpClient:
         """
         asn = self.local_asn()
         routes: dict[HostPrefix, Route] = {}
-        for version in (4, 6):
-            request = pb.ListPathRequest(table_type=pb.GLOBAL, family=_AFI_SAFI[version])
-            try:
-                for response in self._list_path(request, timeout=max(_LIST_DEADLINE, self.timeout)):
+        family: Literal[4, 6]
+        for family in (4, 6):
+
+            def read(api: _Api, family: Literal[4, 6] = family) -> dict[HostPrefix, Route]:
+                codec = api.codec
+                found: dict[HostPrefix, Route] = {}
+                responses = api.list_path(
+                    codec.list_path_request(family), timeout=max(_LIST_DEADLINE, self.timeout)
+                )
+                for response in responses:
                     for path in response.destination.paths:
-                        if not _is_ours_to_manage(path):
+                        if not codec.is_ours_to_manage(path):
                             continue
-                        route = _decode_route(path, asn)
+                        route = codec.decode_route(path, asn)
                         if route is not None:
-                            routes[route.prefix] = route
-            except grpc.RpcError as e:
-                _raise(f"ListPath(ipv{version})", self.target, e)
+                            found[route.prefix] = route
+                return found
+
+            routes.update(self._call(f"ListPath(ipv{family})", read))
         return routes
 
     def apply(self, withdraw: Sequence[HostPrefix], announce: Sequence[Route]) -> None:
@@ -489,71 +386,94 @@ class GobgpClient:
             validate_route(route)
         if not withdraw and not announce:
             return
-        asn = self.local_asn() if any(r.as_path_prepend for r in announce) else None
-        withdraws = [_withdraw_path(p) for p in withdraw]
-        announces = [_announce_path(r, asn) for r in announce]
+        asn: int | None = None
+        if any(r.as_path_prepend for r in announce):
+            asn = self.local_asn()
+            if not asn:  # checked before the first batch, not in the middle of apply
+                raise GobgpError("cannot prepend: gobgpd reports no local AS (not configured yet?)")
 
-        done = 0
+        total = len(withdraw) + len(announce)
         # Withdraws and announces never share a batch, so a prefix in both lists is
-        # withdrawn and re-added in that order. One AddPathStream call per batch: the
-        # call returns only after gobgpd installed every path of it, so `done` is
-        # exact. (gobgpd rejects a whole batch if one path fails and aborts the stream,
-        # so on a single stream we could not tell how many batches went in.)
-        for paths in (withdraws, announces):
-            for start in range(0, len(paths), self.batch_size):
-                batch = paths[start : start + self.batch_size]
-                request = pb.AddPathStreamRequest(table_type=pb.GLOBAL, paths=batch)
-                try:
-                    # AddPathStream needs table_type GLOBAL explicitly (notes 2.3.11).
-                    self._add_path_stream(iter([request]), timeout=self.timeout)
-                except grpc.RpcError as e:
-                    _raise(
-                        f"AddPathStream ({done} of {len(withdraws) + len(announces)} changes done)",
-                        self.target,
-                        e,
-                        done=done,
-                    )
-                done += len(batch)
-        log.debug("applied %d withdraws and %d announces", len(withdraws), len(announces))
+        # withdrawn and re-added in that order.
+        done = self._send_batches(withdraw, lambda c, p: c.withdraw_path(p), 0, total)
+        self._send_batches(announce, lambda c, r: c.announce_path(r, asn), done, total)
+        log.debug("applied %d withdraws and %d announces", len(withdraw), len(announce))
+
+    def _send_batches(
+        self, items: Sequence[X], encode: Callable[[Codec, X], Any], done: int, total: int
+    ) -> int:
+        """AddPathStream `items` in batches; returns `done` plus what went through.
+
+        One AddPathStream call per batch: the call returns only after gobgpd
+        installed every path of it, so `done` is exact. (gobgpd rejects a whole batch
+        if one path fails and aborts the stream, so on a single stream we could not
+        tell how many batches went in.) Paths are encoded per batch with the codec in
+        use, so a batch retried after a version change goes out in the new format.
+        """
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start : start + self.batch_size]
+
+            def send(api: _Api, batch: Sequence[X] = batch) -> None:
+                request = api.codec.add_path_stream_request([encode(api.codec, x) for x in batch])
+                api.add_path_stream(iter([request]), timeout=self.timeout)
+
+            self._call(f"AddPathStream ({done} of {total} changes done)", send, done=done)
+            done += len(batch)
+        return done
 
     # --------------------------------------------------------------- peers
 
     def peers(self) -> list[PeerStatus]:
         """gobgpd's neighbors and their session states."""
-        now = time.time()
-        try:
-            return [
-                _peer_status(r.peer, now)
-                for r in self._list_peer(pb.ListPeerRequest(), timeout=self.timeout)
-            ]
-        except grpc.RpcError as e:
-            _raise("ListPeer", self.target, e)
+
+        def read(api: _Api) -> list[PeerStatus]:
+            now = time.time()
+            responses = api.list_peer(api.codec.list_peer_request(), timeout=self.timeout)
+            return [api.codec.peer_status(r.peer, now) for r in responses]
+
+        return self._call("ListPeer", read)
 
     def enable_peer(self, address: str) -> None:
         """Start the session with a neighbor configured admin-down."""
-        try:
-            self._enable_peer(pb.EnablePeerRequest(address=address), timeout=self.timeout)
-        except grpc.RpcError as e:
-            _raise(f"EnablePeer({address})", self.target, e)
+        self._call(
+            f"EnablePeer({address})",
+            lambda api: api.enable_peer(
+                api.codec.enable_peer_request(address), timeout=self.timeout
+            ),
+        )
 
     def disable_peer(self, address: str, communication: str = "") -> None:
         """Shut a session down; `communication` is the RFC 8203 message the peer logs."""
-        request = pb.DisablePeerRequest(address=address, communication=communication)
-        try:
-            self._disable_peer(request, timeout=self.timeout)
-        except grpc.RpcError as e:
-            _raise(f"DisablePeer({address})", self.target, e)
+        self._call(
+            f"DisablePeer({address})",
+            lambda api: api.disable_peer(
+                api.codec.disable_peer_request(address, communication), timeout=self.timeout
+            ),
+        )
 
     # --------------------------------------------------------------- watch
 
     def watch(self) -> Watch:
-        """Open WatchEvent(peer={}) now; see Watch for how its end signals a restart."""
-        # No deadline: the stream is meant to live as long as gobgpd does. Opening it
-        # does not wait for gobgpd; if it is down, the first iteration raises.
-        request = pb.WatchEventRequest(peer=pb.WatchEventRequest.Peer())
-        watch = Watch(self._watch_event(request), self.target)
+        """Open WatchEvent(peer={}) now; see Watch for how its end signals a restart.
+
+        Raises GobgpError only when the API version is not known yet and gobgpd
+        cannot be reached to detect it; otherwise a gobgpd that is down makes the
+        first iteration raise.
+        """
+        return self._open_watch(self._current("WatchEvent"))
+
+    def _open_watch(self, api: _Api) -> Watch:
+        # No deadline: the stream is meant to live as long as gobgpd does.
+        call = api.watch_event(api.codec.watch_peers_request())
+        watch = Watch(call, api.codec, self.target, lambda: self._watch_unimplemented(api))
         self._watches.add(watch)
         return watch
+
+    def _watch_unimplemented(self, api: _Api) -> GobgpError | None:
+        self._forget(api)
+        if self.api_version != "auto":
+            return self._mismatch("WatchEvent", api, 0)
+        return None
 
     def wait_closed(self) -> None:
         """Block until gobgpd's event stream ends (it restarted or went away).
@@ -561,10 +481,15 @@ class GobgpClient:
         Raises GobgpError when the stream ends, which is the restart signal; returns
         quietly once cancel_watch() or close() was called. Meant for a worker thread.
         """
+        if self._watch_stopped:
+            return
+        # Detection (a network call) happens outside _watch_lock, so cancel_watch()
+        # never waits for it.
+        api = self._current("WatchEvent")
         with self._watch_lock:
             if self._watch_stopped:
                 return
-            watch = self.watch()
+            watch = self._open_watch(api)
         watch.wait_closed()
 
     def cancel_watch(self) -> None:

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerate announcer/_proto/ from protos/gobgp_v3.proto.
+# Regenerate announcer/_proto/ from protos/gobgp_v3.proto and protos/gobgp_v4.proto.
 #
 # Why a pinned, old generator: code from grpcio-tools 1.51.1 (protoc 3.21.6)
 # loads on Debian bookworm's python3-protobuf 4.21 *and* on protobuf 7.x.
@@ -35,16 +35,18 @@ if have != sys.argv[1]:
 PY
 
 mkdir -p "$out"
-# -I"$here" makes the registered file name "gobgp_v3.proto" (no directory part),
-# which the freshness test in tests/unit/test_protos.py relies on.
+# -I"$here" makes the registered file names "gobgp_v3.proto" and "gobgp_v4.proto"
+# (no directory part), which the freshness test in tests/unit/test_protos.py
+# relies on. The two share no file name and no package (apipb, api), so both
+# modules load side by side in one process.
 "$venv/bin/python" -m grpc_tools.protoc -I"$here" \
     --python_out="$out" --pyi_out="$out" \
-    "$here/gobgp_v3.proto"
+    "$here/gobgp_v3.proto" "$here/gobgp_v4.proto"
 
 cat > "$out/__init__.py" <<'PY'
-"""Generated protobuf code for gobgpd 3.x; see protos/generate.sh. Do not edit.
+"""Generated protobuf code for gobgpd 3.x and 4.x; see protos/generate.sh. Do not edit.
 
 Only announcer.gobgp imports this package.
 """
 PY
-echo "generated: $out/gobgp_v3_pb2.py $out/gobgp_v3_pb2.pyi"
+echo "generated: $out/gobgp_v3_pb2.py(i) $out/gobgp_v4_pb2.py(i)"

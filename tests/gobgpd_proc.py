@@ -3,12 +3,16 @@
 Used as a context manager (or start()/stop() in a fixture's try/finally) so the daemon
 is killed even when the test fails. Each instance gets its own API and BGP ports and
 runs with pprof disabled, so several can run side by side (gobgp-api-notes 4.3).
+
+`version` picks the daemon: 3 is Debian bookworm's gobgpd 3.10 (/usr/bin), 4 is Debian
+sid's 4.8.0 that scripts/fetch-gobgp4 unpacks under .cache/gobgp4 (scripts/deps runs
+it). Both read the same TOML config. A missing binary fails the test, it never skips.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import socket
 import subprocess
 import time
@@ -16,9 +20,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-GOBGPD = shutil.which("gobgpd") or "/usr/bin/gobgpd"
-GOBGP = shutil.which("gobgp") or "/usr/bin/gobgp"
+REPO = Path(__file__).resolve().parents[1]
+GOBGP4_ROOT = Path(os.environ.get("GOBGP4_ROOT", REPO / ".cache" / "gobgp4" / "root"))
+# version -> (gobgpd, gobgp CLI)
+BINARIES: dict[int, tuple[Path, Path]] = {
+    3: (Path("/usr/bin/gobgpd"), Path("/usr/bin/gobgp")),
+    4: (GOBGP4_ROOT / "usr/bin/gobgpd", GOBGP4_ROOT / "usr/bin/gobgp"),
+}
+VERSIONS = tuple(BINARIES)  # for pytest parametrization: every test runs on each
+# No HTTP listener at all: 4.x serves Prometheus metrics on localhost:6060 even with
+# --pprof-disable unless the metrics path is empty (3.x has no such flag).
+QUIET_FLAGS: dict[int, tuple[str, ...]] = {
+    3: ("--pprof-disable",),
+    4: ("--pprof-disable", "--metrics-path="),
+}
 HOST = "127.0.0.1"
+
+
+def binaries(version: int) -> tuple[str, str]:
+    """The gobgpd and gobgp paths of a major version; AssertionError if missing."""
+    daemon, cli = BINARIES[version]
+    hint = "apt-get install gobgpd" if version == 3 else "run scripts/fetch-gobgp4"
+    for path in (daemon, cli):
+        assert path.is_file(), f"gobgpd {version}.x binary {path} missing ({hint})"
+    return str(daemon), str(cli)
 
 
 def free_port() -> int:
@@ -47,6 +72,7 @@ class GobgpdProc:
     router_id: str = "192.0.2.1"
     neighbors: list[Neighbor] = field(default_factory=list)
     name: str = "gobgpd"
+    version: int = 3  # which gobgpd: see BINARIES
     api_port: int = field(default_factory=free_port)
     bgp_port: int = field(default_factory=free_port)
     # Serve the API on a unix socket instead of 127.0.0.1:api_port.
@@ -58,6 +84,14 @@ class GobgpdProc:
         if self.api_socket is not None:
             return f"unix://{self.api_socket}"
         return f"{HOST}:{self.api_port}"
+
+    @property
+    def gobgpd(self) -> str:
+        return binaries(self.version)[0]
+
+    @property
+    def gobgp(self) -> str:
+        return binaries(self.version)[1]
 
     def _cli_target(self) -> list[str]:
         if self.api_socket is not None:
@@ -116,14 +150,14 @@ class GobgpdProc:
         try:
             self.proc = subprocess.Popen(
                 [
-                    GOBGPD,
+                    self.gobgpd,
                     "-f",
                     str(self.config_path),
                     "-t",
                     "toml",
                     "--api-hosts",
                     self.api_target,
-                    "--pprof-disable",
+                    *QUIET_FLAGS[self.version],
                     "-p",
                 ],
                 stdout=log,
@@ -152,7 +186,7 @@ class GobgpdProc:
                 time.sleep(0.02)
                 continue
             r = subprocess.run(
-                [GOBGP, *self._cli_target(), "global", "-j"],
+                [self.gobgp, *self._cli_target(), "global", "-j"],
                 capture_output=True,
                 text=True,
                 timeout=5,
@@ -209,7 +243,7 @@ class GobgpdProc:
     def cli(self, *args: str) -> str:
         """Run `gobgp ARGS...` against this daemon's API; raises on failure."""
         r = subprocess.run(
-            [GOBGP, *self._cli_target(), *args],
+            [self.gobgp, *self._cli_target(), *args],
             capture_output=True,
             text=True,
             timeout=10,

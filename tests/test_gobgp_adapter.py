@@ -1,4 +1,9 @@
-"""announcer.gobgp against a real gobgpd 3.10 on 127.0.0.1 (no fakes).
+"""announcer.gobgp against a real gobgpd on 127.0.0.1 (no fakes), 3.10 and 4.8.0.
+
+Every test that runs a gobgpd runs once per version (tests/gobgpd_proc.py: bookworm's
+3.10 and sid's 4.8.0 unpacked by scripts/fetch-gobgp4), with the client detecting the
+API version as it does in production. The tests at the end are about detection
+itself: pinning, a wrong pin, an upgrade under a running client.
 
 Only documentation prefixes are used: 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24,
 2001:db8::/32.
@@ -7,11 +12,14 @@ Only documentation prefixes are used: 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0
 from __future__ import annotations
 
 import ipaddress
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import grpc
 import pytest
 
 from announcer.errors import GobgpError, InvalidRoute
@@ -25,7 +33,7 @@ from announcer.model import (
     RouteTable,
     SessionState,
 )
-from tests.gobgpd_proc import GobgpdProc, Neighbor, free_port, wait_for
+from tests.gobgpd_proc import VERSIONS, GobgpdProc, Neighbor, free_port, wait_for
 
 pytestmark = pytest.mark.gobgpd
 
@@ -34,9 +42,15 @@ ip = ipaddress.ip_address
 net = ipaddress.ip_network
 
 
+@pytest.fixture(params=VERSIONS, ids=lambda v: f"gobgpd{v}")
+def version(request: pytest.FixtureRequest) -> int:
+    """The gobgpd major version a test runs against."""
+    return int(request.param)
+
+
 @pytest.fixture
-def gobgpd(tmp_path: Path) -> Iterator[GobgpdProc]:
-    proc = GobgpdProc(tmp_path / "a", asn=A_ASN, name="a")
+def gobgpd(tmp_path: Path, version: int) -> Iterator[GobgpdProc]:
+    proc = GobgpdProc(tmp_path / "a", asn=A_ASN, name="a", version=version)
     proc.start()
     try:
         yield proc
@@ -54,7 +68,7 @@ def client(gobgpd: GobgpdProc) -> Iterator[GobgpClient]:
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[GobgpdProc, GobgpdProc]]:
+def pair(tmp_path: Path, version: int) -> Iterator[tuple[GobgpdProc, GobgpdProc]]:
     """A (AS65001, ours) and B (AS65002) with an eBGP session on 127.0.0.1.
 
     Both sides connect actively: gobgpd waits a random 5-10 s before each attempt,
@@ -62,12 +76,18 @@ def pair(tmp_path: Path) -> Iterator[tuple[GobgpdProc, GobgpdProc]]:
     """
     a_port, b_port = free_port(), free_port()
     a = GobgpdProc(
-        tmp_path / "a", asn=A_ASN, name="a", bgp_port=a_port, neighbors=[Neighbor(B_ASN, b_port)]
+        tmp_path / "a",
+        asn=A_ASN,
+        name="a",
+        version=version,
+        bgp_port=a_port,
+        neighbors=[Neighbor(B_ASN, b_port)],
     )
     b = GobgpdProc(
         tmp_path / "b",
         asn=B_ASN,
         name="b",
+        version=version,
         router_id="192.0.2.2",
         bgp_port=b_port,
         neighbors=[Neighbor(A_ASN, a_port)],
@@ -111,15 +131,20 @@ def by_prefix(routes: list[Route]) -> dict[HostPrefix, Route]:
     return {r.prefix: r for r in routes}
 
 
+def from_neighbor(path: dict[str, Any]) -> bool:
+    """Whether a `gobgp -j` path was learned from 127.0.0.1 (3.10 and 4.8 name it apart)."""
+    return "127.0.0.1" in (path.get("neighbor-ip"), path.get("peer-address"))
+
+
 def learned(proc: GobgpdProc, family: str, prefix: str) -> bool:
     """Whether `proc` has a path for `prefix` learned from its neighbor 127.0.0.1."""
     paths = rib(proc, family).get(prefix, [])
-    return any(p.get("neighbor-ip") == "127.0.0.1" for p in paths)
+    return any(from_neighbor(p) for p in paths)
 
 
 def from_peer(proc: GobgpdProc, family: str, prefix: str) -> dict[int, Any]:
     """The attributes, by type code, of the path for `prefix` that `proc` learned from 127.0.0.1."""
-    (path,) = [p for p in rib(proc, family)[prefix] if p.get("neighbor-ip") == "127.0.0.1"]
+    (path,) = [p for p in rib(proc, family)[prefix] if from_neighbor(p)]
     return {x["type"]: x for x in path["attrs"]}
 
 
@@ -183,8 +208,8 @@ def test_withdraw_leaves_other_paths_alone(client: GobgpClient, gobgpd: GobgpdPr
     assert set(rib(gobgpd, "ipv6")) == {"2001:db8::50/128"}
 
 
-def test_unix_socket_target(tmp_path: Path) -> None:
-    proc = GobgpdProc(tmp_path / "u", name="u", api_socket=tmp_path / "api.sock")
+def test_unix_socket_target(tmp_path: Path, version: int) -> None:
+    proc = GobgpdProc(tmp_path / "u", name="u", api_socket=tmp_path / "api.sock", version=version)
     proc.start()
     try:
         with GobgpClient(proc.api_target) as client:
@@ -306,7 +331,8 @@ def test_partial_failure_reports_done(client: GobgpClient, gobgpd: GobgpdProc) -
     routes = [Route(net(f"203.0.113.{i}/32")) for i in range(1, 11)]
     client.batch_size = 4
     # Make the second batch fail inside gobgpd: kill it between batches.
-    real = client._add_path_stream
+    api = client._current("test")
+    real = api.add_path_stream
     calls = 0
 
     def flaky(requests: Any, **kw: Any) -> Any:
@@ -316,7 +342,7 @@ def test_partial_failure_reports_done(client: GobgpClient, gobgpd: GobgpdProc) -
             gobgpd.stop()
         return real(requests, **kw)
 
-    client._add_path_stream = flaky
+    api.add_path_stream = flaky
     with pytest.raises(GobgpError) as err:
         client.apply([], routes)
     assert err.value.done == 4
@@ -486,3 +512,102 @@ def test_ebgp_peer_receives_attributes(pair: tuple[GobgpdProc, GobgpdProc]) -> N
         # Not waiting for ESTABLISHED again: gobgpd waits 5 s idle hold plus a random
         # 5-10 s before reconnecting, too slow for this test.
         wait_for(lambda: not client.peers()[0].admin_down)
+
+
+# ------------------------------------------------------------ API version
+
+
+def other(version: int) -> Literal[3, 4]:
+    return 3 if version == 4 else 4
+
+
+def test_auto_detects_the_version_once_and_logs_it(
+    gobgpd: GobgpdProc, version: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="announcer.gobgp")
+    with GobgpClient(gobgpd.api_target) as client:
+        route = Route(net("192.0.2.90/32"), as_path_prepend=1)
+        client.apply([], [route])
+        assert client.local_routes() == {route.prefix: route}
+        assert client.peers() == []
+        assert client._current("test").version == version
+    lines = [r.getMessage() for r in caplog.records if "API" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"GoBGP {version}.x API" in lines[0] and "detected" in lines[0], lines
+
+
+def test_pinned_version_is_used(gobgpd: GobgpdProc, version: Literal[3, 4]) -> None:
+    with GobgpClient(gobgpd.api_target, api_version=version) as client:
+        route = Route(net("192.0.2.91/32"), med=9)
+        client.apply([], [route])
+        assert client.local_routes() == {route.prefix: route}
+        assert client._current("test").version == version
+
+
+def test_pinned_wrong_version_names_the_mismatch(gobgpd: GobgpdProc, version: int) -> None:
+    wrong = other(version)
+    with GobgpClient(gobgpd.api_target, api_version=wrong) as client:
+        calls: list[Callable[[], object]] = [
+            client.local_routes,
+            client.peers,
+            lambda: client.apply([], [Route(net("192.0.2.92/32"))]),
+            lambda: client.watch().wait_closed(),
+        ]
+        for call in calls:
+            with pytest.raises(GobgpError) as err:
+                call()
+            message = str(err.value)
+            assert f"does not serve the GoBGP {wrong}.x API" in message, message
+            assert f"it serves {version}.x" in message, message
+            assert f"set gobgp.api_version to {version} or auto" in message, message
+    assert rib(gobgpd, "ipv4") == {}  # nothing was sent in the wrong format
+
+
+def test_a_grpc_server_that_is_not_gobgpd() -> None:
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        auto = GobgpClient(f"127.0.0.1:{port}")
+        with auto, pytest.raises(GobgpError, match="serves neither GoBGP API"):
+            auto.local_routes()
+        pinned = GobgpClient(f"127.0.0.1:{port}", api_version=4)
+        with pinned, pytest.raises(GobgpError, match=r"4\.x API .* pins; nor the 3\.x API"):
+            pinned.peers()
+    finally:
+        server.stop(None)
+
+
+@pytest.mark.parametrize(("before", "after"), [(3, 4), (4, 3)], ids=["upgrade", "downgrade"])
+def test_version_change_under_a_running_client(
+    tmp_path: Path, before: int, after: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """gobgpd replaced by the other major version on the same address, client kept."""
+    caplog.set_level(logging.INFO, logger="announcer.gobgp")
+    proc = GobgpdProc(tmp_path / "a", asn=A_ASN, name="a", version=before)
+    proc.start()
+    try:
+        with GobgpClient(proc.api_target) as client:
+            route = Route(net("192.0.2.95/32"), med=5, communities=(Community(65001, 95),))
+            client.apply([], [route])
+            _watch, _events, errors, thread, registered = run_watch(client)
+            assert registered.wait(5)
+
+            proc.stop()
+            proc.version = after
+            proc.start()
+            thread.join(5)
+            assert not thread.is_alive() and len(errors) == 1, errors
+            assert isinstance(errors[0], GobgpError)
+            # The first call after the switch is in the old format: gobgpd answers
+            # UNIMPLEMENTED, the client detects again and resends in the new one.
+            client.apply([], [route])
+            assert client._current("test").version == after
+            assert client.local_routes() == {route.prefix: route}
+            watch, _events, errors, thread, registered = run_watch(client)
+            assert registered.wait(5), errors
+            watch.cancel()
+    finally:
+        proc.stop()
+    changed = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"GoBGP {after}.x API" in m and f"was {before}.x" in m for m in changed), changed

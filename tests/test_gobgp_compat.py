@@ -2,7 +2,8 @@
 
 The committed generated code (protoc 3.21) must load on protobuf 4.21 as well as on the
 venv's protobuf 7.x. This runs a real announce, read-back and withdraw against a real
-gobgpd under /usr/bin/python3 with only Debian packages on the path:
+gobgpd (3.10 and 4.8.0, the API version detected as in production) under
+/usr/bin/python3 with only Debian packages on the path:
 python3-grpcio python3-protobuf python3-yaml python3-requests.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gobgpd_proc import GobgpdProc
+from tests.gobgpd_proc import VERSIONS, GobgpdProc
 
 pytestmark = pytest.mark.gobgpd
 
@@ -52,13 +53,14 @@ print(json.dumps({
     "round_trip": read_back == {r.prefix: r for r in routes},
     "after_withdraw": len(after),
     "first_event": first.kind,
+    "api_version": client._current("compat").version,
 }))
 """
 
 
-@pytest.fixture
-def gobgpd(tmp_path: Path) -> Iterator[GobgpdProc]:
-    proc = GobgpdProc(tmp_path / "a", asn=65001, name="a")
+@pytest.fixture(params=VERSIONS, ids=lambda v: f"gobgpd{v}")
+def gobgpd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[GobgpdProc]:
+    proc = GobgpdProc(tmp_path / "a", asn=65001, name="a", version=request.param)
     proc.start()
     try:
         yield proc
@@ -91,3 +93,4 @@ def test_adapter_on_debian_python_packages(gobgpd: GobgpdProc) -> None:
     assert result["round_trip"] is True
     assert result["after_withdraw"] == 0
     assert result["first_event"] == "end_of_init"  # no neighbors: only the barrier
+    assert result["api_version"] == gobgpd.version

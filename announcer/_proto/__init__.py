@@ -1,4 +1,4 @@
-"""Generated protobuf code for gobgpd 3.x; see protos/generate.sh. Do not edit.
+"""Generated protobuf code for gobgpd 3.x and 4.x; see protos/generate.sh. Do not edit.
 
 Only announcer.gobgp imports this package.
 """

@@ -1,23 +1,95 @@
-"""protos/gobgp_v3.proto is a faithful subset of GoBGP 3.10's API, and its generated code is fresh.
+"""protos/gobgp_v3.proto and gobgp_v4.proto are faithful subsets of GoBGP's APIs; code is fresh.
 
-The upstream protos come from Debian's golang-github-osrg-gobgp-dev (installed in CI):
-this test must fail, not skip, if they are missing.
+Every test runs for both API versions. The upstream protos come from Debian's
+golang-github-osrg-gobgp-dev: 3.10 from bookworm (installed in CI), 4.8.0 from sid
+(unpacked under .cache/gobgp4 by scripts/fetch-gobgp4, which scripts/deps runs).
+These tests must fail, not skip, if either is missing.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.resources
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
+from tests.gobgpd_proc import GOBGP4_ROOT
+
 REPO = Path(__file__).resolve().parents[2]
-OURS = REPO / "protos" / "gobgp_v3.proto"
-UPSTREAM_DIR = Path("/usr/share/gocode/src/github.com/osrg/gobgp/api")
-UPSTREAM_FILES = ("gobgp.proto", "attribute.proto", "capability.proto")
 GOOGLE_INCLUDE = str(importlib.resources.files("grpc_tools") / "_proto")
+GOCODE = "usr/share/gocode/src/github.com/osrg/gobgp"
+
+
+@dataclass(frozen=True)
+class Api:
+    """One API version: our proto, upstream's, and what ours must declare."""
+
+    version: int
+    ours: Path
+    upstream_include: Path  # the -I directory upstream's imports are relative to
+    upstream_files: tuple[str, ...]
+    package: str
+    service: str
+    rpcs: frozenset[str]
+    hint: str  # how to get upstream's protos
+
+    @property
+    def generated_module(self) -> str:
+        return f"announcer._proto.gobgp_v{self.version}_pb2"
+
+
+APIS = {
+    3: Api(
+        version=3,
+        ours=REPO / "protos" / "gobgp_v3.proto",
+        upstream_include=Path("/") / GOCODE / "api",
+        upstream_files=("gobgp.proto", "attribute.proto", "capability.proto"),
+        package="apipb",
+        service="GobgpApi",
+        rpcs=frozenset(
+            {
+                "GetBgp",
+                "AddPath",
+                "DeletePath",
+                "AddPathStream",
+                "ListPath",
+                "ListPeer",
+                "EnablePeer",
+                "DisablePeer",
+                "WatchEvent",
+            }
+        ),
+        hint="apt-get install golang-github-osrg-gobgp-dev",
+    ),
+    4: Api(
+        version=4,
+        ours=REPO / "protos" / "gobgp_v4.proto",
+        upstream_include=GOBGP4_ROOT / GOCODE / "proto",
+        upstream_files=tuple(
+            f"api/{name}.proto"
+            for name in ("gobgp", "attribute", "capability", "common", "extcom", "nlri")
+        ),
+        package="api",
+        service="GoBgpService",
+        # Only what the adapter binds: no AddPath, and no DeletePath at all.
+        rpcs=frozenset(
+            {
+                "GetBgp",
+                "AddPathStream",
+                "ListPath",
+                "ListPeer",
+                "EnablePeer",
+                "DisablePeer",
+                "WatchEvent",
+            }
+        ),
+        hint="run scripts/fetch-gobgp4",
+    ),
+}
 
 FDP = descriptor_pb2.FieldDescriptorProto
 FileSet = descriptor_pb2.FileDescriptorSet
@@ -37,22 +109,27 @@ def compile_protos(include: Path, files: list[str], out: Path) -> FileSet:
     return FileSet.FromString(out.read_bytes())
 
 
+@pytest.fixture(scope="module", params=sorted(APIS), ids=lambda v: f"v{v}")
+def api(request: pytest.FixtureRequest) -> Api:
+    return APIS[request.param]
+
+
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> FileSet:
-    missing = [f for f in UPSTREAM_FILES if not (UPSTREAM_DIR / f).is_file()]
-    assert not missing, f"upstream protos missing (install golang-github-osrg-gobgp-dev): {missing}"
+def upstream(api: Api, tmp_path_factory: pytest.TempPathFactory) -> FileSet:
+    missing = [f for f in api.upstream_files if not (api.upstream_include / f).is_file()]
+    assert not missing, f"upstream {api.version}.x protos missing ({api.hint}): {missing}"
     out = tmp_path_factory.mktemp("upstream") / "upstream.pb"
-    return compile_protos(UPSTREAM_DIR, list(UPSTREAM_FILES), out)
+    return compile_protos(api.upstream_include, list(api.upstream_files), out)
 
 
 @pytest.fixture(scope="module")
-def ours(tmp_path_factory: pytest.TempPathFactory) -> FileSet:
+def ours(api: Api, tmp_path_factory: pytest.TempPathFactory) -> FileSet:
     out = tmp_path_factory.mktemp("ours") / "ours.pb"
-    return compile_protos(OURS.parent, [OURS.name], out)
+    return compile_protos(api.ours.parent, [api.ours.name], out)
 
 
-def our_file(files: FileSet) -> descriptor_pb2.FileDescriptorProto:
-    (f,) = [f for f in files.file if f.name == OURS.name]
+def our_file(files: FileSet, api: Api) -> descriptor_pb2.FileDescriptorProto:
+    (f,) = [f for f in files.file if f.name == api.ours.name]
     return f
 
 
@@ -158,41 +235,31 @@ def differences(
     return problems
 
 
-def test_ours_is_a_subset_of_upstream(ours: FileSet, upstream: FileSet) -> None:
-    mine = our_file(ours)
-    theirs = [f for f in upstream.file if f.package == "apipb"]
-    assert {f.name for f in theirs} == set(UPSTREAM_FILES)
+def test_ours_is_a_subset_of_upstream(api: Api, ours: FileSet, upstream: FileSet) -> None:
+    mine = our_file(ours, api)
+    theirs = [f for f in upstream.file if f.package == api.package]
+    assert {f.name for f in theirs} == set(api.upstream_files)
     assert differences([mine], theirs) == []
 
 
-def test_declares_what_the_adapter_uses(ours: FileSet) -> None:
-    mine = our_file(ours)
-    assert mine.package == "apipb"
+def test_declares_what_the_adapter_uses(api: Api, ours: FileSet) -> None:
+    mine = our_file(ours, api)
+    assert mine.package == api.package
     assert mine.syntax == "proto3"
     # One self-contained file: the generated module imports only google.protobuf.
     assert all(d.startswith("google/protobuf/") for d in mine.dependency), list(mine.dependency)
     (service,) = mine.service
-    assert service.name == "GobgpApi"
-    assert {m.name for m in service.method} == {
-        "GetBgp",
-        "AddPath",
-        "DeletePath",
-        "AddPathStream",
-        "ListPath",
-        "ListPeer",
-        "EnablePeer",
-        "DisablePeer",
-        "WatchEvent",
-    }
+    assert service.name == api.service
+    assert {m.name for m in service.method} == api.rpcs
 
 
-def test_checker_catches_a_wrong_number(ours: FileSet, upstream: FileSet) -> None:
+def test_checker_catches_a_wrong_number(api: Api, ours: FileSet, upstream: FileSet) -> None:
     """The comparison itself is not vacuous: a renumbered field, enum value or rpc fails it."""
-    theirs = [f for f in upstream.file if f.package == "apipb"]
+    theirs = [f for f in upstream.file if f.package == api.package]
 
     def mutated(change: str) -> descriptor_pb2.FileDescriptorProto:
         f = descriptor_pb2.FileDescriptorProto()
-        f.CopyFrom(our_file(ours))
+        f.CopyFrom(our_file(ours, api))
         msgs = {m.name: m for m in f.message_type}
         if change == "field":
             next(x for x in msgs["Path"].field if x.name == "family").number = 6
@@ -206,9 +273,16 @@ def test_checker_catches_a_wrong_number(ours: FileSet, upstream: FileSet) -> Non
             f.message_type.add(name="NotUpstream")
         elif change == "rpc":
             next(m for m in f.service[0].method if m.name == "ListPath").server_streaming = False
+        elif change == "oneof":
+            event = next(x for x in msgs["WatchEventResponse"].field if x.name == "peer")
+            event.ClearField("oneof_index")
+        elif change == "bind_to_device":  # 12 in 3.x, 11 in 4.x: the versions differ
+            moved = next(x for x in msgs["Global"].field if x.name == "bind_to_device")
+            moved.number = 23 - moved.number
         return f
 
-    for change in ("field", "type", "nested_enum", "enum", "extra", "rpc"):
+    changes = ("field", "type", "nested_enum", "enum", "extra", "rpc", "oneof", "bind_to_device")
+    for change in changes:
         assert differences([mutated(change)], theirs), change
 
 
@@ -228,11 +302,10 @@ def normalized(f: descriptor_pb2.FileDescriptorProto) -> descriptor_pb2.FileDesc
     return out
 
 
-def test_generated_code_is_fresh(ours: FileSet) -> None:
-    """announcer/_proto/gobgp_v3_pb2.py embeds what protos/gobgp_v3.proto compiles to now."""
-    from announcer._proto import gobgp_v3_pb2
-
-    embedded = descriptor_pb2.FileDescriptorProto.FromString(gobgp_v3_pb2.DESCRIPTOR.serialized_pb)
-    assert normalized(embedded) == normalized(our_file(ours)), (
+def test_generated_code_is_fresh(api: Api, ours: FileSet) -> None:
+    """announcer/_proto/gobgp_vN_pb2.py embeds what protos/gobgp_vN.proto compiles to now."""
+    generated = importlib.import_module(api.generated_module)
+    embedded = descriptor_pb2.FileDescriptorProto.FromString(generated.DESCRIPTOR.serialized_pb)
+    assert normalized(embedded) == normalized(our_file(ours, api)), (
         "announcer/_proto is stale: run protos/generate.sh"
     )
