@@ -1,5 +1,5 @@
 # Shortcuts for developers; the README's commands are the scripts themselves.
-.PHONY: deps test demo lab-up lab-down protos lint
+.PHONY: deps test demo lab-up lab-down lab-status protos lint
 
 deps:
 	scripts/deps
@@ -11,6 +11,8 @@ lab-up:
 	scripts/deps && .venv/bin/python tests/integration/lab.py up
 lab-down:
 	.venv/bin/python tests/integration/lab.py down
+lab-status:
+	.venv/bin/python tests/integration/lab.py status
 protos:
 	protos/generate.sh
 lint:

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Provisions a Vagrant lab load balancer (lb1, lb2) on Debian bookworm, as root:
+# the rack address and the VIPs on `lo`, HAProxy with the netns lab's config and
+# its two backends, the DataPlaneAPI emulator in front of that config, gobgpd with
+# the LB's config from gobgp/, and announcer installed from this repository.
+# The same files as the network-namespace lab (tests/integration/lab.py), so both
+# labs show the same thing. Idempotent: `vagrant provision lbN` re-applies it.
+#
+# Environment (set by the Vagrantfile; repo paths are relative to $REPO):
+#   REPO              the synced repository (/vagrant)
+#   LAB_NODE          lb1 or lb2
+#   RACK_MAC          MAC of the rack LAN NIC
+#   RACK_V4 RACK_V6   this LB's rack addresses with prefix length
+#   ROUTERS_V4/_V6    the routers' rack addresses (space separated): the way back
+#   EDGE_V4 EDGE_V6   the client LAN, reached through both routers
+#   GOBGP_CONFIG      gobgpd config, e.g. gobgp/lb1.toml
+#   ANNOUNCER_CONFIG  announcer config, e.g. tests/integration/announcer/lb1.yaml
+set -euo pipefail
+: "${REPO:?}" "${LAB_NODE:?}" "${RACK_MAC:?}" "${RACK_V4:?}" "${RACK_V6:?}"
+: "${ROUTERS_V4:?}" "${ROUTERS_V6:?}" "${EDGE_V4:?}" "${EDGE_V6:?}"
+: "${GOBGP_CONFIG:?}" "${ANNOUNCER_CONFIG:?}"
+# shellcheck source=scripts/provision/lib.sh
+source "$REPO/scripts/provision/lib.sh"
+
+haproxy_cfg=$REPO/tests/integration/haproxy/lb.cfg
+# The production units (issue 4, being written): announcer's unit and the gobgpd
+# drop-in. Installed when the checkout has them; until then announcer runs as a
+# transient unit and gobgpd gets the lab's own drop-in (below).
+announcer_unit=$REPO/systemd/announcer.service # optional: may not be committed yet
+gobgpd_dropin=$REPO/systemd/gobgpd.service.d/announcer.conf # optional: may not be committed yet
+venv=/opt/announcer/venv # where systemd/announcer.service runs it from
+
+[[ -r $haproxy_cfg ]] || die "$haproxy_cfg: not readable"
+list=$(read_list "$REPO/scripts/provision/lb.packages")
+mapfile -t packages <<<"$list"
+apt_install "${packages[@]}"
+
+# ------------------------------------------------------------------ addresses
+# The VIPs are the literal addresses HAProxy binds in lb.cfg (the one list of
+# them); 192.0.2.200 too, which announcer must never announce.
+mapfile -t vips < <(sed -nE \
+  's/^[[:space:]]*bind[[:space:]]+\[?([0-9A-Fa-f.:]*[0-9A-Fa-f])\]?:[0-9]+([[:space:]].*)?$/\1/p' \
+  "$haproxy_cfg" | sort -u)
+((${#vips[@]})) || die "$haproxy_cfg: no VIP binds found"
+rack=$(iface_by_mac "$RACK_MAC")
+say "rack LAN on $rack: $RACK_V4 $RACK_V6; VIPs on lo: ${vips[*]}"
+
+# Like the netns lab: no DAD (gobgpd binds its local-address-list at once), no
+# reverse-path filter (client -> r1 -> lb1 -> r2 -> client is normal with ECMP),
+# and the way back to the clients over both routers.
+v4_hops=() v6_hops=()
+for r in $ROUTERS_V4; do v4_hops+=(nexthop via "$r"); done
+for r in $ROUTERS_V6; do v6_hops+=(nexthop via "$r"); done
+{
+  echo "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.$rack.rp_filter=0"
+  echo "sysctl -qw net.ipv6.conf.$rack.accept_dad=0 net.ipv6.conf.$rack.accept_ra=0"
+  echo "ip link set $rack up"
+  echo "ip addr replace $RACK_V4 dev $rack"
+  echo "ip -6 addr replace $RACK_V6 dev $rack nodad"
+  echo "ip route replace $EDGE_V4 ${v4_hops[*]}"
+  echo "ip -6 route replace $EDGE_V6 ${v6_hops[*]}"
+  for vip in "${vips[@]}"; do
+    if [[ $vip == *:* ]]; then
+      echo "ip -6 addr replace $vip/128 dev lo"
+    else
+      echo "ip addr replace $vip/32 dev lo"
+    fi
+  done
+} | boot_script announcer-lab-net "Announcer lab: rack address, routes and VIPs of $LAB_NODE"
+
+# ------------------------------------------------------------------ HAProxy
+# Each backend of lb.cfg is one small HTTP server on the loopback port its
+# `server` line names, answering "<lb> <backend>" like the netns lab's.
+while read -r backend port; do
+  name=${backend#be_}
+  mkdir -p "/srv/announcer-lab/$name"
+  echo "$LAB_NODE $name" >"/srv/announcer-lab/$name/index.html"
+  simple_service "announcer-lab-backend-$name" "Announcer lab: backend $backend" \
+    /usr/bin/python3 -m http.server --bind 127.0.0.1 --directory "/srv/announcer-lab/$name" "$port"
+done < <(awk '$1 == "backend" { be = $2 } $1 == "server" { n = split($3, a, ":"); print be, a[n] }' \
+  "$haproxy_cfg")
+
+sed -e "/^[[:space:]]*#/!{s|@LB@|$LAB_NODE|g; s|@RUNDIR@|/run|g}" "$haproxy_cfg" \
+  >/etc/haproxy/haproxy.cfg.new
+haproxy -c -q -f /etc/haproxy/haproxy.cfg.new
+mv /etc/haproxy/haproxy.cfg.new /etc/haproxy/haproxy.cfg
+systemctl enable --quiet haproxy
+systemctl reload-or-restart haproxy
+
+# ------------------------------------------------------------------ DataPlaneAPI
+# The emulator stands in for DataPlaneAPI here as in the netns lab: it serves the
+# installed haproxy.cfg over DataPlaneAPI's v3 API (users: lb.cfg's userlist).
+install -D -m 0755 "$REPO/tests/integration/dpapi_emulator.py" \
+  /usr/local/libexec/announcer-lab/dpapi_emulator.py
+simple_service announcer-lab-dpapi "Announcer lab: DataPlaneAPI emulator" \
+  /usr/bin/python3 /usr/local/libexec/announcer-lab/dpapi_emulator.py \
+  --config /etc/haproxy/haproxy.cfg --api-version 3 --listen 127.0.0.1:5555
+
+# ------------------------------------------------------------------ gobgpd
+# Debian's gobgpd.service reads /etc/gobgpd.conf; by default its API listens on
+# every address and pprof is on. announcer needs the API on loopback only (it has
+# no authentication) and pprof off: the production drop-in sets both, and without
+# it the lab passes them in the $GOBGPD_OPTIONS that Debian's command line appends.
+install -m 0644 "$REPO/$GOBGP_CONFIG" /etc/gobgpd.conf
+dropins=/etc/systemd/system/gobgpd.service.d
+mkdir -p "$dropins"
+{
+  echo "[Unit]"
+  echo "After=announcer-lab-net.service"
+  if [[ -f $gobgpd_dropin ]]; then
+    install -m 0644 "$gobgpd_dropin" "$dropins/announcer.conf"
+  else
+    echo "[Service]"
+    echo 'Environment="GOBGPD_OPTIONS=--api-hosts 127.0.0.1:50051 --pprof-disable"'
+  fi
+} >"$dropins/announcer-lab.conf"
+systemctl daemon-reload
+systemctl enable --quiet gobgpd
+systemctl restart gobgpd
+
+# ------------------------------------------------------------------ announcer
+# Built from a copy of the checkout, offline: its dependencies are Debian's
+# python3-grpcio/protobuf/yaml/requests (--system-site-packages), pip only builds
+# the package. The copy keeps build/ and egg-info out of the synced folder.
+say "installing announcer into $venv"
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+cp -a "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/announcer" "$src/"
+[[ -x $venv/bin/python ]] || python3 -m venv --system-site-packages "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation \
+  --force-reinstall "$src"
+ln -sf "$venv/bin/announcer" /usr/local/bin/announcer
+
+# The lab config reads the DataPlaneAPI password from $ANNOUNCER_DPAPI_PASSWORD;
+# the emulator's users are lb.cfg's userlist, so that is where the password is.
+# The production unit also loads it as a credential from the file below (and fails
+# to start without that file), so both are set.
+password=$(awk '$1 == "user" && $3 == "insecure-password" { print $4; exit }' "$haproxy_cfg")
+[[ -n $password ]] || die "$haproxy_cfg: no insecure-password user for the emulator"
+install -D -m 0644 "$REPO/$ANNOUNCER_CONFIG" /etc/announcer/announcer.yaml
+(umask 077 && printf '%s\n' "$password" >/etc/announcer/dataplaneapi.password)
+ANNOUNCER_DPAPI_PASSWORD=$password "$venv/bin/announcer" check-config -c /etc/announcer/announcer.yaml
+
+systemctl stop announcer.service 2>/dev/null || true
+systemctl reset-failed announcer.service 2>/dev/null || true
+if [[ -f $announcer_unit ]]; then
+  install -m 0644 "$announcer_unit" /etc/systemd/system/announcer.service
+  mkdir -p /etc/systemd/system/announcer.service.d
+  cat >/etc/systemd/system/announcer.service.d/announcer-lab.conf <<EOF
+[Unit]
+After=gobgpd.service announcer-lab-dpapi.service
+
+[Service]
+Environment=ANNOUNCER_DPAPI_PASSWORD=$password
+EOF
+  systemctl daemon-reload
+  systemctl enable --quiet announcer.service
+  systemctl start announcer.service
+else
+  say "systemd/announcer.service is not in this checkout yet: announcer runs as a" \
+    "transient unit, until the next reboot (then: vagrant provision $LAB_NODE)"
+  systemd-run --quiet --unit=announcer --property=Restart=on-failure \
+    --property=RuntimeDirectory=announcer --property=StateDirectory=announcer \
+    --setenv=ANNOUNCER_DPAPI_PASSWORD="$password" \
+    "$venv/bin/announcer" run -c /etc/announcer/announcer.yaml
+fi
+
+# ------------------------------------------------------------------ done
+say "waiting for the BGP sessions to r1 and r2 (the core VM's routers dial in)"
+for _ in $(seq 60); do
+  established=$(gobgp neighbor 2>/dev/null | grep -c Establ || true)
+  ((established >= 4)) && break
+  sleep 1
+done
+gobgp neighbor || true
+gobgp global rib -a ipv4 || true
+gobgp global rib -a ipv6 || true
+say "done. On the core VM: docker exec r1 vtysh -c 'show ip bgp'"
