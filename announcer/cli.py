@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from . import __version__
-from .config import Config, load_config, read_password
+from .config import Config, ServiceConfig, load_config, read_password
 from .errors import AnnouncerError, ConfigError
 
 EX_OK = 0
-EX_SOFTWARE = 70
 EX_USAGE = 64
+EX_DATAERR = 65  # the service refused a control request (unknown VIP, ...)
+EX_UNAVAILABLE = 69  # the service is not running or not reachable
+EX_SOFTWARE = 70
 EX_CONFIG = 78  # systemd: RestartPreventExitStatus=78, a bad config is not retried
 
 log = logging.getLogger("announcer")
@@ -36,6 +42,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     chk = sub.add_parser("check-config", help="validate a configuration and exit")
     chk.add_argument("-c", "--config", required=True, help="YAML configuration file")
+
+    def control(name: str, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        where = c.add_mutually_exclusive_group()
+        where.add_argument("-c", "--config", help="take the control socket from this config")
+        where.add_argument(
+            "--socket", type=Path, help=f"control socket (default {ServiceConfig().control_socket})"
+        )
+        return c
+
+    st = control("status", help="show every VIP, its checks, gobgpd and the peers")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    for name, verb in (("drain", "drain"), ("undrain", "stop draining")):
+        d = control(name, help=f"{verb} VIPs on the running service")
+        d.add_argument("vips", nargs="*", metavar="VIP", help="VIP addresses")
+        d.add_argument("--all", action="store_true", help=f"{verb} the whole host")
     return p
 
 
@@ -58,11 +80,74 @@ def _setup_logging(level: str) -> None:
     )
 
 
-async def _serve(cfg: Config) -> None:
+def _control(args: argparse.Namespace) -> int:
+    from .control import ControlUnavailable, render, request
+    from .service import ControlError
+
+    if args.socket is not None:
+        path = args.socket
+    elif args.config is not None:
+        path = load_config(args.config).service.control_socket
+    else:
+        path = ServiceConfig().control_socket
+    payload: dict[str, Any] = {"command": args.command}
+    if args.command in ("drain", "undrain"):
+        if not args.vips and not args.all:
+            print(f"announcer {args.command}: give VIP addresses or --all", file=sys.stderr)
+            return EX_USAGE
+        payload.update(vips=args.vips, all=args.all)
+    try:
+        result = request(path, payload)
+    except ControlUnavailable as e:
+        print(f"announcer: {e}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except ControlError as e:
+        print(f"announcer {args.command}: {e}", file=sys.stderr)
+        return EX_DATAERR
+    if args.command == "status":
+        print(json.dumps(result, indent=2) if args.json else render(result))
+    else:
+        what = result.get("draining", result.get("undrained", []))
+        scope = "the whole host" if result.get("all") else ", ".join(what)
+        if args.command == "drain":
+            print(f"draining {scope}: GRACEFUL_SHUTDOWN now, withdrawn after {result['delay']}s")
+        else:
+            print(f"undrained {scope or 'nothing'}")
+        if result.get("warning"):
+            print(f"warning: {result['warning']}", file=sys.stderr)
+    return EX_OK
+
+
+async def _reload(path: str, svc: Any, notifier: Any) -> None:
+    notifier.reloading()
+    try:
+        new = await asyncio.to_thread(load_config, path)
+    except ConfigError as e:
+        log.error(
+            "reload: %s is invalid; the running configuration stays: %s",
+            path,
+            "; ".join(e.problems),
+        )
+    else:
+        svc.reload(new)
+        logging.getLogger().setLevel(new.log_level)
+    notifier.ready(svc._status_line())
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def _serve(cfg: Config, config_path: str) -> None:
     # Imported here so that `check-config` works without grpc or requests loaded.
+    from . import control
+    from . import metrics as m
     from .dataplane import DataPlaneClient
     from .gobgp import GobgpClient
+    from .keeper import Keeper
     from .probes import Prober
+    from .sdnotify import Notifier
     from .service import Service
 
     dp = cfg.dataplaneapi
@@ -85,14 +170,61 @@ async def _serve(cfg: Config) -> None:
         max_commands=cfg.service.max_concurrent_commands,
         max_sockets=cfg.service.max_concurrent_probes,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # The handler only sets the event; the shutdown itself runs in Service.run.
-        loop.add_signal_handler(sig, stop.set)
+    # The keeper first: from here on, a dead announcer takes this LB's routes with it.
     try:
-        await Service(cfg, source=source, table=table, prober=prober).run(stop)
+        keeper = Keeper(cfg.gobgp) if cfg.gobgp.fate_sharing else None
+    except OSError as e:
+        raise AnnouncerError(f"cannot start the fate-sharing keeper: {e}") from None
+    notifier = Notifier.from_env()
+    metrics = m.Metrics() if cfg.metrics.enabled else None
+    svc = Service(
+        cfg,
+        source=source,
+        table=table,
+        prober=prober,
+        keeper=keeper,
+        notifier=notifier,
+        metrics=metrics,
+    )
+    servers: list[asyncio.Server] = []
+    sock = cfg.service.control_socket
+    try:
+        hooks = os.environ.get("ANNOUNCER_TEST_HOOKS") == "1"
+        servers.append(await control.serve(sock, svc, test_hooks=hooks))
+    except OSError as e:
+        log.error("control socket %s: %s; `announcer status` and drain will not work", sock, e)
+    if metrics is not None:
+        metrics.attach(svc)
+        host, port = _host_port(cfg.metrics.address)
+        try:
+            servers.append(await m.serve(metrics, host, port))
+        except OSError as e:
+            log.error("metrics on %s: %s; no metrics", cfg.metrics.address, e)
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_stop() -> None:
+        # The handler only sets events; the shutdown itself runs in Service.run. A
+        # second SIGTERM cuts the drain delay short.
+        (hurry if stop.is_set() else stop).set()
+
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        t = loop.create_task(_reload(config_path, svc, notifier))
+        reloads.add(t)
+        t.add_done_callback(reloads.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        await svc.run(stop, hurry)
     finally:
+        for srv in servers:
+            srv.close()
+        if servers and sock.is_socket():
+            sock.unlink(missing_ok=True)
         table.close()
 
 
@@ -102,9 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return _check_config(args.config)
+        if args.command in ("status", "drain", "undrain"):
+            return _control(args)
         cfg = load_config(args.config)
         _setup_logging(args.log_level or cfg.log_level)
-        asyncio.run(_serve(cfg))
+        asyncio.run(_serve(cfg, args.config))
         return EX_OK
     except ConfigError as e:
         print(f"announcer: configuration error in {args.config}:", file=sys.stderr)

@@ -11,12 +11,13 @@ can fail at run time, and the password must never travel on a command line.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -33,7 +34,7 @@ from .model import (
     LargeCommunity,
     Origin,
 )
-from .planner import RoutePolicy
+from .planner import Adjust, RoutePolicy, VipPolicy
 
 T = TypeVar("T")
 
@@ -64,6 +65,10 @@ class GobgpConfig:
     batch_size: int = 500
     resync_interval: float = 30.0  # full read-back of gobgpd's paths
     api_version: Literal["auto", 3, 4] = "auto"  # GoBGP gRPC API; auto: detected at connect
+    # Fate-sharing: enable gobgpd's peers (configured admin-down) only after the full
+    # set is injected, and have the keeper disable them if announcer dies.
+    fate_sharing: bool = True
+    peers: tuple[str, ...] = ()  # the neighbors fate-sharing manages; empty: all
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,38 @@ class ServiceConfig:
     stop_timeout: float = 10.0
     max_concurrent_probes: int = 1000
     max_concurrent_commands: int = 32
+    control_socket: Path = Path("/run/announcer/control.sock")
+    state_dir: Path | None = Path("/var/lib/announcer")  # drains survive a restart
+
+
+@dataclass(frozen=True)
+class DrainConfig:
+    """Maintenance: the drain sequence is GRACEFUL_SHUTDOWN for `delay`, then withdraw."""
+
+    delay: float = 10.0
+    disable_file: Path | None = Path("/etc/announcer/disable")  # present: drain the host
+    on_stop: bool = True  # a graceful stop drains first (when service.withdraw_on_stop)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    address: str = "127.0.0.1:9642"  # host:port of the Prometheus endpoint
+
+
+@dataclass(frozen=True)
+class Override:
+    """Settings for the VIPs matched by frontend name pattern or by address."""
+
+    frontends: tuple[str, ...]  # shell patterns (fe_api*); a VIP matches if one frontend does
+    vips: tuple[IPNetwork, ...]
+    health: CheckConfig
+    policy: VipPolicy
+
+    def matches(self, address: IPAddress, frontends: tuple[str, ...]) -> bool:
+        if any(address.version == n.version and address in n for n in self.vips):
+            return True
+        return any(fnmatch.fnmatchcase(f, p) for f in frontends for p in self.frontends)
 
 
 @dataclass(frozen=True)
@@ -106,9 +143,27 @@ class Config:
     dataplaneapi: DataPlaneConfig = field(default_factory=DataPlaneConfig)
     gobgp: GobgpConfig = field(default_factory=GobgpConfig)
     health: CheckConfig = field(default_factory=CheckConfig)
-    bgp: RoutePolicy = field(default_factory=RoutePolicy)
+    policy: VipPolicy = field(default_factory=VipPolicy)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    drain: DrainConfig = field(default_factory=DrainConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    overrides: tuple[Override, ...] = ()
     log_level: str = "INFO"
+
+    @property
+    def bgp(self) -> RoutePolicy:
+        """The attributes of a healthy VIP's route."""
+        return self.policy.up
+
+    def settings_for(
+        self, address: IPAddress, frontends: tuple[str, ...]
+    ) -> tuple[CheckConfig, VipPolicy, int | None]:
+        """The check and route policy of one VIP: the first matching override, or the
+        global settings. The third item is the override's index, for `status`."""
+        for i, o in enumerate(self.overrides):
+            if o.matches(address, frontends):
+                return o.health, o.policy, i
+        return self.health, self.policy, None
 
 
 # ------------------------------------------------------------------ the reader
@@ -330,6 +385,13 @@ def _path(v: object, path: str) -> Path:
     return Path(_str(v, path))
 
 
+def _abs_path(v: object, path: str) -> Path:
+    p = _path(v, path)
+    if not p.is_absolute():
+        raise _Bad(path, f"{str(p)!r} must be an absolute path")
+    return p
+
+
 # ---------------------------------------------------------------- the sections
 
 
@@ -363,6 +425,14 @@ def _dataplane(s: _Section) -> DataPlaneConfig:
     return cfg
 
 
+def _peer_address(v: object, path: str) -> str:
+    s = _str(v, path)
+    try:
+        return str(ipaddress.ip_address(s))
+    except ValueError:
+        raise _Bad(path, f"{s!r} is not a neighbor IP address") from None
+
+
 def _gobgp(s: _Section) -> GobgpConfig:
     d = GobgpConfig()
     cfg = GobgpConfig(
@@ -371,13 +441,14 @@ def _gobgp(s: _Section) -> GobgpConfig:
         batch_size=s.get("batch_size", _int_in(1, 10000), d.batch_size),
         resync_interval=s.get("resync_interval", _seconds(1, 86400), d.resync_interval),
         api_version=s.get("api_version", _choice("auto", 3, 4), d.api_version),
+        fate_sharing=s.get("fate_sharing", _bool, d.fate_sharing),
+        peers=s.get("peers", _list(_peer_address), d.peers),
     )
     s.finish()
     return cfg
 
 
-def _health(s: _Section) -> CheckConfig:
-    d = CheckConfig()
+def _health(s: _Section, d: CheckConfig) -> CheckConfig:
     before = len(s.problems.items)
     cfg = CheckConfig(
         type=s.get("type", _choice("auto", "http", "tcp", "command"), d.type),
@@ -410,13 +481,12 @@ def _health(s: _Section) -> CheckConfig:
     return cfg
 
 
-def _bgp(s: _Section) -> RoutePolicy:
-    d = RoutePolicy()
-    origins = {"igp": Origin.IGP, "egp": Origin.EGP, "incomplete": Origin.INCOMPLETE}
-    cfg = RoutePolicy(
-        next_hop=s.get("next_hop", _next_hop(4), d.next_hop),
-        next_hop_v6=s.get("next_hop_v6", _next_hop(6), d.next_hop_v6),
-        origin=origins[s.get("origin", _choice("igp", "egp", "incomplete"), "igp")],
+_ORIGINS = {"igp": Origin.IGP, "egp": Origin.EGP, "incomplete": Origin.INCOMPLETE}
+
+
+def _adjust(s: _Section, d: Adjust, *, can_withdraw: bool) -> Adjust:
+    cfg = Adjust(
+        announce=s.get("announce", _bool, d.announce) if can_withdraw else True,
         med=s.get("med", _int_in(0, UINT32_MAX), d.med),
         local_pref=s.get("local_pref", _int_in(0, UINT32_MAX), d.local_pref),
         communities=s.get("communities", _list(_community), d.communities),
@@ -425,6 +495,94 @@ def _bgp(s: _Section) -> RoutePolicy:
     )
     s.finish()
     return cfg
+
+
+def _bgp(s: _Section, base: VipPolicy) -> VipPolicy:
+    d = base.up
+    origin = next(k for k, v in _ORIGINS.items() if v is d.origin)
+    up = RoutePolicy(
+        next_hop=s.get("next_hop", _next_hop(4), d.next_hop),
+        next_hop_v6=s.get("next_hop_v6", _next_hop(6), d.next_hop_v6),
+        origin=_ORIGINS[s.get("origin", _choice("igp", "egp", "incomplete"), origin)],
+        med=s.get("med", _int_in(0, UINT32_MAX), d.med),
+        local_pref=s.get("local_pref", _int_in(0, UINT32_MAX), d.local_pref),
+        communities=s.get("communities", _list(_community), d.communities),
+        large_communities=s.get("large_communities", _list(_large_community), d.large_communities),
+        as_path_prepend=s.get("as_path_prepend", _int_in(0, MAX_PREPEND), d.as_path_prepend),
+    )
+    policy = VipPolicy(
+        up=up,
+        down=_adjust(s.sub("down"), base.down, can_withdraw=True),
+        draining=_adjust(s.sub("draining"), base.draining, can_withdraw=False),
+        drained=_adjust(s.sub("drained"), base.drained, can_withdraw=True),
+    )
+    s.finish()
+    return policy
+
+
+def _drain(s: _Section) -> DrainConfig:
+    d = DrainConfig()
+    cfg = DrainConfig(
+        delay=s.get("delay", _seconds(0, 3600), d.delay),
+        disable_file=s.get("disable_file", _path, d.disable_file),
+        on_stop=s.get("on_stop", _bool, d.on_stop),
+    )
+    if "disable_file" in s.data and s.data["disable_file"] is None:
+        cfg = DrainConfig(cfg.delay, None, cfg.on_stop)  # explicit null: no disable file
+    s.finish()
+    return cfg
+
+
+def _host_port(v: object, path: str) -> str:
+    s = _str(v, path)
+    host, sep, port = s.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _Bad(path, f"{s!r} is not address:port (an IP address, not a name)") from None
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _Bad(path, f"{s!r} is not address:port")
+    return s
+
+
+def _metrics(s: _Section) -> MetricsConfig:
+    d = MetricsConfig()
+    cfg = MetricsConfig(
+        enabled=s.get("enabled", _bool, d.enabled),
+        address=s.get("address", _host_port, d.address),
+    )
+    s.finish()
+    return cfg
+
+
+def _overrides(v: object, path: str, problems: _Problems, cfg: Config) -> tuple[Override, ...]:
+    if v is None:
+        return ()
+    if not isinstance(v, list):
+        problems.add(path, f"expected a list, got {_kind(v)}")
+        return ()
+    out = []
+    for i, item in enumerate(v):
+        s = _Section(item, f"{path}[{i}]", problems)
+        before = len(problems.items)
+        no_patterns: tuple[str, ...] = ()
+        no_vips: tuple[IPNetwork, ...] = ()
+        frontends = s.get("frontends", _list(_str), no_patterns)
+        vips = s.get("vips", _list(_vip_network), no_vips)
+        if not frontends and not vips and len(problems.items) == before:
+            problems.add(s.path, "needs frontends (name patterns) or vips (addresses) to match")
+        health = _health(s.sub("health"), cfg.health)
+        policy = _bgp(s.sub("bgp"), cfg.policy)
+        s.finish()
+        out.append(Override(frontends, vips, health, policy))
+    return tuple(out)
+
+
+def _vip_network(v: object, path: str) -> IPNetwork:
+    if isinstance(v, str) and "/" not in v:
+        v = f"{v}/128" if ":" in v else f"{v}/32"
+    return _network(v, path)
 
 
 def _service(s: _Section) -> ServiceConfig:
@@ -439,7 +597,11 @@ def _service(s: _Section) -> ServiceConfig:
         max_concurrent_commands=s.get(
             "max_concurrent_commands", _int_in(1, 10000), d.max_concurrent_commands
         ),
+        control_socket=s.get("control_socket", _abs_path, d.control_socket),
+        state_dir=s.get("state_dir", _abs_path, d.state_dir),
     )
+    if "state_dir" in s.data and s.data["state_dir"] is None:
+        cfg = replace(cfg, state_dir=None)  # explicit null: drains are not persisted
     s.finish()
     return cfg
 
@@ -461,18 +623,27 @@ def parse_config(document: object) -> Config:
         allowed_prefixes=allow,
         dataplaneapi=_dataplane(top.sub("dataplaneapi")),
         gobgp=_gobgp(top.sub("gobgp")),
-        health=_health(top.sub("health")),
-        bgp=_bgp(top.sub("bgp")),
+        health=_health(top.sub("health"), CheckConfig()),
+        policy=_bgp(top.sub("bgp"), VipPolicy()),
         service=_service(top.sub("service")),
+        drain=_drain(top.sub("drain")),
+        metrics=_metrics(top.sub("metrics")),
         log_level=top.get("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
     )
+    top.used.add("overrides")
+    cfg = replace(cfg, overrides=_overrides(top.data.get("overrides"), "overrides", problems, cfg))
     top.finish()
-    if any(n.version == 6 for n in allow) and cfg.bgp.next_hop_v6 is None:
-        problems.add(
-            "bgp.next_hop_v6",
-            "required when allowed_prefixes has IPv6 networks: gobgpd's 'self' puts an IPv4 "
-            "address in an IPv6 route's next hop over an IPv4 session",
-        )
+    if any(n.version == 6 for n in allow):
+        for where, policy in [("bgp", cfg.policy)] + [
+            (f"overrides[{i}].bgp", o.policy) for i, o in enumerate(cfg.overrides)
+        ]:
+            if policy.up.next_hop_v6 is None:
+                problems.add(
+                    f"{where}.next_hop_v6",
+                    "required when allowed_prefixes has IPv6 networks: gobgpd's 'self' puts "
+                    "an IPv4 address in an IPv6 route's next hop over an IPv4 session",
+                )
+                break
     if problems.items:
         raise ConfigError(problems.items)
     return cfg
@@ -526,7 +697,10 @@ __all__ = [
     "CheckConfig",
     "Config",
     "DataPlaneConfig",
+    "DrainConfig",
     "GobgpConfig",
+    "MetricsConfig",
+    "Override",
     "ServiceConfig",
     "load_config",
     "parse_config",

@@ -100,6 +100,20 @@ def initial(now: float, first_check: float | None = None) -> Health:
     return Health(State.INIT, 0, now, now if first_check is None else first_check)
 
 
+def seeded(previous: State, now: float, first_check: float) -> Health:
+    """A replacement check for a VIP whose check changed (a reload, a new port).
+
+    It starts where the VIP stood, not at INIT: an announced VIP stays announced
+    until the new check fails `fall` times, and a down one needs `rise` successes.
+    So a reload that only edits a check does not flap the route.
+    """
+    if previous in ANNOUNCED:
+        return Health(State.UP, 0, now, first_check)
+    if previous in (State.DOWN, State.RISING):
+        return Health(State.DOWN, 0, now, first_check)
+    return initial(now, first_check)
+
+
 def _next(state: State, now: float, p: HealthParams) -> float:
     return now + (p.fast_interval if state in _FAST else p.interval)
 

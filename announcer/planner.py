@@ -13,9 +13,12 @@ allow-list is ever announced, whatever DataPlaneAPI says.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
+from .health import ANNOUNCED, State
 from .model import (
     Community,
     HostPrefix,
@@ -29,6 +32,10 @@ from .model import (
     host_prefix,
     is_host_prefix,
 )
+
+T = TypeVar("T")
+
+GRACEFUL_SHUTDOWN = Community(65535, 0)  # RFC 8326: receivers set LOCAL_PREF to 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,87 @@ class RoutePolicy:
             large_communities=self.large_communities,
             as_path_prepend=self.as_path_prepend,
         )
+
+
+@dataclass(frozen=True)
+class Adjust:
+    """How a route differs from the healthy one in a state (down, draining, drained).
+
+    `announce` False withdraws the route. Otherwise MED, LOCAL_PREF and the prepend
+    replace the healthy values when set, and the communities are added to them.
+    """
+
+    announce: bool = True
+    med: int | None = None
+    local_pref: int | None = None
+    communities: tuple[Community, ...] = ()
+    large_communities: tuple[LargeCommunity, ...] = ()
+    as_path_prepend: int | None = None
+
+    def apply(self, policy: RoutePolicy, *extra: Community) -> RoutePolicy:
+        def add(base: tuple[T, ...], more: Iterable[T]) -> tuple[T, ...]:
+            return base + tuple(c for c in dict.fromkeys(more) if c not in base)
+
+        return replace(
+            policy,
+            med=policy.med if self.med is None else self.med,
+            local_pref=policy.local_pref if self.local_pref is None else self.local_pref,
+            communities=add(policy.communities, (*self.communities, *extra)),
+            large_communities=add(policy.large_communities, self.large_communities),
+            as_path_prepend=(
+                policy.as_path_prepend if self.as_path_prepend is None else self.as_path_prepend
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class VipPolicy:
+    """The attributes of one VIP's route in every state.
+
+    up: healthy (UP, or FALLING: still announced while failures count).
+    down: failing its checks (DOWN, or RISING: not yet healthy again); withdrawn unless
+      the operator keeps it announced with worse attributes (ExaBGP's down metric).
+    draining: drained by the operator, before the drain delay has passed; always
+      carries GRACEFUL_SHUTDOWN so the routers move traffic away first.
+    drained: after the drain delay; withdrawn unless kept with worse attributes.
+    """
+
+    up: RoutePolicy = field(default_factory=lambda: RoutePolicy())
+    down: Adjust = Adjust(announce=False)
+    draining: Adjust = Adjust()
+    drained: Adjust = Adjust(announce=False)
+
+
+class Drain(enum.Enum):
+    NONE = "none"
+    DRAINING = "draining"
+    DRAINED = "drained"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def route_for(address: IPAddress, state: State, drain: Drain, policy: VipPolicy) -> Route | None:
+    """The route announcing one VIP in a health state and drain phase, or None (withdrawn).
+
+    INIT and DISABLED are never announced: nothing is known yet. A drain only ever
+    makes a route worse or removes it; it never announces a VIP that health would not.
+    """
+    if state in ANNOUNCED:
+        current: RoutePolicy | None = policy.up
+    elif state in (State.DOWN, State.RISING) and policy.down.announce:
+        current = policy.down.apply(policy.up)
+    else:
+        current = None
+    if current is None:
+        return None
+    if drain is Drain.DRAINING:
+        current = policy.draining.apply(current, GRACEFUL_SHUTDOWN)
+    elif drain is Drain.DRAINED:
+        if not policy.drained.announce:
+            return None
+        current = policy.drained.apply(current, GRACEFUL_SHUTDOWN)
+    return current.route(address)
 
 
 def allowed(prefix: IPNetwork, allow_list: Sequence[IPNetwork]) -> bool:

@@ -2,8 +2,9 @@
 
 Stdlib only. Used by the integration tests (`with Lab() as lab: ...`) and by hand:
 
-    python tests/integration/lab.py up       # build and leave running, print commands
-    python tests/integration/lab.py status   # what is running
+    python tests/integration/lab.py up       # build, start the LB stacks, leave running
+    python tests/integration/lab.py up --bare  # only routers + gobgpd (add routes by hand)
+    python tests/integration/lab.py status   # what is running, what the routers have
     python tests/integration/lab.py down     # tear down (by recorded PIDs, then namespaces)
 
 Topology (every address is from a documentation range; nothing leaves the namespaces)::
@@ -32,7 +33,7 @@ Topology (every address is from a documentation range; nothing leaves the namesp
                         rack | .11 ::11      | .12 ::12 rack
                        +-----+-----+   +-----+-----+
                        |    lb1    |   |    lb2    |   gobgpd AS 65512, API 127.0.0.1:50051
-                       | lo: VIPs  |   | lo: VIPs  |   (pprof off); later HAProxy, announcer
+                       | lo: VIPs  |   | lo: VIPs  |   (pprof off); HAProxy, announcer
                        +-----------+   +-----------+   route back: 203.0.113.0/24 and
                                                        2001:db8:fe::/64 via r1 + r2
 
@@ -121,6 +122,20 @@ GOBGP_CONFIG_DIR = REPO / "gobgp"
 FRR_BIN = Path("/usr/lib/frr")
 FRR_USER = "frr"
 GOBGP_API_PORT = 50051
+# gobgpd per major version: (gobgpd, gobgp CLI, flags). 3 is bookworm's 3.10 on PATH,
+# 4 is sid's 4.8.0 that scripts/fetch-gobgp4 unpacks under .cache/gobgp4 (not
+# installed; the same table as tests/gobgpd_proc.py, which this stdlib-only file
+# cannot import). 4.x serves Prometheus metrics on localhost:6060 even with
+# --pprof-disable unless the metrics path is empty.
+GOBGP4_BIN = Path(os.environ.get("GOBGP4_ROOT", REPO / ".cache" / "gobgp4" / "root")) / "usr/bin"
+GOBGPD_VERSIONS: dict[int, tuple[str, str, tuple[str, ...]]] = {
+    3: ("gobgpd", "gobgp", ("--pprof-disable",)),
+    4: (
+        str(GOBGP4_BIN / "gobgpd"),
+        str(GOBGP4_BIN / "gobgp"),
+        ("--pprof-disable", "--metrics-path="),
+    ),
+}
 STATE_DIR = Path("/run/announcer-lab")
 PREFIX_RE = re.compile(r"^an[0-9a-f]{6}-$")
 
@@ -636,12 +651,21 @@ class Lab:
         frr_config_dir: Path = FRR_CONFIG_DIR,
         gobgp_config_dir: Path = GOBGP_CONFIG_DIR,
         wait_established: bool = True,
+        enable_peers: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
+        gobgpd_version: int = 3,
     ) -> None:
+        if gobgpd_version not in GOBGPD_VERSIONS:
+            raise LabError(f"gobgpd_version {gobgpd_version}: not one of {sorted(GOBGPD_VERSIONS)}")
         self.prefix = prefix or new_prefix()
+        self.gobgpd_version = gobgpd_version  # which gobgpd both LBs run
         self.frr_config_dir = frr_config_dir
         self.gobgp_config_dir = gobgp_config_dir
         self.wait_established = wait_established
+        # gobgp/lbN.toml configures every neighbor admin-down (fate-sharing: announcer
+        # enables them once its full set is in). A lab without announcer enables them
+        # itself; a lab running announcer passes False and leaves that to it.
+        self.enable_peers = enable_peers
         self.timeout = timeout
         self.nodes: dict[str, Netns] = {n: Netns(self.prefix + n) for n in NODES}
         self.created: list[Netns] = []
@@ -852,14 +876,17 @@ class Lab:
     def _start_gobgpd(self) -> None:
         """Start gobgpd on both LBs and wait until their APIs listen."""
         procs: list[Proc] = []
+        gobgpd, _, flags = GOBGPD_VERSIONS[self.gobgpd_version]
+        if self.gobgpd_version != 3 and not Path(gobgpd).is_file():
+            raise LabError(f"{gobgpd} missing: run scripts/fetch-gobgp4")
         for node in LBS:
             config = self.gobgp_config_dir / f"{node}.toml"
             if not config.is_file():
                 raise LabError(f"{node}: gobgpd config {config} not found")
             argv = [
-                "gobgpd", "-t", "toml", "-f", str(config),
+                gobgpd, "-t", "toml", "-f", str(config),
                 "--api-hosts", f"127.0.0.1:{GOBGP_API_PORT}",  # inside the LB namespace
-                "--pprof-disable", "-p",
+                *flags, "-p",
             ]  # fmt: skip
             procs.append(self.start(node, argv, name=f"{node}-gobgpd"))
         for node, proc in zip(LBS, procs, strict=True):
@@ -872,12 +899,16 @@ class Lab:
 
             wait_until(ready, timeout=self.timeout, interval=0.05, what=f"{node}: gobgpd API")
             self.gobgp(node, "global")
+            if self.enable_peers:
+                for r in ROUTERS:
+                    for address in RACK_ADDR[r]:
+                        self.gobgp(node, "neighbor", address, "enable")
 
     def gobgp(
         self, lb: str, *args: str, check: bool = True, timeout: float = 10.0
     ) -> subprocess.CompletedProcess[str]:
         """Run the gobgp CLI against the gobgpd of `lb` (e.g. `global rib -a ipv6`)."""
-        argv = ["gobgp", "-p", str(GOBGP_API_PORT), *args]
+        argv = [GOBGPD_VERSIONS[self.gobgpd_version][1], "-p", str(GOBGP_API_PORT), *args]
         return self.ns(lb).exec(argv, check=check, timeout=timeout)
 
     def gobgp_json(self, lb: str, *args: str) -> Any:
@@ -989,7 +1020,9 @@ class Lab:
         tmp.replace(self.state_path)
 
     def commands(self) -> str:
-        """Commands to inspect this lab by hand."""
+        """Commands to inspect this lab by hand (with the LB stacks' when they run)."""
+        if self.routers and any(p.endswith("-announcer") for p in self.procs.procs):
+            return lab_commands(self.state())
         n = {k: v.name for k, v in self.nodes.items()}
         r1 = self.routers["r1"].run_dir if "r1" in self.routers else "<tmp>/r1"
         return inspection_commands(n, str(r1))
@@ -1014,6 +1047,73 @@ def inspection_commands(ns: dict[str, str], r1_vty: str) -> str:
             f"ip netns exec {ns['client']} curl -sS http://192.0.2.10/",
         ]
     )
+
+
+def lab_commands(state: dict[str, Any]) -> str:
+    """Commands to inspect a full lab (LB stacks running), from its state file's content."""
+    ns: dict[str, str] = state["namespaces"]
+    vty: dict[str, str] = state["vty_sockets"]
+    procs = {p["name"]: p for p in state.get("processes", [])}
+
+    def at(node: str) -> str:
+        return f"ip netns exec {ns[node]}"
+
+    def show(router: str, *commands: str) -> str:
+        return f"{at(router)} vtysh --vty_socket {vty[router]} " + " ".join(
+            f"-c '{c}'" for c in commands
+        )
+
+    lines = [
+        "# gobgpd on lb1 (what announcer injected; lb2: the same in its namespace)",
+        f"{at('lb1')} gobgp global rib",
+        f"{at('lb1')} gobgp global rib -a ipv6",
+        f"{at('lb1')} gobgp neighbor",
+        "# FRR on r1 and r2 (BGP table, then the routes zebra installed)",
+        *(show(r, "show ip bgp", "show bgp ipv6 unicast") for r in ROUTERS),
+        show("r1", "show ip route bgp", "show ipv6 route bgp"),
+        f"{at('r1')} vtysh --vty_socket {vty['r1']}   # interactive",
+        "# the routers' kernel tables: one route per VIP, two next hops",
+        *(f"{at(r)} ip route; {at(r)} ip -6 route" for r in ROUTERS),
+        "# the client, through the routers (answers say which LB served)",
+        f"{at('client')} curl -s http://192.0.2.10/",
+        f"{at('client')} curl -s 'http://[2001:db8:0:1::10]/'",
+    ]
+    for lb in LBS:
+        if f"{lb}-announcer" in procs:
+            lines.append(f"# announcer's log on {lb}")
+            lines.append(f"tail -f {procs[f'{lb}-announcer']['log']}")
+    backend = procs.get("lb1-backend-api")
+    if backend:
+        lines += [
+            "# fail fe_api (192.0.2.11) on lb1 by freezing its backend, watch r1, thaw it",
+            f"kill -STOP {backend['pid']}; sleep 3; {show('r1', 'show ip route 192.0.2.11/32')}",
+            f"kill -CONT {backend['pid']}",
+        ]
+    return "\n".join(lines)
+
+
+def vip_table(state: dict[str, Any]) -> str:
+    """Per VIP, the next hops each router has in its RIB (* = also in its kernel table)."""
+    from tests.integration.stack import VIPS  # stack imports this module
+
+    names = {a: lb for lb in LBS for a in RACK_ADDR[lb]}
+    lines = []
+    for vip in VIPS:
+        cells = []
+        for r in ROUTERS:
+            ns = Netns(state["namespaces"][r])
+            router = FrrRouter(r, ns, Path(state["vty_sockets"][r]), Path())
+            try:
+                rib = frr_route_nexthops(router, vip)
+                route = kernel_route(ns, vip)
+            except LabError as e:
+                cells.append(f"{r}: {e}")
+                continue
+            kernel = route_gateways(route) if route else set()
+            hops = [names.get(h, h) + ("*" if h in kernel else "") for h in sorted(rib)]
+            cells.append(f"{r}: {' '.join(hops) or '-':<12}")
+        lines.append((f"{vip:<22} " + "   ".join(cells)).rstrip())
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- stale runs
@@ -1083,19 +1183,52 @@ def _owner_alive(state: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------- CLI
 
 
+def _start_stacks(lab: Lab) -> None:
+    """HAProxy, backends, DataPlaneAPI emulator and announcer on both LBs; wait for ECMP."""
+    from tests.integration.stack import LbStack, wait_vips_at_routers  # it imports us
+
+    stacks = [LbStack(lab, lb).start() for lb in LBS]
+    try:
+        wait_vips_at_routers(lab, timeout=lab.timeout)
+    except WaitTimeout as e:
+        for s in stacks:
+            e.add_note(f"{s.lb} announcer log:\n{lab.proc(s.name('announcer')).log_tail()}")
+        raise
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     lab = Lab()
     lab.owner = "cli"  # nobody will tear it down but `lab.py down`
     t0 = time.monotonic()
     lab.__enter__()  # tears down itself if building fails
+    if not args.bare:
+        try:
+            _start_stacks(lab)
+        except BaseException as e:
+            errors = lab.teardown()
+            if errors:
+                e.add_note("teardown incomplete: " + "; ".join(errors))
+            raise
     lab._write_state()
     # Detach: the daemons keep running after we exit; `down` stops them by PID.
     for p in lab.procs.procs.values():
         p.popen = None
-    print(f"lab {lab.prefix} up in {time.monotonic() - t0:.1f}s; state in {lab.state_path}")
+    what = "routers and gobgpd" if args.bare else "routers, gobgpd and both LB stacks"
+    print(f"lab {lab.prefix} up in {time.monotonic() - t0:.1f}s ({what})")
+    print(f"state: {lab.state_path}   logs: {lab.tmp}/<node>/")
     print("namespaces: " + " ".join(ns.name for ns in lab.nodes.values()))
-    print(lab.commands())
-    print(f"tear down: {sys.executable} {Path(__file__)} down {lab.prefix}")
+    state = lab.state()
+    if not args.bare:
+        print("\nEvery VIP at both routers, next hops in FRR's RIB (* = in the kernel too);")
+        print("192.0.2.200 is bound by HAProxy but outside announcer's allowed_prefixes:")
+        print("  " + vip_table(state).replace("\n", "\n  "))
+    print("\nProcesses (detached; stopped by PID on `make lab-down`):")
+    for p in state["processes"]:
+        print(f"  {p['name']:<18} pid {p['pid']:<8} log {p['log']}")
+    print("\nInspect it:")
+    print("  " + lab.commands().replace("\n", "\n  "))
+    print(f"\nStatus: {sys.executable} {Path(__file__)} status")
+    print(f"Tear down: make lab-down  (or {sys.executable} {Path(__file__)} down {lab.prefix})")
     return 0
 
 
@@ -1123,7 +1256,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"  netns {n}")
         for p in state.get("processes", []):
             alive = "running" if pid_alive(int(p["pid"]), p.get("starttime")) else "gone"
-            print(f"  {p['name']:<14} pid {p['pid']:<8} {alive:<8} log {p['log']}")
+            print(f"  {p['name']:<18} pid {p['pid']:<8} {alive:<8} log {p['log']}")
         for node, vty in state.get("vty_sockets", {}).items():
             r = FrrRouter(node, Netns(prefix + node), Path(vty), Path())
             try:
@@ -1132,7 +1265,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 print(f"  {node}: {e}")
                 continue
             print(f"  {node} BGP: " + ", ".join(f"{a} {s}" for a, s in sorted(sessions.items())))
-        if state.get("namespaces") and state.get("vty_sockets", {}).get("r1"):
+        names = {p["name"] for p in state.get("processes", [])}
+        routers_up = set(ROUTERS) <= set(state.get("vty_sockets", {}))
+        if routers_up and "lb1-announcer" in names:
+            print("  VIP next hops (* = in the kernel too):")
+            print("    " + vip_table(state).replace("\n", "\n    "))
+            print("  " + lab_commands(state).replace("\n", "\n  "))
+        elif state.get("namespaces") and state.get("vty_sockets", {}).get("r1"):
             print("  " + inspection_commands(state["namespaces"], state["vty_sockets"]["r1"])
                   .replace("\n", "\n  "))  # fmt: skip
     return 0
@@ -1142,7 +1281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`lab.py up|down|status`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("up", help="build the lab and leave it running")
+    up = sub.add_parser("up", help="build the lab and leave it running")
+    up.add_argument(
+        "--bare", action="store_true", help="only routers and gobgpd: no HAProxy, no announcer"
+    )
     down = sub.add_parser("down", help="tear down labs (all without a live owner by default)")
     down.add_argument("prefix", nargs="?", help="run prefix, e.g. an3f2a1c-")
     down.add_argument("--force", action="store_true", help="also labs of running test sessions")
@@ -1157,4 +1299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the CLI from the package module, not from `__main__`: stack.py imports
+    # tests.integration.lab, and both must share one Lab class and its registry.
+    sys.path.insert(0, str(REPO))
+    from tests.integration import lab as _lab
+
+    sys.exit(_lab.main())

@@ -13,8 +13,11 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
-from tests.integration.lab import Lab, wait_until
+import yaml
+
+from tests.integration.lab import LBS, RACK_ADDR, ROUTERS, Lab, wait_until
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -25,6 +28,10 @@ PASSWORD = "lab-only-secret"  # the emulator's userlist in haproxy/lb.cfg
 
 VIPS = ("192.0.2.10/32", "192.0.2.11/32", "192.0.2.12/32", "192.0.2.200/32", "2001:db8:0:1::10/128")
 BACKENDS = {"web": 18080, "api": 18081}
+# What announcer announces: the VIPs inside allowed_prefixes of announcer/lbN.yaml.
+# 192.0.2.200 (fe_outside) is bound by HAProxy but deliberately outside the allow-list.
+OUTSIDE_VIP = "192.0.2.200/32"
+ANNOUNCED_VIPS = tuple(v for v in VIPS if v != OUTSIDE_VIP)
 
 
 class LbStack:
@@ -45,7 +52,8 @@ class LbStack:
     def start(self, *, announcer: bool = True) -> LbStack:
         """Bring up everything; returns once HAProxy serves and the emulator answers."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.cfg.write_text(HAPROXY_CFG.read_text().replace("@LB@", f"{self.lab.prefix}{self.lb}"))
+        cfg = HAPROXY_CFG.read_text().replace("@LB@", f"{self.lab.prefix}{self.lb}")
+        self.cfg.write_text(cfg.replace("@RUNDIR@", str(self.dir)))
         for vip in VIPS:
             self.lab.add_vip(self.lb, vip)
         for backend in BACKENDS:
@@ -112,16 +120,51 @@ class LbStack:
         )
         self._wait_http("127.0.0.1", 5555, f"/v{self.api_version}/info", ok=(200, 401))
 
-    def start_announcer(self, *extra: str) -> None:
-        env = dict(os.environ)
-        env["ANNOUNCER_DPAPI_PASSWORD"] = PASSWORD
-        env["PYTHONPATH"] = str(REPO)
+    @property
+    def control_socket(self) -> Path:
+        return self.dir / "control.sock"
+
+    @property
+    def disable_file(self) -> Path:
+        return self.dir / "disable"
+
+    @property
+    def run_cfg(self) -> Path:
+        return self.dir / "announcer.yaml"
+
+    def write_announcer_cfg(self, **sections: dict[str, Any]) -> Path:
+        """announcer/lbN.yaml with this run's paths (the LBs share one filesystem) and
+        `sections` merged over it, e.g. drain={"delay": 1}; returns the file."""
+        doc = yaml.safe_load(self.announcer_cfg.read_text())
+        doc.setdefault("service", {}).update(
+            control_socket=str(self.control_socket), state_dir=str(self.dir / "state")
+        )
+        doc.setdefault("drain", {})["disable_file"] = str(self.disable_file)
+        for name, values in sections.items():
+            doc.setdefault(name, {}).update(values)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.run_cfg.write_text(yaml.safe_dump(doc))
+        return self.run_cfg
+
+    def start_announcer(self, *extra: str, env: dict[str, str] | None = None) -> None:
+        if not self.run_cfg.exists():
+            self.write_announcer_cfg()
+        full_env = dict(os.environ)
+        full_env["ANNOUNCER_DPAPI_PASSWORD"] = PASSWORD
+        full_env["PYTHONPATH"] = str(REPO)
+        full_env.update(env or {})
         self.lab.start(
             self.lb,
-            [sys.executable, "-m", "announcer", "run", "-c", str(self.announcer_cfg), *extra],
+            [sys.executable, "-m", "announcer", "run", "-c", str(self.run_cfg), *extra],
             name=self.name("announcer"),
-            env=env,
+            env=full_env,
         )
+
+    def control(self, command: str, **args: Any) -> Any:
+        """A request on announcer's control socket (what `announcer status` sends)."""
+        from announcer.control import request
+
+        return request(self.control_socket, {"command": command, **args})
 
     def stop_announcer(self, timeout: float = 10.0) -> None:
         self.lab.stop(self.name("announcer"), timeout=timeout)
@@ -162,3 +205,33 @@ def have_tools() -> None:
     """Fail loudly (never skip) when the lab's tools are missing."""
     for tool in ("haproxy", "gobgpd", "curl", "vtysh"):
         assert shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists(), f"{tool} not installed"
+
+
+def lb_nexthops(vip: str, lbs: tuple[str, ...] = LBS) -> set[str]:
+    """The next hops the routers should have for `vip`: the LBs' rack addresses."""
+    family = 1 if ":" in vip else 0
+    return {RACK_ADDR[lb][family] for lb in lbs}
+
+
+def wait_vips_at_routers(
+    lab: Lab, vips: tuple[str, ...] = ANNOUNCED_VIPS, timeout: float = 30.0
+) -> None:
+    """Wait until every VIP is at r1 and r2 with both LBs as next hops (zebra RIB and kernel)."""
+
+    def wrong() -> list[str]:
+        out = []
+        for vip in vips:
+            want = lb_nexthops(vip)
+            for r in ROUTERS:
+                rib, kernel = lab.frr_nexthops(r, vip), lab.kernel_nexthops(r, vip)
+                if rib != want or kernel != want:
+                    out.append(f"{r} {vip}: rib {sorted(rib)} kernel {sorted(kernel)}")
+        return out
+
+    wait_until(
+        wrong,
+        timeout=timeout,
+        interval=0.2,
+        check=lambda w: not w,
+        what="every VIP at r1 and r2 via both LBs",
+    )

@@ -5,6 +5,11 @@ DataPlaneAPI emulator in front of that haproxy.cfg, gobgpd, and announcer. Every
 assertion is on what the *routers* see (FRR's RIB through vtysh json, and the
 kernel routing tables of the router namespaces), on gobgpd's RIB, or on what the
 client gets over HTTP through the routers.
+
+The main scenarios (steady state, failover and recovery, gobgpd restart) run twice:
+with bookworm's gobgpd 3.10 and with sid's 4.8.0 (unpacked by scripts/fetch-gobgp4),
+announcer detecting the API version as in production. The other scenarios run on
+3.10 only, to keep the lab's runtime down; the adapter tests cover 4.8 in detail.
 """
 
 from __future__ import annotations
@@ -69,9 +74,15 @@ def client_get(lab: Lab, url: str) -> str:
     return cp.stdout.strip() if cp.returncode == 0 else f"error {cp.returncode}"
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with Lab() as lab:
+GOBGPD_IDS = {3: "gobgpd3", 4: "gobgpd4"}
+# A test marked with this runs on a lab with each gobgpd; unmarked tests get 3.10.
+# pytest groups the tests by lab, so only one lab is up at a time.
+on_both_gobgpd = pytest.mark.parametrize("lab", [3, 4], indirect=True, ids=GOBGPD_IDS.get)
+
+
+@pytest.fixture(scope="module", params=[3], ids=GOBGPD_IDS.get)
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    with Lab(gobgpd_version=request.param) as lab:
         stacks = {lb: LbStack(lab, lb).start() for lb in LBS}
         lab.stacks = stacks  # type: ignore[attr-defined]
         try:
@@ -89,12 +100,16 @@ def stack(lab: Lab, lb: str) -> LbStack:
     return lab.stacks[lb]  # type: ignore[attr-defined,no-any-return]
 
 
+@on_both_gobgpd
 def test_steady_state_every_vip_has_both_lbs_at_both_routers(lab: Lab) -> None:
     for prefix in V4_VIPS:
         assert routers_have(lab, prefix, set(NH4.values())), nexthops(lab, prefix)
     assert routers_have(lab, V6_VIP, set(NH6.values())), nexthops(lab, V6_VIP)
     # the VIP shared by two frontends and two ports is one prefix
     assert "192.0.2.12/32" in gobgp_prefixes(lab, "lb1")
+    # announcer found out by itself which API this gobgpd speaks
+    for lb in LBS:
+        assert f"GoBGP {lab.gobgpd_version}.x API" in stack(lab, lb).announcer_log()
 
 
 def test_vip_outside_allow_list_never_reaches_gobgpd_or_routers(lab: Lab) -> None:
@@ -118,6 +133,7 @@ def test_client_is_served_by_both_lbs(lab: Lab) -> None:
     assert client_get(lab, "http://[2001:db8:0:1::10]/") in {"lb1 web", "lb2 web"}
 
 
+@on_both_gobgpd
 def test_backend_failure_withdraws_within_fall_times_interval_and_rise_brings_it_back(
     lab: Lab,
 ) -> None:
@@ -200,6 +216,7 @@ def test_haproxy_stopped_takes_every_vip_of_that_lb_away(lab: Lab) -> None:
         wait_routers(lab, prefix, set(NH4.values()), timeout=15)
 
 
+@on_both_gobgpd
 def test_gobgpd_restart_heals_by_itself(lab: Lab) -> None:
     s1 = stack(lab, "lb1")
     argv = lab.proc("lb1-gobgpd").argv
@@ -219,14 +236,18 @@ def test_gobgpd_restart_heals_by_itself(lab: Lab) -> None:
 
 
 def test_sigterm_withdraws_this_lbs_routes(lab: Lab) -> None:
-    """Chosen behaviour: a stopped announcer withdraws its routes (withdraw_on_stop)."""
+    """Chosen behaviour: a stopped announcer drains, then withdraws its routes
+    (drain.on_stop, withdraw_on_stop)."""
     s1 = stack(lab, "lb1")
     s1.stop_announcer()
     for prefix in V4_VIPS:
         wait_routers(lab, prefix, {NH4["lb2"]}, timeout=10)
     wait_routers(lab, V6_VIP, {NH6["lb2"]}, timeout=10)
     assert gobgp_prefixes(lab, "lb1") == set()
-    assert "withdrew 4 routes on stop" in s1.announcer_log()
+    log = s1.announcer_log()
+    # drain.on_stop: first 65535:0 for drain.delay (1 s here), then the withdrawal
+    assert "stopping: routes re-announced with GRACEFUL_SHUTDOWN" in log
+    assert "withdrew 4 routes on stop" in log
     s1.start_announcer()
     for prefix in V4_VIPS:
         wait_routers(lab, prefix, set(NH4.values()), timeout=15)

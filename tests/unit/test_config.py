@@ -39,14 +39,14 @@ def test_example_config_loads_and_documents_every_key() -> None:
     assert cfg.allowed_prefixes[0] == ipaddress.ip_network("192.0.2.0/24")
     assert cfg.bgp.next_hop is None and cfg.bgp.origin is Origin.IGP
     text = EXAMPLE.read_text()
-    for section in ("dataplaneapi", "gobgp", "health", "bgp", "service"):
+    for section in ("dataplaneapi", "gobgp", "health", "bgp", "service", "drain", "metrics"):
         assert f"\n{section}:" in text
     # every option of every section appears (commented or not) in the example
     import dataclasses
 
     from announcer import config as c
 
-    for cls in (c.GobgpConfig, c.CheckConfig, c.ServiceConfig):
+    for cls in (c.GobgpConfig, c.CheckConfig, c.ServiceConfig, c.DrainConfig, c.MetricsConfig):
         for f in dataclasses.fields(cls):
             assert f"{f.name}:" in text, f"{cls.__name__}.{f.name} is not in the example"
 
@@ -132,6 +132,33 @@ def test_everything_set() -> None:
         (minimal(dataplaneapi=[1]), "dataplaneapi: expected a mapping, got a list"),
         (["a"], "(top level): expected a mapping"),
         (minimal(log_level="LOUD"), "log_level: 'LOUD' is not one of"),
+        (minimal(gobgp={"api_version": 5}), "gobgp.api_version: 5 is not one of"),
+        (minimal(gobgp={"peers": ["r1"]}), "gobgp.peers[0]: 'r1' is not a neighbor"),
+        (minimal(gobgp={"fate_sharing": "yes"}), "gobgp.fate_sharing: expected true or false"),
+        (minimal(bgp={"down": {"announce": 1}}), "bgp.down.announce: expected true or false"),
+        (minimal(bgp={"down": {"med": -1}}), "bgp.down.med: -1 is out of range"),
+        (minimal(bgp={"draining": {"announce": False}}), "bgp.draining.announce: unknown key"),
+        (minimal(bgp={"drained": {"communities": ["x"]}}), "bgp.drained.communities[0]"),
+        (minimal(drain={"delay": -1}), "drain.delay: -1 is out of range"),
+        (minimal(drain={"dealy": 1}), "drain.dealy: unknown key"),
+        (minimal(metrics={"address": "localhost:9642"}), "metrics.address: 'localhost:9642'"),
+        (minimal(metrics={"address": "127.0.0.1"}), "metrics.address: '127.0.0.1' is not"),
+        (minimal(service={"control_socket": "rel.sock"}), "service.control_socket: 'rel.sock'"),
+        (minimal(overrides={"a": 1}), "overrides: expected a list"),
+        (minimal(overrides=[{"health": {"rise": 2}}]), "overrides[0]: needs frontends"),
+        (minimal(overrides=[{"vips": ["x"]}]), "overrides[0].vips[0]: 'x/32' is not"),
+        (
+            minimal(overrides=[{"frontends": ["a"], "health": {"rise": 0}}]),
+            "overrides[0].health.rise: 0 is out of range",
+        ),
+        (
+            minimal(overrides=[{"frontends": ["a"], "bgp": {"comunities": []}}]),
+            "overrides[0].bgp.comunities: unknown key",
+        ),
+        (
+            minimal(overrides=[{"frontends": ["a"], "health": {"type": "command"}}]),
+            "overrides[0].health.command: required when type is command",
+        ),
     ],
 )
 def test_bad_config_names_the_key(doc: object, expected: str) -> None:
@@ -230,3 +257,31 @@ def test_any_document_gives_config_or_config_error(doc: object) -> None:
         parse_config(doc)
     except ConfigError as e:
         assert e.problems and all(isinstance(p, str) and p for p in e.problems)
+
+
+def test_overrides_inherit_the_global_settings_and_the_first_match_wins() -> None:
+    cfg = parse_config(
+        minimal(
+            health={"rise": 5, "path": "/hz"},
+            bgp={"med": 10, "communities": ["65512:1"], "down": {"announce": True, "med": 99}},
+            overrides=[
+                {"vips": ["192.0.2.10", "192.0.2.64/26"], "health": {"fall": 7}},
+                {"frontends": ["fe_api*"], "bgp": {"med": 20}},
+            ],
+        )
+    )
+    a = ipaddress.ip_address
+    check, policy, index = cfg.settings_for(a("192.0.2.70"), ("fe_api",))
+    assert index == 0 and check.fall == 7 and check.rise == 5 and check.path == "/hz"
+    assert policy.up.med == 10  # the first match wins whole; the second is not merged in
+    check, policy, index = cfg.settings_for(a("192.0.2.11"), ("fe_web", "fe_api_v2"))
+    assert index == 1 and policy.up.med == 20 and check.fall == 3
+    assert policy.up.communities == (Community(65512, 1),)
+    assert policy.down.announce and policy.down.med == 99
+    assert cfg.settings_for(a("192.0.2.11"), ("fe_web",))[2] is None
+
+
+def test_drain_and_state_dir_can_be_switched_off() -> None:
+    cfg = parse_config(minimal(drain={"disable_file": None}, service={"state_dir": None}))
+    assert cfg.drain.disable_file is None and cfg.service.state_dir is None
+    assert parse_config(minimal()).drain.disable_file is not None

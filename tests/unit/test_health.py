@@ -155,3 +155,14 @@ def test_alternating_results_never_move_the_announcement() -> None:
     for i in range(2, 100):
         h, _ = observe(h, i % 2 == 0, float(i), p)
         assert h.announced
+
+
+def test_seeded_check_starts_where_the_vip_stood() -> None:
+    from announcer.health import seeded
+
+    assert seeded(State.UP, 1.0, 2.0).state is State.UP
+    assert seeded(State.FALLING, 1.0, 2.0).state is State.UP
+    assert seeded(State.RISING, 1.0, 2.0).state is State.DOWN
+    assert seeded(State.DOWN, 1.0, 2.0).state is State.DOWN
+    assert seeded(State.INIT, 1.0, 2.0).state is State.INIT
+    assert seeded(State.UP, 1.0, 2.0).next_check == 2.0

@@ -92,3 +92,42 @@ def test_after_keeps_foreign_paths() -> None:
 
 def test_host_prefix() -> None:
     assert host_prefix(A("2001:db8::1")) == N("2001:db8::1/128")
+
+
+def test_route_for_every_state_and_drain_phase() -> None:
+    from announcer.health import State
+    from announcer.model import Community
+    from announcer.planner import (
+        GRACEFUL_SHUTDOWN,
+        Adjust,
+        Drain,
+        RoutePolicy,
+        VipPolicy,
+        route_for,
+    )
+
+    a = ipaddress.ip_address("192.0.2.10")
+    up = RoutePolicy(med=10, communities=(Community(65512, 1),))
+    plain = VipPolicy(up=up)
+    kept = VipPolicy(
+        up=up,
+        down=Adjust(announce=True, med=1000, communities=(Community(65512, 666),)),
+        draining=Adjust(as_path_prepend=3),
+        drained=Adjust(announce=True, med=2000),
+    )
+    for s in (State.UP, State.FALLING):
+        assert route_for(a, s, Drain.NONE, plain) == up.route(a)
+    for s in (State.INIT, State.RISING, State.DOWN, State.DISABLED):
+        assert route_for(a, s, Drain.NONE, plain) is None
+    down = route_for(a, State.DOWN, Drain.NONE, kept)
+    assert down is not None and down.med == 1000
+    assert down.communities == (Community(65512, 1), Community(65512, 666))
+    assert route_for(a, State.INIT, Drain.NONE, kept) is None  # nothing known yet
+    draining = route_for(a, State.UP, Drain.DRAINING, kept)
+    assert draining is not None and draining.as_path_prepend == 3 and draining.med == 10
+    assert GRACEFUL_SHUTDOWN in draining.communities
+    assert route_for(a, State.UP, Drain.DRAINED, plain) is None
+    drained = route_for(a, State.UP, Drain.DRAINED, kept)
+    assert drained is not None and drained.med == 2000 and GRACEFUL_SHUTDOWN in drained.communities
+    # a drain never announces what health would not
+    assert route_for(a, State.DOWN, Drain.DRAINED, VipPolicy(up=up, drained=Adjust())) is None

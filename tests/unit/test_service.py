@@ -38,7 +38,9 @@ def config(**over: Any) -> Any:
         "dataplaneapi": {"password_env": "X", "poll_interval": 0.1},
         "gobgp": {"resync_interval": 1},
         "health": {"interval": 0.1, "fast_interval": 0.05, "timeout": 0.05, "rise": 2, "fall": 2},
-        "service": {"startup_grace": 1.0, "stop_timeout": 2},
+        "service": {"startup_grace": 1.0, "stop_timeout": 2, "state_dir": None},
+        "drain": {"delay": 0, "disable_file": None},
+        "metrics": {"enabled": False},
     }
     for k, v in over.items():
         doc[k] = {**doc.get(k, {}), **v} if isinstance(v, dict) else v
@@ -87,6 +89,9 @@ class FakeTable:
         self.down = False
         self._closed = threading.Event()
         self.reads = 0
+        self.peer_list: list[PeerStatus] = []
+        self.enabled: list[str] = []
+        self.expected = False  # enable_peer must find routes already injected
 
     def local_routes(self) -> dict[HostPrefix, Route]:
         if self.down:
@@ -111,7 +116,15 @@ class FakeTable:
         self.applies.append((tuple(withdraw), tuple(announce)))
 
     def peers(self) -> list[PeerStatus]:
-        return []
+        return list(self.peer_list)
+
+    def enable_peer(self, address: str) -> None:
+        assert self.routes or not self.expected, "peer enabled before the set was injected"
+        self.enabled.append(address)
+        self.peer_list = [
+            PeerStatus(p.address, p.peer_asn, p.state, False) if p.address == address else p
+            for p in self.peer_list
+        ]
 
     def wait_closed(self) -> None:
         self._closed.wait()

@@ -1,0 +1,234 @@
+"""The control socket: `announcer status`, `drain` and `undrain` talk to the running service.
+
+A unix stream socket (service.control_socket, /run/announcer/control.sock under
+systemd's RuntimeDirectory=), mode 0660, so only root and the service's group reach
+it. One JSON object per line each way:
+
+    {"command": "status"}                          -> {"ok": true, "result": {...}}
+    {"command": "drain", "vips": ["192.0.2.10"]}   -> {"ok": true, "result": {...}}
+    {"command": "undrain", "all": true}            -> {"ok": true, "result": {...}}
+    anything wrong                                 -> {"ok": false, "error": "..."}
+
+The server side runs on the service's event loop; the client side is plain blocking
+sockets for the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import AnnouncerError
+from .service import ControlError, Service
+
+log = logging.getLogger("announcer.control")
+
+MAX_REQUEST = 65536
+
+
+class ControlUnavailable(AnnouncerError):
+    """The CLI cannot reach the running service."""
+
+
+# ------------------------------------------------------------------- server
+
+
+async def serve(path: Path, service: Service, *, test_hooks: bool = False) -> asyncio.Server:
+    """Listen on `path`; raises OSError if it cannot (another announcer holds it, ...)."""
+    _take_over(path)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                line = await reader.readline()
+            answer = await _answer(line, service, test_hooks)
+        except (TimeoutError, ValueError, asyncio.LimitOverrunError) as e:
+            answer = {"ok": False, "error": f"bad request: {e}"}
+        try:
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(handle, str(path), limit=MAX_REQUEST)
+    os.chmod(path, 0o660)
+    return server
+
+
+def _take_over(path: Path) -> None:
+    """Remove a stale socket left by a killed announcer; refuse to steal a live one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(f"{path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        try:
+            s.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody listens: a leftover
+            return
+    raise OSError(f"{path}: another announcer is running and listening on it")
+
+
+async def _answer(line: bytes, service: Service, test_hooks: bool) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return {"ok": False, "error": "bad request: not a JSON object"}
+    if not isinstance(request, dict):
+        return {"ok": False, "error": "bad request: not a JSON object"}
+    command = request.get("command")
+    vips = request.get("vips") or []
+    everything = bool(request.get("all", False))
+    if not isinstance(vips, list) or not all(isinstance(v, str) for v in vips):
+        return {"ok": False, "error": "bad request: vips must be a list of addresses"}
+    try:
+        if command == "status":
+            return {"ok": True, "result": await service.report()}
+        if command in ("drain", "undrain"):
+            if not vips and not everything:
+                return {"ok": False, "error": f"{command}: give VIP addresses or all"}
+            do = service.drain if command == "drain" else service.undrain
+            return {"ok": True, "result": do(vips, everything)}
+        if command == "freeze" and test_hooks:
+            seconds = float(request.get("seconds", 0))
+            asyncio.get_running_loop().call_soon(service.freeze, seconds)
+            return {"ok": True, "result": {"freezing": seconds}}
+    except ControlError as e:
+        return {"ok": False, "error": str(e)}
+    return {"ok": False, "error": f"unknown command {command!r}"}
+
+
+# ------------------------------------------------------------------- client
+
+
+def request(path: Path, payload: dict[str, Any], timeout: float = 15.0) -> Any:
+    """Send one request to the running service; returns its result or raises."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(str(path))
+        except FileNotFoundError:
+            raise ControlUnavailable(
+                f"no control socket at {path}: is announcer running? (service.control_socket)"
+            ) from None
+        except PermissionError:
+            raise ControlUnavailable(f"{path}: permission denied (run as root)") from None
+        except OSError as e:
+            raise ControlUnavailable(f"{path}: {e.strerror or e}: is announcer running?") from None
+        s.sendall(json.dumps(payload).encode() + b"\n")
+        data = b""
+        with contextlib.suppress(TimeoutError):
+            while not data.endswith(b"\n"):
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        raise ControlUnavailable(f"{path}: no answer from announcer") from None
+    if not answer.get("ok"):
+        raise ControlError(str(answer.get("error", "refused")))
+    return answer.get("result")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    s = max(0.0, now - ts)
+    if s < 120:
+        return f"{s:.0f}s ago"
+    if s < 7200:
+        return f"{s / 60:.0f}m ago"
+    return f"{s / 3600:.1f}h ago"
+
+
+def _yes(v: bool | None) -> str:
+    return "?" if v is None else ("yes" if v else "no")
+
+
+def render(report: dict[str, Any], now: float | None = None) -> str:
+    """The human table of `announcer status`."""
+    now = time.time() if now is None else now
+    rows = [("VIP", "STATE", "DRAIN", "GOBGPD", "FRONTENDS", "CHECK", "LAST RESULT")]
+    for v in report["vips"]:
+        gobgp = _yes(v["in_gobgp"])
+        if v["in_sync"] is False:
+            gobgp += " (syncing)"
+        checks = v["checks"] or [{"target": "-", "ok": None, "detail": "", "duration_ms": None}]
+        for i, c in enumerate(checks):
+            result = "-" if c["ok"] is None else ("ok" if c["ok"] else "FAIL")
+            if c.get("detail"):
+                result += f" {c['detail']}"
+            if c.get("duration_ms") is not None:
+                result += f" {c['duration_ms']:.1f}ms"
+            first = i == 0
+            rows.append(
+                (
+                    v["address"] if first else "",
+                    (v["state"] + (f" ({_ago(v['since'], now)})" if v.get("since") else ""))
+                    if first
+                    else "",
+                    (v["drain"] if v["drain"] != "none" else "-") if first else "",
+                    gobgp if first else "",
+                    ",".join(v["frontends"]) if first else "",
+                    c["target"],
+                    result,
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    g, d, dr = report["gobgp"], report["dataplaneapi"], report["drain"]
+    lines.append("")
+    reach = {True: "reachable", False: f"UNREACHABLE ({g['error']})", None: "not tried yet"}
+    lines.append(
+        f"gobgpd {g['address']}: {reach[g['reachable']]}, {g['routes']} routes, "
+        f"{g['resyncs']} re-syncs, last sync {_ago(g['last_sync'], now)}"
+    )
+    for p in report["peers"]:
+        up = f", up {p['uptime_s']:.0f}s" if p.get("uptime_s") else ""
+        admin = " (admin-down)" if p["admin_down"] else ""
+        lines.append(f"  peer {p['address']} AS{p['asn']}: {p['state']}{admin}{up}")
+    dstate = {True: "ok", False: f"FAILING ({d['error']})", None: "not tried yet"}
+    lines.append(
+        f"DataPlaneAPI {d['url']}: {dstate[d['ok']]}, configuration version {d['version']}, "
+        f"last success {_ago(d['last_success'], now)}"
+    )
+    causes = [
+        c
+        for c, on in (
+            ("by the operator", dr["host_by_operator"]),
+            (f"by {dr['disable_file']}", dr["host_by_file"]),
+            ("stopping", dr["stopping"]),
+        )
+        if on
+    ]
+    if causes:
+        lines.append(f"drain: WHOLE HOST DRAINED ({', '.join(causes)}), delay {dr['delay']}s")
+    elif dr["vips"]:
+        lines.append(f"drain: {', '.join(dr['vips'])} (delay {dr['delay']}s)")
+    else:
+        lines.append("drain: none")
+    if not report["synced"]:
+        lines.append("not yet synced with gobgpd (waiting for discovery and first verdicts)")
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""Fate-sharing keeper: a dead announcer must not leave its LB announced.
+
+gobgpd does not tie paths to the API client that added them (notes 3.1): when
+announcer dies, every path it injected stays, and the routers would keep sending
+traffic to VIPs nobody checks any more. So `announcer run` starts this small child
+process first. It holds the read end of a pipe whose write end only announcer has.
+
+* announcer stops cleanly: it writes `release` and the keeper exits, touching nothing
+  (the graceful stop has already drained and withdrawn, or the operator chose
+  withdraw_on_stop: false to keep routes across a planned restart).
+* announcer dies any other way (SIGKILL, OOM killer, a crash, systemd's watchdog
+  abort): the kernel closes the pipe, the keeper reads EOF at once and disables
+  gobgpd's peers (DisablePeer sends a Cease NOTIFICATION), so the routers drop every
+  route of this LB within milliseconds, not after a hold timer.
+
+A restarted announcer injects the complete set again and then enables the peers
+(service.py), which is also what makes a gobgpd restart safe: gobgpd's neighbors are
+configured `admin-down`, so they come up only once the set is complete.
+
+The keeper ignores SIGTERM, SIGINT, SIGHUP and SIGABRT: systemd's stop and its
+watchdog abort signal the whole cgroup, and the keeper must still act if announcer
+died. It exits by itself. (SIGKILL of the whole cgroup, `systemctl kill -s KILL`,
+takes the keeper too: docs/operations.md says what covers that.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO, Literal
+
+from .config import GobgpConfig
+
+log = logging.getLogger("announcer.keeper")
+
+RELEASE = b"release\n"
+GIVE_UP_AFTER = 15.0  # seconds of retrying while gobgpd is unreachable
+
+
+class Keeper:
+    """announcer's handle on its keeper process (service.KeeperHandle)."""
+
+    def __init__(self, cfg: GobgpConfig) -> None:
+        self.cfg = cfg
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.respawn()
+
+    def _argv(self) -> list[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "announcer.keeper",
+            "--gobgp",
+            self.cfg.address,
+            "--api-version",
+            str(self.cfg.api_version),
+            "--timeout",
+            str(self.cfg.timeout),
+        ]
+        for p in self.cfg.peers:
+            argv += ["--peer", p]
+        return argv
+
+    def respawn(self) -> None:
+        # The write end is ours alone: Popen closes other fds in children and Python
+        # makes pipes non-inheritable, so command checks cannot hold it open.
+        self.proc = subprocess.Popen(self._argv(), stdin=subprocess.PIPE)
+        log.debug("fate-sharing keeper started, pid %d", self.proc.pid)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def release(self) -> None:
+        """A clean stop: tell the keeper to exit without touching gobgpd."""
+        if self.proc is None or self.proc.stdin is None:
+            return
+        try:
+            self.proc.stdin.write(RELEASE)
+            self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.warning("keeper did not exit cleanly: %s", e)
+        self.proc = None
+
+
+def released(stream: IO[bytes]) -> bool:
+    """Block until announcer closes the pipe; whether it said `release` first."""
+    said = False
+    for line in stream:
+        said = line == RELEASE
+    return said
+
+
+def disable_peers(
+    address: str,
+    api_version: Literal["auto", 3, 4],
+    timeout: float,
+    only: Sequence[str],
+    give_up_after: float = GIVE_UP_AFTER,
+) -> int:
+    """Disable gobgpd's peers (all, or `only`); returns how many. Retries while gobgpd is down."""
+    from .errors import GobgpError
+    from .gobgp import GobgpClient
+
+    deadline = time.monotonic() + give_up_after
+    with GobgpClient(address, timeout=timeout, api_version=api_version) as client:
+        while True:
+            try:
+                done = 0
+                for p in client.peers():
+                    if (only and p.address not in only) or p.admin_down:
+                        continue
+                    client.disable_peer(p.address, "announcer stopped: no health checks")
+                    done += 1
+                return done
+            except GobgpError as e:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("%s; retrying", e)
+                time.sleep(0.5)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # SIGABRT too: systemd's watchdog sends it to the whole cgroup, and a watchdog
+    # abort is exactly when the keeper must act.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGABRT):
+        signal.signal(sig, signal.SIG_IGN)
+    p = argparse.ArgumentParser(prog="announcer.keeper")
+    p.add_argument("--gobgp", required=True)
+    p.add_argument("--api-version", choices=["auto", "3", "4"], default="auto")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--peer", action="append", default=[])
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    # Load grpc and the generated code now, while announcer runs: at its death the
+    # keeper must act in milliseconds, not spend them importing.
+    from . import gobgp  # noqa: F401
+
+    version: Literal["auto", 3, 4] = (
+        "auto" if args.api_version == "auto" else (3 if args.api_version == "3" else 4)
+    )
+    if released(sys.stdin.buffer):
+        return 0
+    started = time.monotonic()
+    log.error("announcer died: disabling gobgpd's peers so no router keeps this LB's routes")
+    from .errors import GobgpError
+
+    try:
+        n = disable_peers(args.gobgp, version, args.timeout, args.peer)
+    except GobgpError as e:
+        log.critical("could not disable gobgpd's peers: %s", e)
+        return 1
+    log.error("disabled %d peers in %.0f ms", n, (time.monotonic() - started) * 1000)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
