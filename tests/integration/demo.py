@@ -17,10 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.integration.lab import Lab, kernel_route, wait_until
 from tests.integration.stack import LbStack
 
-LBS = {"198.51.100.11": "lb1", "198.51.100.12": "lb2",
-       "2001:db8:ff::11": "lb1", "2001:db8:ff::12": "lb2"}
-VIPS = ("192.0.2.10/32", "192.0.2.11/32", "192.0.2.12/32", "2001:db8:0:1::10/128",
-        "192.0.2.200/32")
+LBS = {
+    "198.51.100.11": "lb1",
+    "198.51.100.12": "lb2",
+    "2001:db8:ff::11": "lb1",
+    "2001:db8:ff::12": "lb2",
+}
+VIPS = ("192.0.2.10/32", "192.0.2.11/32", "192.0.2.12/32", "2001:db8:0:1::10/128", "192.0.2.200/32")
 
 
 def say(text: str = "") -> None:
@@ -51,11 +54,15 @@ def main() -> int:
     say("Building: namespaces r1, r2 (FRR, AS 65530), lb1, lb2 (HAProxy, DataPlaneAPI")
     say("emulator, gobgpd AS 65512, announcer) and a client, on documentation addresses.")
     started = time.monotonic()
-    with Lab() as lab:
+    with Lab(enable_peers=False, wait_established=False) as lab:  # announcer enables peers
         stacks = {lb: LbStack(lab, lb).start() for lb in ("lb1", "lb2")}
         for prefix in VIPS[:4]:
-            wait_until(lambda p=prefix: nexthops(lab, p) == {"lb1", "lb2"}, timeout=30,
-                       interval=0.1, what=f"{prefix} from both LBs")
+            wait_until(
+                lambda p=prefix: nexthops(lab, p) == {"lb1", "lb2"},
+                timeout=30,
+                interval=0.1,
+                what=f"{prefix} from both LBs",
+            )
         say(f"Up in {time.monotonic() - started:.1f}s.  (lab prefix {lab.prefix})")
         say()
         say("1. What the core routers have for each VIP (FRR's BGP RIB, and whether the")
@@ -64,8 +71,12 @@ def main() -> int:
         say("   allowed_prefixes, so it never leaves the LB.")
         table(lab)
         say()
-        seen = {lab.exec("client", ["curl", "-s", "--max-time", "2", "http://192.0.2.10/"],
-                         check=False).stdout.strip() for _ in range(12)}
+        seen = {
+            lab.exec(
+                "client", ["curl", "-s", "--max-time", "2", "http://192.0.2.10/"], check=False
+            ).stdout.strip()
+            for _ in range(12)
+        }
         say(f"2. The client fetches http://192.0.2.10/ 12 times; answers came from: {sorted(seen)}")
         say()
         say("3. Kill the only server of backend be_api on lb1. HAProxy's monitor-uri of fe_api")
@@ -73,16 +84,24 @@ def main() -> int:
         say("   0.2-0.5 s), and lb1 withdraws 192.0.2.11/32 from gobgpd:")
         t0 = time.monotonic()
         stacks["lb1"].stop_backend("api")
-        wait_until(lambda: nexthops(lab, "192.0.2.11/32") == {"lb2"}, timeout=15,
-                   interval=0.05, what="192.0.2.11 only via lb2")
+        wait_until(
+            lambda: nexthops(lab, "192.0.2.11/32") == {"lb2"},
+            timeout=15,
+            interval=0.05,
+            what="192.0.2.11 only via lb2",
+        )
         say(f"   ... gone from lb1 at both routers after {time.monotonic() - t0:.2f}s:")
         table(lab)
         say()
         say("4. Bring the server back: after rise=2 good checks lb1 announces it again:")
         t0 = time.monotonic()
         stacks["lb1"].start_backend("api")
-        wait_until(lambda: nexthops(lab, "192.0.2.11/32") == {"lb1", "lb2"}, timeout=15,
-                   interval=0.05, what="192.0.2.11 via both")
+        wait_until(
+            lambda: nexthops(lab, "192.0.2.11/32") == {"lb1", "lb2"},
+            timeout=15,
+            interval=0.05,
+            what="192.0.2.11 via both",
+        )
         say(f"   ... back after {time.monotonic() - t0:.2f}s:")
         table(lab)
         say()

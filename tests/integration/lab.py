@@ -1197,7 +1197,9 @@ def _start_stacks(lab: Lab) -> None:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    lab = Lab()
+    # With the LB stacks, announcer enables gobgpd's admin-down peers once its set is
+    # in (fate-sharing), as in production; a bare lab enables them itself.
+    lab = Lab(enable_peers=args.bare, wait_established=args.bare)
     lab.owner = "cli"  # nobody will tear it down but `lab.py down`
     t0 = time.monotonic()
     lab.__enter__()  # tears down itself if building fails

@@ -82,7 +82,8 @@ on_both_gobgpd = pytest.mark.parametrize("lab", [3, 4], indirect=True, ids=GOBGP
 
 @pytest.fixture(scope="module", params=[3], ids=GOBGPD_IDS.get)
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    with Lab(gobgpd_version=request.param) as lab:
+    # Peers stay admin-down until announcer has injected its set (fate-sharing).
+    with Lab(gobgpd_version=request.param, enable_peers=False, wait_established=False) as lab:
         stacks = {lb: LbStack(lab, lb).start() for lb in LBS}
         lab.stacks = stacks  # type: ignore[attr-defined]
         try:
