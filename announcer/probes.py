@@ -11,7 +11,7 @@ thousands of VIPs probed every second on one core means the per-probe cost must
 be a socket, a request line and a status line, with no session, connection pool
 or response object built per request. It is a bare asyncio.Protocol rather than
 asyncio streams for the same reason: the StreamReader/StreamWriter pair cost
-about a third more CPU per probe (tests/bench_probes.py measures it).
+about a third more CPU per probe (tests/bench/bench_probes.py measures it).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import os
+import random
 import re
 import shlex
 import signal
@@ -44,6 +45,22 @@ _OUTPUT_TAIL = 200
 # (D state); we wait this long to reap the leader, then give up and log it.
 _REAP_GRACE = 1.0
 
+# Keep-alive (Prober): a connection is replaced after this many seconds, so the
+# listener's accept path keeps being checked; and an idle one is closed after
+# `KEEPALIVE_IDLE` (below the 5 s keep-alive timeout many servers use, so that we,
+# not the server, normally end it and a request never races its close).
+KEEPALIVE_MAX_AGE = 60.0
+KEEPALIVE_IDLE = 4.0
+# File descriptors left for everything but idle probe connections.
+_FD_RESERVE = 256
+
+# Headers that decide whether a keep-alive connection can carry the next request.
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)[ \t]*\r\n", re.IGNORECASE)
+_NOT_REUSABLE = re.compile(rb"\r\n(?:connection:[^\r\n]*close|transfer-encoding:)", re.IGNORECASE)
+# How often in-flight keep-alive requests are checked against their deadline: a
+# timeout is reported at most this late, and no timer is set per request.
+_DEADLINE_TICK = 0.02
+
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: [^\r\n]*)?\r?\n")
 # Visible ASCII only: a space, CR or LF in the path or Host would break the request.
 _REQUEST_TOKEN = re.compile(r"[\x21-\x7e]+")
@@ -51,8 +68,12 @@ _REQUEST_TOKEN = re.compile(r"[\x21-\x7e]+")
 _Outcome = tuple[bool, str]
 
 
-async def probe(spec: CheckSpec) -> CheckResult:
-    """Run one check bounded by `spec.timeout`; never raises except CancelledError."""
+async def probe(spec: CheckSpec, *, pool: ConnectionPool | None = None) -> CheckResult:
+    """Run one check bounded by `spec.timeout`; never raises except CancelledError.
+
+    With a `pool`, an HTTP check reuses an idle keep-alive connection of the same
+    check when there is one, and leaves its connection there for the next run.
+    """
     # Deadlines are on the loop's clock, the one asyncio.timeout_at compares with.
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -61,7 +82,7 @@ async def probe(spec: CheckSpec) -> CheckResult:
         if run is None:
             ok, detail = False, f"unknown check kind {spec.kind!r}"
         else:
-            ok, detail = await run(spec, start + spec.timeout)
+            ok, detail = await run(spec, start + spec.timeout, pool)
     except Exception as exc:  # a bug in a probe must fail the check, not kill the scheduler
         log.warning("probe %s crashed", spec.target, exc_info=True)
         ok, detail = False, f"probe error: {type(exc).__name__}: {exc}"
@@ -69,15 +90,41 @@ async def probe(spec: CheckSpec) -> CheckResult:
 
 
 class Prober:
-    """Runs probes with bounded concurrency: fork is expensive and sockets cost file descriptors."""
+    """Runs probes with bounded concurrency: fork is expensive and sockets cost file descriptors.
 
-    def __init__(self, *, max_commands: int = 16, max_sockets: int = 512) -> None:
+    HTTP checks use keep-alive connections (`keepalive=True`, the default): a check
+    sends its request on the connection its previous run left open, and opens a new
+    one only when there is none, the server closed it, or it is about `max_age`
+    seconds old (75 to 100 % of it, spread out). A probe on an open connection
+    costs a fifth of one that connects: no handshake, teardown or TIME_WAIT, which
+    are mostly kernel time (docs/performance.md). Reconnecting every `max_age`
+    still exercises the listener's accept path, so a listener that stops accepting
+    (`disable frontend`) fails the check within `max_age` plus fall x interval;
+    everything that answers (`monitor fail`, a 503, a reload, a dead HAProxy) is
+    seen on the next check as before. Idle connections beyond what the
+    file-descriptor limit allows are closed (those checks connect every time).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_commands: int = 16,
+        max_sockets: int = 512,
+        keepalive: bool = True,
+        max_age: float = KEEPALIVE_MAX_AGE,
+        idle_timeout: float = KEEPALIVE_IDLE,
+        max_idle: int | None = None,
+    ) -> None:
         if max_commands < 1 or max_sockets < 1:
             raise ValueError("max_commands and max_sockets must be at least 1")
         self.max_commands = max_commands
         self.max_sockets = max_sockets
         self._commands = asyncio.Semaphore(max_commands)
         self._sockets = asyncio.Semaphore(max_sockets)
+        self.pool: ConnectionPool | None = None
+        if keepalive:
+            limit = max_idle if max_idle is not None else _idle_limit(max_sockets)
+            self.pool = ConnectionPool(limit=limit, max_age=max_age, idle_timeout=idle_timeout)
 
     async def run(self, spec: CheckSpec) -> CheckResult:
         """Probe `spec` once a slot is free; time spent waiting for the slot is not timed."""
@@ -86,64 +133,290 @@ class Prober:
         # VIPs everywhere, which is far worse than checking late.
         limiter = self._commands if spec.kind == "command" else self._sockets
         async with limiter:
-            return await probe(spec)
+            pool = self.pool
+            if pool is not None and spec.kind == "http":
+                # The common case, kept short: a request on the check's idle connection.
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                conn = pool.take(spec, start)
+                if conn is not None:
+                    try:
+                        outcome = await pool.reuse(spec, conn, start + spec.timeout)
+                    except Exception as exc:
+                        log.warning("probe %s crashed", spec.target, exc_info=True)
+                        outcome = False, f"probe error: {type(exc).__name__}: {exc}"
+                    if outcome is not None:
+                        return CheckResult(outcome[0], outcome[1], loop.time() - start)
+            return await probe(spec, pool=pool)
+
+    def close(self) -> None:
+        """Close the idle keep-alive connections (at shutdown; checks may still run after)."""
+        if self.pool is not None:
+            self.pool.close()
+
+
+def _idle_limit(max_sockets: int) -> int:
+    """How many idle connections fit under RLIMIT_NOFILE beside `max_sockets` busy ones."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not Linux
+        return 0
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    # Leave room for gRPC, DataPlaneAPI, logs and command checks' pipes.
+    return max(0, soft - max_sockets - _FD_RESERVE)
 
 
 # ----------------------------------------------------------------------- http
 
 
-class _HttpExchange(asyncio.Protocol):
-    """Sends the request and keeps the response head; `done` fires at its end, EOF or loss."""
+class _HttpConnection(asyncio.Protocol):
+    """One HTTP/1.1 connection carrying one request at a time.
 
-    def __init__(self, request: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        self._request = request
+    `done` fires at the end of a response head, at EOF or when the connection is
+    lost. `reusable` says whether it may carry the next request: only when the
+    whole response (head and a Content-Length body) arrived, nothing more came, and
+    neither side asked to close.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tls: bool) -> None:
+        self.loop = loop
+        self.tls = tls
+        self.transport: asyncio.Transport | None = None
         self.head = bytearray()
         self.error: Exception | None = None  # kept here, not in a future nobody may read
         self.done: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
+        self.closed = False  # EOF or lost: never send on it again
+        self.reusable = False
+        self.timed_out = False  # set by the pool's deadline sweep
+        self.born = loop.time()
+        self.expires = float("inf")  # set by the pool: when to replace it
+        self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        cast(asyncio.WriteTransport, transport).write(self._request)
+        self.transport = cast(asyncio.Transport, transport)
+
+    def send(self, request: bytes) -> asyncio.Future[None]:
+        """Start the next exchange on this connection."""
+        assert self.transport is not None
+        self.head = bytearray()
+        self.reusable = False
+        self.timed_out = False
+        self.done = self.loop.create_future()
+        self.transport.write(request)
+        return self.done
+
+    def expire(self) -> None:
+        """The deadline passed with no complete response head."""
+        if not self.done.done():
+            self.timed_out = True
+            self.reusable = False
+            self.done.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
-            return  # the body, or anything after a timeout: not needed
+            # The body after a judged head, anything after a timeout, or bytes on an
+            # idle connection: the connection is out of step, so it is not reused.
+            self.reusable = False
+            return
         start = max(0, len(self.head) - 3)
         self.head += data
         # The whole head, not just the status line, so that the server sees its
         # response consumed before we hang up.
-        if self.head.find(b"\r\n\r\n", start) >= 0 or len(self.head) >= _HEAD_LIMIT:
+        end = self.head.find(b"\r\n\r\n", start)
+        if end >= 0:
+            self.reusable = _complete_keepalive(self.head, end)
+            self.done.set_result(None)
+        elif len(self.head) >= _HEAD_LIMIT:
             self.done.set_result(None)
 
     def eof_received(self) -> bool:
+        self.closed = True
+        self.reusable = False
         if not self.done.done():
             self.done.set_result(None)
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
         self.error = exc
         if not self.done.done():
             self.done.set_result(None)
         if not self.lost.done():
             self.lost.set_result(None)
 
+    def shut(self) -> None:
+        """Close an idle connection now (TLS: without waiting for close_notify)."""
+        if self.transport is not None and not self.lost.done():
+            if self.tls:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
-async def _http(spec: CheckSpec, deadline: float) -> _Outcome:
+
+def _complete_keepalive(buf: bytearray, end: int) -> bool:
+    """Whether a response whose head ends at `end` is complete and leaves the connection usable."""
+    if not buf.startswith(b"HTTP/1.1 "):
+        return False  # HTTP/1.0 closes by default
+    if _NOT_REUSABLE.search(buf, 0, end + 2) is not None:
+        return False  # `Connection: close`, or a chunked body we do not read
+    lengths = _CONTENT_LENGTH.findall(buf, 0, end + 2)
+    return len(lengths) == 1 and len(buf) - (end + 4) == int(lengths[0])
+
+
+class ConnectionPool:
+    """Idle keep-alive HTTP connections, at most one per check, with an age and idle limit."""
+
+    def __init__(self, *, limit: int, max_age: float, idle_timeout: float) -> None:
+        self.limit = limit
+        self.max_age = max_age
+        self.idle_timeout = idle_timeout
+        self._idle: dict[CheckSpec, _HttpConnection] = {}
+        self._inflight: dict[_HttpConnection, float] = {}  # reused connection -> deadline
+        self._timer: asyncio.TimerHandle | None = None
+        self._next_sweep = 0.0
+        self.reused = 0  # counters for tests and benchmarks
+        self.opened = 0
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def take(self, spec: CheckSpec, now: float) -> _HttpConnection | None:
+        """The idle connection of `spec` if it is still good, else None."""
+        conn = self._idle.pop(spec, None)
+        if conn is None:
+            return None
+        if conn.closed or now - conn.idle_since > self.idle_timeout or now >= conn.expires:
+            conn.shut()
+            return None
+        return conn
+
+    def put(self, spec: CheckSpec, conn: _HttpConnection, now: float) -> None:
+        """Keep `conn` for the next run of `spec`, or close it if it may not be kept."""
+        if conn.expires == float("inf"):
+            # Spread replacements: connections opened together (at start, thousands)
+            # must not all reconnect in the same second max_age later.
+            conn.expires = conn.born + self.max_age * random.uniform(0.75, 1.0)
+        old = self._idle.get(spec)
+        if (
+            conn.closed
+            or not conn.reusable
+            or now >= conn.expires
+            or (old is None and len(self._idle) >= self.limit)
+        ):
+            conn.shut()
+        else:
+            if old is not None and old is not conn:
+                old.shut()
+            conn.idle_since = now
+            self._idle[spec] = conn
+        if now >= self._next_sweep:
+            self._sweep(now)
+
+    async def reuse(
+        self, spec: CheckSpec, conn: _HttpConnection, deadline: float
+    ) -> _Outcome | None:
+        """One request on an idle connection; None if it turned out dead before any answer.
+
+        No timer per request: one sweep every _DEADLINE_TICK expires the requests
+        past their deadline (a timer per request costs more than the request).
+        """
+        request = _http_request(spec, True)
+        assert request is not None  # a spec whose request is invalid never got a connection
+        try:
+            done = conn.send(request)
+        except Exception:  # a transport that fails on write was dead
+            conn.shut()
+            return None
+        self._inflight[conn] = deadline
+        if self._timer is None:
+            self._timer = conn.loop.call_later(_DEADLINE_TICK, self._expire, conn.loop)
+        try:
+            await done
+        except asyncio.CancelledError:
+            _abort(conn)  # shutting down: no graceful close
+            raise
+        finally:
+            del self._inflight[conn]
+        if not conn.timed_out and not conn.head and conn.closed:
+            # The server had closed the idle connection as we sent (its keep-alive
+            # timeout raced our request): not the VIP's fault; the caller reconnects.
+            conn.shut()
+            return None
+        self.reused += 1
+        outcome = _judge(spec, conn, conn.timed_out)
+        if conn.timed_out:
+            _abort(conn)
+        else:
+            self.put(spec, conn, conn.loop.time())
+        return outcome
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if not self._inflight:
+            return
+        now = loop.time()
+        for conn, deadline in list(self._inflight.items()):
+            if deadline <= now:
+                conn.expire()
+        self._timer = loop.call_later(_DEADLINE_TICK, self._expire, loop)
+
+    def _sweep(self, now: float) -> None:
+        """Close connections idle too long (their check was removed or slowed down)."""
+        self._next_sweep = now + self.idle_timeout
+        stale = [
+            s for s, c in self._idle.items() if c.closed or now - c.idle_since > self.idle_timeout
+        ]
+        for spec in stale:
+            self._idle.pop(spec).shut()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for conn in self._idle.values():
+            conn.shut()
+        self._idle.clear()
+
+
+async def _http(spec: CheckSpec, deadline: float, pool: ConnectionPool | None) -> _Outcome:
     """GET spec.path and compare the status with spec.expect_status."""
-    request = _http_request(spec)
+    request = _http_request(spec, pool is not None)
     if request is None:
         return False, "path or Host is not a valid HTTP request token"
+    if pool is not None:
+        conn = pool.take(spec, asyncio.get_running_loop().time())
+        if conn is not None:
+            outcome = await pool.reuse(spec, conn, deadline)
+            if outcome is not None:
+                return outcome
+    return await _connect_and_get(spec, request, deadline, pool)
+
+
+def _abort(conn: _HttpConnection) -> None:
+    if conn.transport is not None:
+        conn.transport.abort()
+
+
+async def _connect_and_get(
+    spec: CheckSpec, request: bytes, deadline: float, pool: ConnectionPool | None
+) -> _Outcome:
+    """Open a connection, send the request, judge the answer; keep the connection if pooled."""
     port = spec.port if spec.port is not None else (443 if spec.tls else 80)
     context = _tls_context(spec.tls_verify) if spec.tls else None
     loop = asyncio.get_running_loop()
-    exchange = _HttpExchange(request, loop)
+    conn = _HttpConnection(loop, tls=context is not None)
     transport: asyncio.Transport | None = None
     timed_out = False
     try:
         try:
             async with asyncio.timeout_at(deadline) as limit:
                 transport, _ = await loop.create_connection(
-                    lambda: exchange,
+                    lambda: conn,
                     str(spec.address),
                     port,
                     ssl=context,
@@ -151,7 +424,8 @@ async def _http(spec: CheckSpec, deadline: float) -> _Outcome:
                     # literal gets no SNI and is matched against the certificate's IP SANs).
                     server_hostname=(spec.host or str(spec.address)) if context else None,
                 )
-                await exchange.done
+                transport.write(request)
+                await conn.done
         except TimeoutError as exc:
             if transport is None:
                 if limit.expired():
@@ -160,7 +434,13 @@ async def _http(spec: CheckSpec, deadline: float) -> _Outcome:
             timed_out = True
         except Exception as exc:
             return False, _describe(exc, "connecting")
-        return _judge(spec, exchange, timed_out)
+        if pool is not None:
+            pool.opened += 1
+        outcome = _judge(spec, conn, timed_out)
+        if pool is not None and not timed_out and conn.reusable:
+            pool.put(spec, conn, loop.time())
+            transport = None  # the pool owns it now
+        return outcome
     except asyncio.CancelledError:
         if transport is not None:
             transport.abort()  # shutting down: no graceful TLS close
@@ -168,10 +448,10 @@ async def _http(spec: CheckSpec, deadline: float) -> _Outcome:
         raise
     finally:
         if transport is not None:
-            await _close(transport, exchange, deadline - loop.time(), tls=context is not None)
+            await _close(transport, conn, deadline - loop.time(), tls=context is not None)
 
 
-def _judge(spec: CheckSpec, exchange: _HttpExchange, timed_out: bool) -> _Outcome:
+def _judge(spec: CheckSpec, exchange: _HttpConnection, timed_out: bool) -> _Outcome:
     """The outcome from what arrived: the status line decides, whatever followed it."""
     head = exchange.head
     end = head.find(b"\n", 0, _HEAD_LIMIT)
@@ -193,8 +473,10 @@ def _judge(spec: CheckSpec, exchange: _HttpExchange, timed_out: bool) -> _Outcom
     return status in spec.expect_status, f"HTTP {status}"
 
 
-def _http_request(spec: CheckSpec) -> bytes | None:
-    """The request head, or None if the path or Host would make it malformed."""
+@functools.lru_cache(maxsize=1 << 16)
+def _http_request(spec: CheckSpec, keepalive: bool) -> bytes | None:
+    """The request head, or None if the path or Host would make it malformed (cached:
+    formatting an IPv6 address costs more than the rest of a keep-alive probe)."""
     if spec.host is not None:
         host = spec.host
     elif spec.address.version == 6:
@@ -206,14 +488,12 @@ def _http_request(spec: CheckSpec) -> bytes | None:
     return (
         f"GET {spec.path} HTTP/1.1\r\n"
         f"Host: {host}\r\n"
-        f"User-Agent: {USER_AGENT}\r\n"
-        "Connection: close\r\n"
-        "\r\n"
+        f"User-Agent: {USER_AGENT}\r\n" + ("" if keepalive else "Connection: close\r\n") + "\r\n"
     ).encode("ascii")
 
 
 async def _close(
-    transport: asyncio.Transport, exchange: _HttpExchange, grace: float, *, tls: bool
+    transport: asyncio.Transport, exchange: _HttpConnection, grace: float, *, tls: bool
 ) -> None:
     """Close gracefully within `grace` seconds, else abort: a probe's cleanup stays bounded."""
     if exchange.lost.done():
@@ -395,8 +675,16 @@ async def _end_command(
         transport.close()
 
 
-_PROBES: dict[str, Callable[[CheckSpec, float], Awaitable[_Outcome]]] = {
+async def _tcp_probe(spec: CheckSpec, deadline: float, pool: ConnectionPool | None) -> _Outcome:
+    return await _tcp(spec, deadline)
+
+
+async def _command_probe(spec: CheckSpec, deadline: float, pool: ConnectionPool | None) -> _Outcome:
+    return await _command(spec, deadline)
+
+
+_PROBES: dict[str, Callable[[CheckSpec, float, ConnectionPool | None], Awaitable[_Outcome]]] = {
     "http": _http,
-    "tcp": _tcp,
-    "command": _command,
+    "tcp": _tcp_probe,
+    "command": _command_probe,
 }

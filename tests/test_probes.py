@@ -256,7 +256,7 @@ def test_cancelled_http_probe_raises_and_cleans_up() -> None:
 
 
 def test_a_crashing_probe_becomes_a_failed_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def broken(spec: CheckSpec, deadline: float) -> tuple[bool, str]:
+    async def broken(spec: CheckSpec, deadline: float, pool: object) -> tuple[bool, str]:
         raise RuntimeError("bug")
 
     monkeypatch.setitem(probes._PROBES, "http", broken)
@@ -537,3 +537,165 @@ def test_prober_limits_concurrent_commands() -> None:
 def test_prober_rejects_a_zero_limit() -> None:
     with pytest.raises(ValueError):
         Prober(max_commands=0)
+
+
+# --------------------------------------------------------------- keep-alive
+
+KEEPALIVE_200 = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+KEEPALIVE_503 = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 3\r\n\r\nbad"
+
+
+def keepalive(responses: Callable[[int, int], bytes | None]) -> tuple[Handler, list[int]]:
+    """A server answering every request on a connection; `responses(conn, n)` gives the
+    answer to request n of connection conn (None: hang up without answering).
+    The returned list holds the number of requests each connection carried."""
+    per_conn: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        conn = len(per_conn)
+        per_conn.append(0)
+        while True:
+            try:
+                await read_head(reader, s)
+            except asyncio.IncompleteReadError:
+                return  # the probe closed the connection
+            per_conn[conn] += 1
+            raw = responses(conn, per_conn[conn])
+            if raw is None:
+                return
+            w.write(raw)
+            await w.drain()
+
+    return handler, per_conn
+
+
+def run_many(
+    handler: Handler, runs: int, *, gap: float = 0.0, **prober_kw: Any
+) -> tuple[list[CheckResult], Server, Prober]:
+    """Probe one check `runs` times in a row through one Prober."""
+
+    async def scenario() -> tuple[list[CheckResult], Server, Prober]:
+        prober = Prober(**prober_kw)
+        results = []
+        async with serve(handler) as server:
+            spec = http(server.port)
+            try:
+                for _ in range(runs):
+                    results.append(await prober.run(spec))
+                    await asyncio.sleep(gap)
+            finally:
+                prober.close()
+                await asyncio.sleep(0.01)  # let the closed transports finish
+        return results, server, prober
+
+    return asyncio.run(scenario())
+
+
+def test_keepalive_reuses_one_connection() -> None:
+    handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200)
+    results, server, prober = run_many(handler, 4)
+    assert [r.ok for r in results] == [True] * 4
+    assert per_conn == [4]
+    assert prober.pool is not None and (prober.pool.opened, prober.pool.reused) == (1, 3)
+    # no `Connection: close` on a pooled request
+    assert b"connection: close" not in server.heads[0].lower()
+
+
+def test_keepalive_failure_status_is_reported_and_connection_kept() -> None:
+    handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200 if n % 2 else KEEPALIVE_503)
+    results, _, _ = run_many(handler, 4)
+    assert [(r.ok, r.detail) for r in results] == [
+        (True, "HTTP 200"),
+        (False, "HTTP 503"),
+        (True, "HTTP 200"),
+        (False, "HTTP 503"),
+    ]
+    assert per_conn == [4]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok",  # body still to come
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nok",  # more than announced
+        b"HTTP/1.1 200 OK\r\n\r\nok",  # no length: the body ends at close
+    ],
+)
+def test_responses_that_cannot_leave_a_usable_connection_are_not_reused(raw: bytes) -> None:
+    handler, per_conn = keepalive(lambda c, n: raw)
+    results, _, _ = run_many(handler, 3)
+    assert all(r.ok for r in results)
+    assert per_conn == [1, 1, 1]
+
+
+def test_server_closing_an_idle_connection_is_not_a_failure() -> None:
+    # The server closes after each answer without saying so: the probe sees the EOF
+    # while idle and connects afresh next time.
+    handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200 if n == 1 else None)
+
+    async def closing(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await handler(reader, w, s)
+        w.close()
+
+    results, _, _ = run_many(closing, 3, gap=0.05)
+    assert [r.ok for r in results] == [True] * 3
+    assert len(per_conn) == 3
+
+
+def test_request_racing_the_servers_close_is_retried_on_a_new_connection() -> None:
+    # The second request on a connection gets no answer, only a close: what a
+    # server's keep-alive timeout firing as our request arrives looks like.
+    handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200 if n == 1 else None)
+    results, _, prober = run_many(handler, 3)
+    assert [r.ok for r in results] == [True] * 3
+    assert per_conn == [2, 2, 1]
+    assert prober.pool is not None and prober.pool.opened == 3
+
+
+def test_timeout_on_a_reused_connection_is_a_failure_and_drops_it() -> None:
+    handler, _ = keepalive(lambda c, n: KEEPALIVE_200 if n == 1 else b"")
+
+    async def scenario() -> list[CheckResult]:
+        prober = Prober()
+        async with serve(handler) as server:
+            spec = http(server.port, timeout=0.2)
+            try:
+                return [await prober.run(spec), await prober.run(spec)]
+            finally:
+                prober.close()
+
+    first, second = asyncio.run(scenario())
+    assert first.ok
+    assert (second.ok, second.detail) == (False, "timeout after 0.2s (waiting for status line)")
+    assert 0.15 < second.duration < 0.4
+
+
+def test_connections_are_replaced_after_max_age() -> None:
+    handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200)
+    results, _, _ = run_many(handler, 4, gap=0.06, max_age=0.1)
+    assert all(r.ok for r in results)
+    assert len(per_conn) >= 2 and all(n <= 2 for n in per_conn)
+
+
+def test_idle_connections_expire() -> None:
+    handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200)
+    results, _, _ = run_many(handler, 3, gap=0.15, idle_timeout=0.1)
+    assert all(r.ok for r in results)
+    assert per_conn == [1, 1, 1]
+
+
+def test_no_idle_connections_without_keepalive_or_room() -> None:
+    for kw in ({"keepalive": False}, {"max_idle": 0}):
+        handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200)
+        results, _, _ = run_many(handler, 3, **kw)
+        assert all(r.ok for r in results)
+        assert per_conn == [1, 1, 1], kw
+
+
+def test_one_shot_probe_still_asks_the_server_to_close() -> None:
+    result, server = asyncio.run(probe_server(answer(KEEPALIVE_200)))
+    assert result.ok
+    assert b"Connection: close\r\n" in server.heads[0]
