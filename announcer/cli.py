@@ -52,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
         )
         return c
 
+    pd = sub.add_parser(
+        "peers-down",
+        help="disable gobgpd's peers (fate-sharing backstop for ExecStopPost=)",
+    )
+    pd.add_argument("-c", "--config", required=True, help="YAML configuration file")
+    pd.add_argument(
+        "--if-failed",
+        action="store_true",
+        help="do nothing when systemd says the service stopped cleanly ($SERVICE_RESULT)",
+    )
     st = control("status", help="show every VIP, its checks, gobgpd and the peers")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     for name, verb in (("drain", "drain"), ("undrain", "stop draining")):
@@ -78,6 +88,25 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _peers_down(args: argparse.Namespace) -> int:
+    result = os.environ.get("SERVICE_RESULT")
+    if args.if_failed and result == "success":
+        print("announcer peers-down: the service stopped cleanly; peers left as they are")
+        return EX_OK
+    cfg = load_config(args.config)
+    if not cfg.gobgp.fate_sharing:
+        print("announcer peers-down: gobgp.fate_sharing is off; peers left as they are")
+        return EX_OK
+    from .keeper import disable_peers
+
+    n = disable_peers(
+        cfg.gobgp.address, cfg.gobgp.api_version, cfg.gobgp.timeout, cfg.gobgp.peers, 10.0
+    )
+    why = f" (service result: {result})" if result else ""
+    print(f"announcer peers-down: disabled {n} gobgpd peers{why}")
+    return EX_OK
 
 
 def _control(args: argparse.Namespace) -> int:
@@ -236,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args.config)
         if args.command in ("status", "drain", "undrain"):
             return _control(args)
+        if args.command == "peers-down":
+            return _peers_down(args)
         cfg = load_config(args.config)
         _setup_logging(args.log_level or cfg.log_level)
         asyncio.run(_serve(cfg, args.config))

@@ -289,6 +289,23 @@ def test_status_and_metrics_show_what_the_tests_drive(lab: Lab) -> None:
     wait_all(lab)
 
 
+def test_peers_down_is_the_backstop_when_the_whole_cgroup_is_killed(lab: Lab) -> None:
+    """ExecStopPost=announcer peers-down --if-failed: after an unclean stop (the keeper
+    killed too) it disables the peers; after a clean one it does nothing."""
+    s1 = stack(lab, "lb1")
+    argv = [sys.executable, "-m", "announcer", "peers-down", "-c", str(s1.run_cfg), "--if-failed"]
+    out = lab.exec("lb1", ["env", "SERVICE_RESULT=success", *argv], check=True).stdout
+    assert "stopped cleanly; peers left" in out
+    time.sleep(0.5)
+    wait_all(lab, timeout=1)  # still announced from both
+    out = lab.exec("lb1", ["env", "SERVICE_RESULT=signal", *argv], check=True).stdout
+    assert "disabled 4 gobgpd peers (service result: signal)" in out
+    wait_all(lab, ("lb2",), timeout=10)
+    s1.stop_announcer()  # a new announcer enables the peers after its full sync
+    s1.start_announcer()
+    wait_all(lab)
+
+
 def test_watchdog_restarts_a_hung_main_loop(lab: Lab) -> None:
     """announcer under our systemd emulation (WatchdogSec=3): a frozen loop is aborted
     and restarted; the keeper takes the routes away meanwhile and the restart brings
