@@ -17,3 +17,7 @@ protos:
 	protos/generate.sh
 lint:
 	.venv/bin/ruff check announcer tests && .venv/bin/mypy
+
+.PHONY: bench
+bench:
+	scripts/bench

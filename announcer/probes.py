@@ -8,10 +8,12 @@ whole probe (connect, request, response, command run) is bounded by
 
 The HTTP client is our own minimal HTTP/1.1 rather than aiohttp or httpx:
 thousands of VIPs probed every second on one core means the per-probe cost must
-be a socket, a request line and a status line, with no session, connection pool
-or response object built per request. It is a bare asyncio.Protocol rather than
-asyncio streams for the same reason: the StreamReader/StreamWriter pair cost
-about a third more CPU per probe (tests/bench/bench_probes.py measures it).
+be a request line and a status line, with no session or response object built
+per request. It is a bare asyncio.Protocol rather than asyncio streams for the
+same reason: the StreamReader/StreamWriter pair cost about a third more CPU per
+probe. And `Prober` keeps one idle keep-alive connection per HTTP check, because
+a TCP connect and close per probe (mostly kernel time) cost four times the rest
+of the probe (tests/bench/bench_probes.py and docs/performance.md measure both).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Benchmarks in the netns lab (scripts/bench, docs/performance.md); not collected by pytest."""
