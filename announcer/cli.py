@@ -163,6 +163,19 @@ async def _reload(path: str, svc: Any, notifier: Any) -> None:
     notifier.ready(svc._status_line())
 
 
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: one keep-alive connection per check, and
+    the usual soft limit of 1024 would leave 10 000 checks reconnecting every time."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, e)
+
+
 def _host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
@@ -179,6 +192,7 @@ async def _serve(cfg: Config, config_path: str) -> None:
     from .sdnotify import Notifier
     from .service import Service
 
+    _raise_fd_limit()
     dp = cfg.dataplaneapi
     verify: bool | str = str(dp.ca_file) if dp.ca_file is not None else dp.tls_verify
     source = DataPlaneClient(

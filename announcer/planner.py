@@ -14,6 +14,7 @@ allow-list is ever announced, whatever DataPlaneAPI says.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -148,6 +149,12 @@ def route_for(address: IPAddress, state: State, drain: Drain, policy: VipPolicy)
 
 def allowed(prefix: IPNetwork, allow_list: Sequence[IPNetwork]) -> bool:
     """Whether a prefix lies inside one of the allow-list's networks."""
+    return _allowed(prefix, tuple(allow_list))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _allowed(prefix: IPNetwork, allow_list: tuple[IPNetwork, ...]) -> bool:
+    # Memoised: asked for every VIP on every reconcile (docs/performance.md).
     return any(prefix.version == net.version and prefix.subnet_of(net) for net in allow_list)  # type: ignore[arg-type]
 
 

@@ -70,6 +70,8 @@ log_disc = logging.getLogger("announcer.discovery")
 log_bgp = logging.getLogger("announcer.gobgp")
 log_drain = logging.getLogger("announcer.drain")
 
+PLAN_LOG_LIMIT = 50  # bigger plans are logged as one summary line
+
 
 class WatchableRouteTable(RouteTable, Protocol):
     """gobgpd as the service needs it: routes, peers, and a stream whose end means a restart."""
@@ -218,6 +220,18 @@ class _VipState:
     state: State = State.INIT
     since: float = field(default_factory=time.time)  # wall clock, for status
     why: str = ""
+    # route_for() memoised per (state, drain phase): at 10 000 VIPs rebuilding every
+    # route on every change blocked the loop for half a second (docs/performance.md).
+    # The policy never changes under it: a new discovery or reload makes a new _VipState.
+    cached: tuple[State, Drain, Route | None] | None = None
+
+    def route(self, phase: Drain) -> Route | None:
+        c = self.cached
+        if c is not None and c[0] is self.state and c[1] is phase:
+            return c[2]
+        r = route_for(self.vip.address, self.state, phase, self.policy)
+        self.cached = (self.state, phase, r)
+        return r
 
 
 class ControlError(Exception):
@@ -559,15 +573,18 @@ class Service:
         if self.metrics is not None:
             self.metrics.check_done(c.spec.kind, result.ok, result.duration)
         c.health, t = hm.observe(c.health, result.ok, now, c.params, result.detail)
-        log_health.debug(
-            "%s: %s %s in %.3fs",
-            c.spec.target,
-            "ok" if result.ok else "FAIL",
-            result.detail,
-            result.duration,
-        )
+        if log_health.isEnabledFor(logging.DEBUG):
+            log_health.debug(
+                "%s: %s %s in %.3fs",
+                c.spec.target,
+                "ok" if result.ok else "FAIL",
+                result.detail,
+                result.duration,
+            )
         if t is not None:
-            log_health.info("check %s: %s", c.spec.target, t)
+            # The VIP's line (INFO, below) names the check and the reason; this one
+            # would double the log at 10 000 VIPs.
+            log_health.debug("check %s: %s", c.spec.target, t)
             for address in c.vips:
                 vs = self.vips.get(address)
                 if vs is not None:
@@ -739,7 +756,7 @@ class Service:
         routes: dict[HostPrefix, Route] = {}
         allow = self.cfg.allowed_prefixes
         for a, vs in self.vips.items():
-            r = route_for(a, vs.state, self.phase(a, now), vs.policy)
+            r = vs.route(self.phase(a, now))
             if r is not None and allowed(r.prefix, allow):
                 routes[r.prefix] = r
         return routes
@@ -796,10 +813,19 @@ class Service:
         desired = self.desired()
         plan = make_plan(desired, self._actual, self._owned)
         if plan:
+            # One line per route, or a summary for a big plan (a start or a re-sync
+            # of thousands); every route still at DEBUG.
+            each = log_bgp.info if len(plan) <= PLAN_LOG_LIMIT else log_bgp.debug
+            if len(plan) > PLAN_LOG_LIMIT:
+                log_bgp.info(
+                    "applying %d withdrawals and %d announcements",
+                    len(plan.withdraw),
+                    len(plan.announce),
+                )
             for p in plan.withdraw:
-                log_bgp.info("withdraw %s", p)
+                each("withdraw %s", p)
             for r in plan.announce:
-                log_bgp.info("announce %s%s", r.prefix, _attrs(r))
+                each("announce %s%s", r.prefix, _attrs(r))
             try:
                 await asyncio.to_thread(self.table.apply, plan.withdraw, plan.announce)
             except BaseException:
