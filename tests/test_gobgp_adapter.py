@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -165,14 +166,19 @@ def test_round_trip_every_attribute(client: GobgpClient) -> None:
     assert client.local_asn() == A_ASN
 
 
-def test_apply_twice_is_a_no_op(client: GobgpClient, gobgpd: GobgpdProc) -> None:
+def test_apply_twice_keeps_the_same_routes(client: GobgpClient, gobgpd: GobgpdProc) -> None:
     routes = every_attribute()
     client.apply([], routes)
     ages = {p: [x["age"] for x in paths] for p, paths in rib(gobgpd, "ipv4").items()}
+    time.sleep(1.1)  # ages are whole seconds
     client.apply([], routes)
     assert client.local_routes() == by_prefix(routes)
-    # gobgpd skips a local path equal to the one it has: no new path, no UPDATE to peers.
-    assert {p: [x["age"] for x in paths] for p, paths in rib(gobgpd, "ipv4").items()} == ages
+    after = {p: [x["age"] for x in paths] for p, paths in rib(gobgpd, "ipv4").items()}
+    assert after.keys() == ages.keys() and all(len(v) == 1 for v in after.values())
+    # gobgpd (3.10 and 4.8 alike) replaces an equal local path with a new one (its
+    # age moves): re-sending unchanged routes is not free, which is why the planner
+    # never does (make_plan announces only what differs; test_planner proves it).
+    assert all(after[p] > ages[p] for p in ages)
     client.apply([], [])  # nothing to do: nothing sent
 
 
