@@ -612,12 +612,22 @@ class Service:
 
     def phase(self, address: IPAddress, now: float | None = None) -> Drain:
         """The drain phase of one VIP now."""
+        if not self._any_drain():
+            return Drain.NONE  # the common case, asked for every VIP on every reconcile
         now = self.clock() if now is None else now
         starts = (self._drain_vips.get(address), self._drain_host, self._drain_file)
         phase = drain_phase(starts, now, self.cfg.drain.delay)
         if phase is Drain.NONE and self._drain_stop is not None:
             return Drain.DRAINING  # a stop ends with _withdraw_all(), not with a phase change
         return phase
+
+    def _any_drain(self) -> bool:
+        return bool(
+            self._drain_vips
+            or self._drain_host is not None
+            or self._drain_file is not None
+            or self._drain_stop is not None
+        )
 
     def drain(self, addresses: Iterable[str], everything: bool = False) -> dict[str, Any]:
         """Start draining VIPs (or the host); raises ControlError for an unknown VIP."""
@@ -731,9 +741,10 @@ class Service:
                 log_drain.warning("%s is gone: the host is no longer drained by it", f)
                 self._dirty.set()
             phases: dict[IPAddress, Drain] = {}
-            for a in self.vips:
-                if (p := self.phase(a, now)) is not Drain.NONE:
-                    phases[a] = p
+            if self._any_drain():  # no scan of every VIP each second when nothing drains
+                for a in self.vips:
+                    if (p := self.phase(a, now)) is not Drain.NONE:
+                        phases[a] = p
             if phases != last_phases:
                 for a, p in phases.items():
                     if last_phases.get(a) is not p and p is Drain.DRAINED:
