@@ -20,6 +20,9 @@ the module loads on Debian bookworm's python3-grpcio 1.51 as well as on current
 grpcio (gobgp-api-notes 2.3.17). Only the RPCs in a codec's `rpcs` table are bound,
 and DeletePath is in neither: without a path it deletes every local path, other
 tools' included, so withdraws go through AddPathStream with `is_withdraw=True`.
+AddPathStream is bound without a serializer: its requests are bytes that a
+gobgp_codec.PathCache (one per API version) assembles from paths encoded once,
+so re-announcing a route that was sent before builds no protobuf message.
 
 Operational traps this module is built around (details in gobgp-api-notes):
 
@@ -42,7 +45,15 @@ from typing import Any, Literal, NoReturn, TypeVar
 import grpc
 
 from .errors import GobgpError, InvalidRoute
-from .gobgp_codec import CODECS, UNREPRESENTABLE_PREPEND, ApiVersion, Codec, PeerEvent
+from .gobgp_codec import (
+    CODECS,
+    DEFAULT_PATH_CACHE_SIZE,
+    UNREPRESENTABLE_PREPEND,
+    ApiVersion,
+    Codec,
+    PathCache,
+    PeerEvent,
+)
 from .model import HostPrefix, PeerStatus, Route, is_host_prefix, validate_route
 
 __all__ = ["UNREPRESENTABLE_PREPEND", "GobgpClient", "PeerEvent", "Watch"]
@@ -148,23 +159,29 @@ class Watch:
 # ----------------------------------------------------------------- client
 
 
+def _already_serialized(request: bytes) -> bytes:
+    return request
+
+
 class _Api:
-    """One API version's RPCs, bound by path on the shared channel."""
+    """One API version's RPCs, bound by path on the shared channel, and its path cache."""
 
-    def __init__(self, codec: Codec, channel: grpc.Channel) -> None:
+    def __init__(self, codec: Codec, channel: grpc.Channel, path_cache_size: int) -> None:
         self.codec = codec
+        self.paths = PathCache(codec, path_cache_size)
 
-        def bind(kind: Any, rpc: str) -> Any:
+        def bind(kind: Any, rpc: str, serializer: Callable[[Any], bytes] | None = None) -> Any:
             request, response = codec.rpcs[rpc]
             return kind(
                 f"/{codec.service}/{rpc}",
-                request_serializer=request.SerializeToString,
+                request_serializer=serializer or request.SerializeToString,
                 response_deserializer=response.FromString,
             )
 
         self.get_bgp = bind(channel.unary_unary, "GetBgp")
         self.list_path = bind(channel.unary_stream, "ListPath")
-        self.add_path_stream = bind(channel.stream_unary, "AddPathStream")
+        # Takes serialized AddPathStreamRequests (bytes from self.paths).
+        self.add_path_stream = bind(channel.stream_unary, "AddPathStream", _already_serialized)
         self.list_peer = bind(channel.unary_stream, "ListPeer")
         self.enable_peer = bind(channel.unary_unary, "EnablePeer")
         self.disable_peer = bind(channel.unary_unary, "DisablePeer")
@@ -179,7 +196,8 @@ class GobgpClient:
     """gobgpd's global RIB and neighbors over gRPC; implements model.RouteTable.
 
     Construction does no I/O: the API version is detected (or the pinned one taken)
-    by the first call that needs gobgpd.
+    by the first call that needs gobgpd. `path_cache_size` bounds how many prefixes'
+    encoded paths are kept per API version (gobgp_codec.PathCache; 0 keeps none).
     """
 
     def __init__(
@@ -189,11 +207,14 @@ class GobgpClient:
         timeout: float = 5.0,
         batch_size: int = 500,
         api_version: Literal["auto", 3, 4] = "auto",
+        path_cache_size: int = DEFAULT_PATH_CACHE_SIZE,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if api_version not in ("auto", 3, 4):
             raise ValueError(f"api_version must be 'auto', 3 or 4, not {api_version!r}")
+        if path_cache_size < 0:
+            raise ValueError("path_cache_size must not be negative")
         self.target = target
         self.timeout = timeout
         self.batch_size = batch_size
@@ -214,7 +235,10 @@ class GobgpClient:
                 ("grpc.max_reconnect_backoff_ms", 1000),
             ],
         )
-        self._apis = {version: _Api(codec, self._channel) for version, codec in CODECS.items()}
+        self._apis = {
+            version: _Api(codec, self._channel, path_cache_size)
+            for version, codec in CODECS.items()
+        }
         # The API in use; None until the first call needs it, and again after
         # gobgpd answered UNIMPLEMENTED (another version took over the address).
         self._api: _Api | None = None
@@ -395,27 +419,31 @@ class GobgpClient:
         total = len(withdraw) + len(announce)
         # Withdraws and announces never share a batch, so a prefix in both lists is
         # withdrawn and re-added in that order.
-        done = self._send_batches(withdraw, lambda c, p: c.withdraw_path(p), 0, total)
-        self._send_batches(announce, lambda c, r: c.announce_path(r, asn), done, total)
+        done = self._send_batches(withdraw, lambda api, b: api.paths.withdraw_request(b), 0, total)
+        self._send_batches(announce, lambda api, b: api.paths.announce_request(b, asn), done, total)
         log.debug("applied %d withdraws and %d announces", len(withdraw), len(announce))
 
     def _send_batches(
-        self, items: Sequence[X], encode: Callable[[Codec, X], Any], done: int, total: int
+        self,
+        items: Sequence[X],
+        encode: Callable[[_Api, Sequence[X]], bytes],
+        done: int,
+        total: int,
     ) -> int:
         """AddPathStream `items` in batches; returns `done` plus what went through.
 
         One AddPathStream call per batch: the call returns only after gobgpd
         installed every path of it, so `done` is exact. (gobgpd rejects a whole batch
         if one path fails and aborts the stream, so on a single stream we could not
-        tell how many batches went in.) Paths are encoded per batch with the codec in
-        use, so a batch retried after a version change goes out in the new format.
+        tell how many batches went in.) A batch is encoded (from the path cache, see
+        gobgp_codec.PathCache) for the API in use when it is sent, so a batch retried
+        after a version change goes out in the new format.
         """
         for start in range(0, len(items), self.batch_size):
             batch = items[start : start + self.batch_size]
 
             def send(api: _Api, batch: Sequence[X] = batch) -> None:
-                request = api.codec.add_path_stream_request([encode(api.codec, x) for x in batch])
-                api.add_path_stream(iter([request]), timeout=self.timeout)
+                api.add_path_stream(iter([encode(api, batch)]), timeout=self.timeout)
 
             self._call(f"AddPathStream ({done} of {total} changes done)", send, done=done)
             done += len(batch)
@@ -475,11 +503,13 @@ class GobgpClient:
             return self._mismatch("WatchEvent", api, 0)
         return None
 
-    def wait_closed(self) -> None:
+    def wait_closed(self, on_open: Callable[[], None] | None = None) -> None:
         """Block until gobgpd's event stream ends (it restarted or went away).
 
         Raises GobgpError when the stream ends, which is the restart signal; returns
         quietly once cancel_watch() or close() was called. Meant for a worker thread.
+        `on_open` is called (in this thread) at END_OF_INIT: gobgpd is up, configured
+        and watched, the moment to re-inject after a restart.
         """
         if self._watch_stopped:
             return
@@ -490,7 +520,10 @@ class GobgpClient:
             if self._watch_stopped:
                 return
             watch = self._open_watch(api)
-        watch.wait_closed()
+        for event in watch:
+            if on_open is not None and event.kind == "end_of_init":
+                on_open()
+                on_open = None
 
     def cancel_watch(self) -> None:
         """Make a blocked wait_closed() return, and every later one return at once.

@@ -25,16 +25,25 @@ Operational traps the encoding is built around (details in gobgp-api-notes):
 * gobgpd 3.10 crashes or stores garbage on some malformed paths and does not
   cross-check family against NLRI, so `family` is always set and only attributes
   with every field filled in are sent (the caller validates routes first).
+
+Paths are built once: PathCache keeps each prefix's last announced path (and its
+withdraw) as wire bytes, and an AddPathStreamRequest is sent as bytes made by
+concatenation (see Codec.encoded_path). Routes are immutable values, so a re-sync
+after a gobgpd restart, which re-announces what was announced before, builds no
+message at all.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import ipaddress
+import itertools
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from google.protobuf import any_pb2, empty_pb2
 
@@ -70,6 +79,15 @@ UNREPRESENTABLE_PREPEND = -1
 
 _SELF = {4: "0.0.0.0", 6: "::"}
 
+# How many prefixes a PathCache holds by default (the same bound as model.host_prefix).
+DEFAULT_PATH_CACHE_SIZE = 1 << 16
+
+
+@functools.lru_cache(maxsize=256)
+def _address_text(address: IPAddress) -> str:
+    """str() of a next hop: nearly every route shares one, and an IPv6 str() costs ~7 us."""
+    return str(address)
+
 
 @dataclass(frozen=True)
 class PeerEvent:
@@ -103,6 +121,8 @@ class Codec(abc.ABC):
             4: family(afi=family.AFI_IP, safi=family.SAFI_UNICAST),
             6: family(afi=family.AFI_IP6, safi=family.SAFI_UNICAST),
         }
+        # An AddPathStreamRequest's fields other than `paths`, serialized; see encoded_path.
+        self._request_head: bytes = self.add_path_stream_request([]).SerializeToString()
 
     def __repr__(self) -> str:
         return f"<GoBGP {self.version}.x codec ({self.service})>"
@@ -142,6 +162,23 @@ class Codec(abc.ABC):
         # GLOBAL and VRF here, and 4.x's default (UNSPECIFIED) is neither.
         return self.pb.AddPathStreamRequest(table_type=self.table_global, paths=paths)
 
+    def encoded_path(self, path: Any) -> bytes:
+        """`path` as one encoded element of AddPathStreamRequest.paths (tag, length, bytes).
+
+        In the protobuf wire format a repeated message field is the concatenation of
+        its encoded elements, and a message may be sent as several concatenated
+        pieces (they merge, repeated fields appending). So
+        encoded_add_path_stream_request() of these is the serialized
+        add_path_stream_request() of the paths, built without any message.
+        """
+        # A request holding only this path: table_type 0 and vrf_id "" are defaults and
+        # not written, which leaves exactly the `paths` element.
+        return bytes(self.pb.AddPathStreamRequest(paths=[path]).SerializeToString())
+
+    def encoded_add_path_stream_request(self, encoded_paths: Iterable[bytes]) -> bytes:
+        """The serialized AddPathStreamRequest (table GLOBAL) of encoded_path() elements."""
+        return self._request_head + b"".join(encoded_paths)
+
     def list_peer_request(self) -> Any:
         return self.pb.ListPeerRequest()
 
@@ -174,7 +211,8 @@ class Codec(abc.ABC):
         """The path for a validated Route; `local_asn` is needed only for a prepend."""
         pb = self.pb
         version = route.prefix.version
-        next_hop = str(route.next_hop) if route.next_hop is not None else _SELF[version]
+        nlri = self._nlri(route.prefix)  # copied by each message it is put in
+        next_hop = _address_text(route.next_hop) if route.next_hop is not None else _SELF[version]
         attrs = [self._wrap_attr("origin", pb.OriginAttribute(origin=int(route.origin)))]
         if version == 4:
             attrs.append(self._wrap_attr("next_hop", pb.NextHopAttribute(next_hop=next_hop)))
@@ -182,7 +220,7 @@ class Codec(abc.ABC):
             # MP_REACH is the canonical v6 form; its nlris must not be empty
             # ("invalid mp reach attribute") although gobgpd rebuilds it from Path.nlri.
             reach = pb.MpReachNLRIAttribute(
-                family=self._family[6], next_hops=[next_hop], nlris=[self._nlri(route.prefix)]
+                family=self._family[6], next_hops=[next_hop], nlris=[nlri]
             )
             attrs.append(self._wrap_attr("mp_reach", reach))
         if route.as_path_prepend:
@@ -220,7 +258,7 @@ class Codec(abc.ABC):
                     "large_communities", pb.LargeCommunitiesAttribute(communities=large)
                 )
             )
-        return pb.Path(nlri=self._nlri(route.prefix), pattrs=attrs, family=self._family[version])
+        return pb.Path(nlri=nlri, pattrs=attrs, family=self._family[version])
 
     # ------------------------------------------------------------- decoding
 
@@ -362,6 +400,104 @@ class Codec(abc.ABC):
         kind = self.event_kinds.get(event.type, "unknown")
         peer = None if kind == "end_of_init" else self.peer_status(event.peer, now)
         return PeerEvent(kind, peer)
+
+
+# ------------------------------------------------------------ encoded paths
+
+_V = TypeVar("_V")
+
+
+class PathCache:
+    """AddPathStreamRequests of one codec as bytes, from paths encoded once and kept.
+
+    One entry per prefix: the encoded path of the last route announced for it (with
+    the local AS it was built with, when it prepends) and, separately, its encoded
+    withdraw. A re-sync after a gobgpd restart re-announces exactly the last routes
+    sent, so it finds every path here; a route that changed is encoded again and
+    replaces its prefix's entry. The size is therefore one entry per prefix ever
+    announced or withdrawn, whatever the number of states a VIP goes through; to
+    bound prefixes that are no longer used, each table drops its oldest half (by
+    when an entry was encoded) when it reaches `max_prefixes`. `max_prefixes=0`
+    keeps nothing: every request is encoded afresh.
+
+    Safe to use from several threads. The routes must be validated already.
+    """
+
+    def __init__(self, codec: Codec, max_prefixes: int = DEFAULT_PATH_CACHE_SIZE) -> None:
+        if max_prefixes < 0:
+            raise ValueError("max_prefixes must not be negative")
+        self.codec = codec
+        self.max_prefixes = max_prefixes
+        # prefix -> (route, local AS used or 0, encoded path)
+        self._announce: dict[HostPrefix, tuple[Route, int, bytes]] = {}
+        self._withdraw: dict[HostPrefix, bytes] = {}
+        self._lock = threading.Lock()
+        self.hits = 0  # paths taken from the cache, for tests and benchmarks
+        self.misses = 0  # paths encoded
+
+    def __len__(self) -> int:
+        """Entries held, announces and withdraws."""
+        return len(self._announce) + len(self._withdraw)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._announce.clear()
+            self._withdraw.clear()
+
+    def announce_request(self, routes: Iterable[Route], local_asn: int | None) -> bytes:
+        """The serialized AddPathStreamRequest announcing `routes`.
+
+        `local_asn` is needed only for routes that prepend (as for announce_path).
+        """
+        codec = self.codec
+        table = self._announce
+        encoded: list[bytes] = []
+        misses = 0
+        with self._lock:
+            for route in routes:
+                asn = (local_asn or 0) if route.as_path_prepend else 0
+                entry = table.get(route.prefix)
+                if (
+                    entry is not None
+                    and entry[1] == asn
+                    and (entry[0] is route or entry[0] == route)
+                ):
+                    encoded.append(entry[2])
+                    continue
+                data = codec.encoded_path(codec.announce_path(route, local_asn))
+                self._store(table, route.prefix, (route, asn, data))
+                encoded.append(data)
+                misses += 1
+            self.misses += misses
+            self.hits += len(encoded) - misses
+        return codec.encoded_add_path_stream_request(encoded)
+
+    def withdraw_request(self, prefixes: Iterable[HostPrefix]) -> bytes:
+        """The serialized AddPathStreamRequest withdrawing our paths for `prefixes`."""
+        codec = self.codec
+        table = self._withdraw
+        encoded: list[bytes] = []
+        misses = 0
+        with self._lock:
+            for prefix in prefixes:
+                data = table.get(prefix)
+                if data is None:
+                    data = codec.encoded_path(codec.withdraw_path(prefix))
+                    self._store(table, prefix, data)
+                    misses += 1
+                encoded.append(data)
+            self.misses += misses
+            self.hits += len(encoded) - misses
+        return codec.encoded_add_path_stream_request(encoded)
+
+    def _store(self, table: dict[HostPrefix, _V], prefix: HostPrefix, value: _V) -> None:
+        if not self.max_prefixes:
+            return
+        # Re-inserted rather than overwritten, so the dict's order is encoding order.
+        if table.pop(prefix, None) is None and len(table) >= self.max_prefixes:
+            for old in list(itertools.islice(table, max(1, len(table) // 2))):
+                del table[old]
+        table[prefix] = value
 
 
 # --------------------------------------------------------------------- 3.x

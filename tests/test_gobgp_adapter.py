@@ -243,6 +243,37 @@ def test_batches_larger_than_batch_size(gobgpd: GobgpdProc) -> None:
         assert client.local_routes() == by_prefix(v4[50:] + v6[33:])
 
 
+def test_resync_after_restart_sends_cached_paths(client: GobgpClient, gobgpd: GobgpdProc) -> None:
+    routes = every_attribute()
+    client.apply([], routes)
+    paths = client._current("test").paths
+    assert (paths.hits, paths.misses) == (0, len(routes))
+    gobgpd.restart()  # every API path is gone: the re-sync sends them all again
+    client.apply([], routes)
+    assert (paths.hits, paths.misses) == (len(routes), len(routes))  # nothing built
+    assert client.local_routes() == by_prefix(routes)
+    prefixes = [r.prefix for r in routes]
+    client.apply(prefixes, [])
+    assert client.local_routes() == {}
+    client.apply([], routes)
+    client.apply(prefixes, [])  # withdraws from the cache too
+    assert paths.misses == 2 * len(routes)
+    assert client.local_routes() == {}
+
+
+@pytest.mark.parametrize("cache_size", [0, 5])
+def test_a_small_path_cache_still_sends_everything(gobgpd: GobgpdProc, cache_size: int) -> None:
+    with GobgpClient(gobgpd.api_target, batch_size=16, path_cache_size=cache_size) as client:
+        v4 = [Route(net(f"198.51.100.{i}/32"), med=i) for i in range(40)]
+        v6 = [Route(net(f"2001:db8::{i:x}/128"), next_hop=ip("2001:db8::1")) for i in range(1, 41)]
+        for _ in range(2):
+            client.apply([], v4 + v6)
+            assert client.local_routes() == by_prefix(v4 + v6)
+            assert len(client._current("test").paths) <= 2 * cache_size
+        client.apply([r.prefix for r in v4[:30] + v6[:20]], [])
+        assert client.local_routes() == by_prefix(v4[30:] + v6[20:])
+
+
 @pytest.mark.parametrize(
     "bad",
     [
