@@ -62,7 +62,7 @@ from .model import (
     VipSource,
     by_version,
 )
-from .planner import Drain, Plan, VipPolicy, after, allowed, make_plan, route_for
+from .planner import Drain, Plan, VipPolicy, allowed, make_plan, route_for
 
 log = logging.getLogger("announcer.service")
 log_health = logging.getLogger("announcer.health")
@@ -71,6 +71,7 @@ log_bgp = logging.getLogger("announcer.gobgp")
 log_drain = logging.getLogger("announcer.drain")
 
 PLAN_LOG_LIMIT = 50  # bigger plans are logged as one summary line
+_UNDECIDED = frozenset({State.INIT, State.RISING})
 
 
 class WatchableRouteTable(RouteTable, Protocol):
@@ -80,8 +81,9 @@ class WatchableRouteTable(RouteTable, Protocol):
         """Bring an admin-down neighbor up."""
         ...
 
-    def wait_closed(self) -> None:
-        """Block until gobgpd's event stream ends (it restarted or went away)."""
+    def wait_closed(self, on_open: Callable[[], None] | None = None) -> None:
+        """Block until gobgpd's event stream ends (it restarted or went away);
+        call `on_open` once the stream is established (gobgpd is serving)."""
         ...
 
     def cancel_watch(self) -> None:
@@ -224,6 +226,9 @@ class _VipState:
     # route on every change blocked the loop for half a second (docs/performance.md).
     # The policy never changes under it: a new discovery or reload makes a new _VipState.
     cached: tuple[State, Drain, Route | None] | None = None
+    # A first verdict (UP or DOWN) reached in this process, or carried over from the
+    # VIP's previous settings; until then a start may keep what a previous run announced.
+    settled: bool = False
 
     def route(self, phase: Drain) -> Route | None:
         c = self.cached
@@ -266,8 +271,18 @@ class Service:
         self.discovered = False  # a first discovery succeeded
         self.synced = asyncio.Event()  # a first full reconcile succeeded
         self._dirty = asyncio.Event()
+        self._gobgpd_back = asyncio.Event()  # its event stream opened: retry at once
         self._frontends: tuple[Frontend, ...] = ()  # the last good discovery
         self._actual: dict[HostPrefix, Route] | None = None  # None: re-read from gobgpd
+        # VIPs whose route may have changed since the last plan; None: plan everything.
+        # At 10 000 VIPs a full plan blocks the loop for about 50 ms, a failover's
+        # plan of one VIP for microseconds (docs/performance.md).
+        self._touched: set[IPAddress] | None = None
+        # Whether the routers saw gobgpd's paths when we started (peers not admin-down,
+        # or no fate-sharing): then the routes of VIPs without a first verdict are kept
+        # as they are until they get one, so a restart of announcer flaps nothing.
+        self._inherit: bool | None = None
+        self._progress_at = float("-inf")
         self._last_read = float("-inf")
         self._started = 0.0
         self._outside_logged: set[IPAddress] = set()
@@ -362,7 +377,7 @@ class Service:
             return  # nothing announced: nothing to move traffic away from
         self._drain_stop = self.clock()
         applied = self._applied
-        self._dirty.set()
+        self._mark_all()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.cfg.service.stop_timeout):
                 while self._applied == applied:
@@ -433,7 +448,7 @@ class Service:
         self._outside_logged.clear()
         if self.discovered:
             self._apply_discovery(self._frontends)
-        self._dirty.set()
+        self._mark_all()
         log.info("configuration reloaded: %d VIPs, %d checks", len(self.vips), len(self.checks))
         return ignored
 
@@ -513,23 +528,27 @@ class Service:
             old = self.vips.get(address)
             vs = _VipState(vip, tuple(specs), check, policy, override)
             if old is not None:
-                vs.state, vs.since, vs.why = old.state, old.since, old.why
+                vs.state, vs.since, vs.why, vs.settled = old.state, old.since, old.why, old.settled
             wanted[address] = vs
         added = wanted.keys() - self.vips.keys()
         removed = self.vips.keys() - wanted.keys()
         previous = self.vips
         self.vips = wanted
         self._sync_checks(previous)
+        # Thousands of VIPs found at once (a start) are summed up in one line.
+        each = log_disc.info if len(added) + len(removed) <= PLAN_LOG_LIMIT else log_disc.debug
         for a in sorted(added, key=by_version):
-            log_disc.info("VIP %s discovered (frontends %s)", a, ", ".join(wanted[a].vip.frontends))
+            each("VIP %s discovered (frontends %s)", a, ", ".join(wanted[a].vip.frontends))
         for a in sorted(removed, key=by_version):
-            log_disc.info("VIP %s is gone from HAProxy's configuration", a)
+            each("VIP %s is gone from HAProxy's configuration", a)
+        if each is log_disc.debug and self.discovered:
+            log_disc.info("%d VIPs discovered, %d gone", len(added), len(removed))
         for vs in wanted.values():
             self._update_vip_state(vs)
         if not self.discovered:
             log_disc.info("first discovery: %d VIPs", len(wanted))
         self.discovered = True
-        self._dirty.set()  # policies may have changed too; planning an empty diff is cheap
+        self._mark_all()  # policies may have changed too
 
     def _sync_checks(self, previous: dict[IPAddress, _VipState]) -> None:
         """Start checks for new specs, stop checks nobody uses any more."""
@@ -596,17 +615,69 @@ class Service:
         if new is vs.state:
             return
         old, vs.state, vs.since, vs.why = vs.state, new, time.time(), why
-        log_health.info("VIP %s: %s -> %s%s", vs.vip.address, old, new, f" ({why})" if why else "")
+        first = not vs.settled and new not in _UNDECIDED
+        starting = not self.synced.is_set()
+        # A start with thousands of VIPs logs its first verdicts as a progress line
+        # once a second (below) instead of two lines per VIP.
+        quiet = starting and not vs.settled and len(self.vips) > PLAN_LOG_LIMIT
+        (log_health.debug if quiet else log_health.info)(
+            "VIP %s: %s -> %s%s", vs.vip.address, old, new, f" ({why})" if why else ""
+        )
         if self.metrics is not None:
             self.metrics.transition(old, new)
-        phase = self.phase(vs.vip.address)
         a = vs.vip.address
+        if first:
+            vs.settled = True
+            if starting:
+                self._mark(a)  # the start may be complete now
+                self._log_progress(quiet)
+        phase = self.phase(a)
         if route_for(a, old, phase, vs.policy) != route_for(a, new, phase, vs.policy):
-            self._dirty.set()
+            self._mark(a)
 
-    def _settled(self) -> bool:
-        """Every check has a verdict (no INIT or RISING), so the first sync will not flap."""
-        return all(c.health.state not in (State.INIT, State.RISING) for c in self.checks.values())
+    def _log_progress(self, quiet: bool) -> None:
+        now = self.clock()
+        if not quiet or now - self._progress_at < 1.0:
+            return
+        self._progress_at = now
+        up, down, undecided = self._verdicts()
+        log_health.info(
+            "start-up: %d of %d VIPs have a verdict (%d UP, %d DOWN) after %.1fs",
+            up + down,
+            up + down + undecided,
+            up,
+            down,
+            now - self._started,
+        )
+
+    def _verdicts(self) -> tuple[int, int, int]:
+        """VIPs announced, VIPs not announced, and VIPs without a first verdict yet."""
+        up = down = undecided = 0
+        for vs in self.vips.values():
+            if not vs.settled:
+                undecided += 1
+            elif hm.announced(vs.state):
+                up += 1
+            else:
+                down += 1
+        return up, down, undecided
+
+    def _started_up(self) -> bool:
+        """Every VIP has a first verdict, or startup_grace is over."""
+        if self.clock() >= self._started + self.cfg.service.startup_grace:
+            return True
+        return all(vs.settled for vs in self.vips.values())
+
+    def _mark(self, address: IPAddress) -> None:
+        """The route of one VIP may have changed: plan it."""
+        if self._touched is not None:
+            self._touched.add(address)
+        self._dirty.set()
+
+    def _mark_all(self) -> None:
+        """Anything else changed (VIP set, policies, drains, gobgpd): plan everything."""
+        self._touched = None
+        self._dirty.set()
 
     # ---------------------------------------------------------------- drain
 
@@ -641,7 +712,7 @@ class Service:
                 self._drain_vips[a] = now
                 log_drain.info("VIP %s drained by the operator", a)
         self._save_drains()
-        self._dirty.set()
+        self._mark_all()
         return {
             "draining": [str(a) for a in targets],
             "all": everything,
@@ -660,7 +731,7 @@ class Service:
             if self._drain_vips.pop(a, None) is not None:
                 log_drain.info("VIP %s undrained by the operator", a)
         self._save_drains()
-        self._dirty.set()
+        self._mark_all()
         out: dict[str, Any] = {"undrained": [str(a) for a in targets], "all": everything}
         if self._drain_file is not None:
             out["warning"] = (
@@ -735,11 +806,11 @@ class Service:
             if present and self._drain_file is None:
                 self._drain_file = now
                 log_drain.warning("%s exists: draining every VIP of this host", f)
-                self._dirty.set()
+                self._mark_all()
             elif not present and self._drain_file is not None:
                 self._drain_file = None
                 log_drain.warning("%s is gone: the host is no longer drained by it", f)
-                self._dirty.set()
+                self._mark_all()
             phases: dict[IPAddress, Drain] = {}
             if self._any_drain():  # no scan of every VIP each second when nothing drains
                 for a in self.vips:
@@ -750,7 +821,7 @@ class Service:
                     if last_phases.get(a) is not p and p is Drain.DRAINED:
                         log_drain.info("VIP %s drained: drain delay over", a)
                 last_phases = phases
-                self._dirty.set()
+                self._mark_all()
             await asyncio.sleep(self._next_drain_wake(now))
 
     def _next_drain_wake(self, now: float) -> float:
@@ -761,16 +832,51 @@ class Service:
 
     # ------------------------------------------------------------ reconcile
 
-    def desired(self) -> dict[HostPrefix, Route]:
-        """The complete set of routes announcer wants in gobgpd now."""
+    def desired(self, keep: dict[HostPrefix, Route] | None = None) -> dict[HostPrefix, Route]:
+        """The complete set of routes announcer wants in gobgpd now.
+
+        `keep` (during a start, see _inherit): the routes gobgpd has, kept for the
+        VIPs that have no first verdict yet.
+        """
         now = self.clock()
         routes: dict[HostPrefix, Route] = {}
         allow = self.cfg.allowed_prefixes
-        for a, vs in self.vips.items():
-            r = vs.route(self.phase(a, now))
+        for vs in self.vips.values():
+            r = self._want(vs, now, keep)
             if r is not None and allowed(r.prefix, allow):
                 routes[r.prefix] = r
         return routes
+
+    def _want(
+        self, vs: _VipState, now: float, keep: dict[HostPrefix, Route] | None
+    ) -> Route | None:
+        phase = self.phase(vs.vip.address, now)
+        if keep is not None and not vs.settled and phase is Drain.NONE:
+            return keep.get(vs.vip.prefix)
+        return vs.route(phase)
+
+    def _plan_some(
+        self,
+        touched: set[IPAddress],
+        actual: dict[HostPrefix, Route],
+        keep: dict[HostPrefix, Route] | None,
+    ) -> Plan:
+        """The plan for a few VIPs: the complete plan restricted to their prefixes."""
+        now = self.clock()
+        allow = self.cfg.allowed_prefixes
+        want: dict[HostPrefix, Route] = {}
+        have: dict[HostPrefix, Route] = {}
+        for a in touched:
+            vs = self.vips.get(a)
+            if vs is None:
+                continue  # gone: discovery planned everything
+            p = vs.vip.prefix
+            if (r0 := actual.get(p)) is not None:
+                have[p] = r0
+            r = self._want(vs, now, keep)
+            if r is not None and allowed(r.prefix, allow):
+                want[r.prefix] = r
+        return make_plan(want, have, self._owned)
 
     async def _reconcile_loop(self) -> None:
         # A short cap: once gobgpd is back it must be re-synced within about 2 s, and
@@ -778,16 +884,16 @@ class Service:
         backoff = Backoff(first=0.25, cap=2.0)
         failing = False
         while True:
+            timeout = self._until_resync()
+            if not self.synced.is_set():  # wake when startup_grace ends
+                grace_left = self._started + self.cfg.service.startup_grace - self.clock()
+                timeout = max(0.0, min(timeout, grace_left))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout=self._until_resync())
+                await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
             if not self.discovered:
                 # Without one good discovery we do not know which routes are healthy:
                 # touching gobgpd now could withdraw everything a previous run announced.
                 await asyncio.sleep(0.1)
-                continue
-            grace_left = self._started + self.cfg.service.startup_grace - self.clock()
-            if not self.synced.is_set() and not self._settled() and grace_left > 0:
-                await asyncio.sleep(min(0.05, grace_left))
                 continue
             self._dirty.clear()
             try:
@@ -805,24 +911,57 @@ class Service:
                 if self.metrics is not None:
                     self.metrics.gobgp_error()
                 self._actual = None
-                await asyncio.sleep(delay)
-                self._dirty.set()
+                # ...or as soon as gobgpd's event stream opens again: a restarted
+                # gobgpd is re-synced the moment it serves, not after the backoff.
+                self._gobgpd_back.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._gobgpd_back.wait(), timeout=delay)
+                    log_bgp.info("gobgpd serves again: re-syncing now")
+                    backoff.reset()
+                self._mark_all()
             except InvalidRoute as e:
                 delay = backoff.next()
                 log_bgp.error("refused to send a route: %s; retrying in %.1fs", e, delay)
                 await asyncio.sleep(delay)
-                self._dirty.set()
+                self._mark_all()
 
     def _until_resync(self) -> float:
         return max(0.0, self._last_read + self.cfg.gobgp.resync_interval - self.clock())
 
     async def reconcile_once(self) -> Plan:
-        """One pass: read gobgpd if due, plan, apply, enable peers if due."""
+        """One pass: read gobgpd if due, plan, apply, enable peers if due.
+
+        A start does not wait for every check: the first pass withdraws what no VIP
+        accounts for (and, when the routers could not see gobgpd, what a previous run
+        left), the peers come up, and each VIP is announced once its checks pass
+        `rise`. When the routers did see gobgpd (_inherit), the routes of VIPs still
+        without a verdict stay as they are until they get one or startup_grace ends.
+        """
         if self._actual is None or self._until_resync() <= 0:
-            self._actual = await asyncio.to_thread(self.table.local_routes)
+            self._actual = dict(await asyncio.to_thread(self.table.local_routes))
             self._last_read = self.clock()
-        desired = self.desired()
-        plan = make_plan(desired, self._actual, self._owned)
+            self._touched = None
+        actual = self._actual
+        starting = not self.synced.is_set()
+        started = True
+        keep: dict[HostPrefix, Route] | None = None
+        if starting:
+            if self._inherit is None:
+                self._inherit = await self._routers_see_gobgpd()
+            started = self._started_up()
+            if started:
+                self._touched = None  # the kept routes are decided now: plan everything
+            elif self._inherit:
+                keep = actual
+        touched, self._touched = self._touched, set()
+        try:
+            if touched is None:
+                plan = make_plan(self.desired(keep), actual, self._owned)
+            else:
+                plan = self._plan_some(touched, actual, keep)
+        except BaseException:
+            self._touched = None
+            raise
         if plan:
             # One line per route, or a summary for a big plan (a start or a re-sync
             # of thousands); every route still at DEBUG.
@@ -841,21 +980,56 @@ class Service:
                 await asyncio.to_thread(self.table.apply, plan.withdraw, plan.announce)
             except BaseException:
                 self._actual = None  # partly applied: read back next time
+                self._touched = None
                 raise
-            self._actual = after(self._actual, plan)
+            for p in plan.withdraw:
+                actual.pop(p, None)
+            for r in plan.announce:
+                actual[r.prefix] = r
             if self.metrics is not None:
                 self.metrics.applied(len(plan.withdraw), len(plan.announce))
-        if not self.synced.is_set():
-            log_bgp.info("first sync with gobgpd done: %d routes announced", len(desired))
-        # Only now, with the complete set in gobgpd, may the routers see it.
+        if starting and self._applied == 0:
+            log_bgp.info(
+                "first sync with gobgpd done: %d routes announced%s",
+                len(actual),
+                "" if started else " (more as their VIPs' checks pass)",
+            )
+        # Peers come up once gobgpd holds the set: after a restart of gobgpd the
+        # complete set, at a start whatever has a verdict (the rest follows).
         await self._enable_peers()
         self.last_sync = time.time()
         self._applied += 1
-        if not self.synced.is_set():
+        if starting and started:
+            up, down, undecided = self._verdicts()
+            log_bgp.info(
+                "start-up done after %.2fs: %d VIPs UP, %d not announced%s; %d routes in gobgpd",
+                self.clock() - self._started,
+                up,
+                down + undecided,
+                f" ({undecided} without a verdict at startup_grace)" if undecided else "",
+                len(actual),
+            )
             self.synced.set()
             if self.notifier is not None:
                 self.notifier.ready(self._status_line())
         return plan
+
+    async def _routers_see_gobgpd(self) -> bool:
+        """Whether gobgpd's paths reach the routers now (see _inherit)."""
+        if not self.cfg.gobgp.fate_sharing:
+            return True
+        peers = await asyncio.to_thread(self.table.peers)
+        managed = set(self.cfg.gobgp.peers)
+        mine = [p for p in peers if not managed or p.address in managed]
+        if not mine:
+            return True  # nobody to flap to; keeping is the careful choice
+        seen = any(not p.admin_down for p in mine)
+        if seen:
+            log_bgp.info(
+                "gobgpd's peers are enabled: routes it has keep their state until their "
+                "VIP's checks decide (at most startup_grace)"
+            )
+        return seen
 
     async def _enable_peers(self) -> None:
         if not self.cfg.gobgp.fate_sharing or self._peers_epoch == self._epoch:
@@ -874,24 +1048,46 @@ class Service:
 
     async def _watch_loop(self, stop: threading.Event) -> None:
         """Notice a gobgpd restart at once: its event stream ends, and it forgot every path."""
-        backoff = Backoff(first=0.2, cap=5.0)
+        # A short cap: reopening the stream is what tells us gobgpd is back.
+        backoff = Backoff(first=0.1, cap=1.0)
+        loop = asyncio.get_running_loop()
+        failed = False  # the last attempt never got a stream: gobgpd was away
+        is_open = False  # this attempt got one (set in the worker thread)
+
+        def back() -> None:
+            if failed:
+                # A gobgpd we have not watched since it started: perhaps a second
+                # restart after a re-sync; its peers are admin-down again.
+                self._epoch += 1
+                self._actual = None
+                self._mark_all()
+            self._gobgpd_back.set()
+
+        def opened() -> None:  # in the worker thread, at END_OF_INIT
+            nonlocal is_open
+            is_open = True
+            loop.call_soon_threadsafe(back)
+
         while not stop.is_set():
             started = self.clock()
+            is_open = False
             try:
-                await asyncio.to_thread(self.table.wait_closed)
+                await asyncio.to_thread(self.table.wait_closed, opened)
             except GobgpError as e:
                 log_bgp.debug("watch: %s", e)
             if stop.is_set():
                 return
             if self.clock() - started > 1.0:
                 backoff.reset()
-            log_bgp.info("gobgpd event stream ended: re-reading its paths")
-            self.resyncs += 1
+            if is_open:
+                log_bgp.info("gobgpd event stream ended: re-reading its paths")
+                self.resyncs += 1
+                if self.metrics is not None:
+                    self.metrics.resync()
+            failed = not is_open
             self._epoch += 1
-            if self.metrics is not None:
-                self.metrics.resync()
             self._actual = None
-            self._dirty.set()
+            self._mark_all()
             await asyncio.sleep(backoff.next())
 
     async def _peer_loop(self) -> None:

@@ -63,6 +63,10 @@ RESULTS = REPO / "bench-results"
 # with room for 9000 connections: 2 x 9000 + a few fds fit the 20 000 hard limit.
 SHARDS = 2
 RESPONDER_MAXCONN = 9000
+PROGRESS = re.compile(
+    r"start-up: \d+ of \d+ VIPs have a verdict \((\d+) UP, (\d+) DOWN\)"
+    r"|start-up done after [0-9.]+s: (\d+) VIPs UP, (\d+) not announced"
+)
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -449,20 +453,34 @@ def startup_timeline(log: str, t0: float, t_all: float) -> dict[str, Any]:
     failures (anything that went DOWN) before every route had reached the router."""
     up: list[float] = []
     down = 0
+    # A start with many VIPs logs its first verdicts as a progress line a second
+    # ("start-up: X of N VIPs have a verdict (U UP, D DOWN) ..."), later ones per VIP.
+    progress: list[tuple[float, int, int]] = []
     for line in log.splitlines():
-        if not line[:4].isdigit() or " VIP " not in line:
+        if not line[:4].isdigit():
             continue
         t = log_time(line)
         if t is None or not t0 - 0.001 <= t <= t_all:
             continue
-        if "-> UP" in line:
+        if m := PROGRESS.search(line):
+            u, d = (m[1], m[2]) if m[1] is not None else (m[3], m[4])
+            progress.append((t - t0, int(u), int(d)))
+        elif " VIP " not in line:
+            continue
+        elif "-> UP" in line:
             up.append(t - t0)
         elif "-> DOWN" in line:
             down += 1
-    seconds = int(max(up, default=0.0)) + 1
+    last = max([*up, *(p[0] for p in progress)], default=0.0)
+    seconds = int(last) + 1
+
+    def up_by(k: int) -> int:
+        counted = max((u for at, u, _ in progress if at < k), default=0)
+        return counted + sum(1 for u in up if u < k)
+
     return {
-        "vips_up_after_second": [sum(1 for u in up if u < k) for k in range(1, seconds + 1)],
-        "vips_down_before_all_routes": down,
+        "vips_up_after_second": [up_by(k) for k in range(1, seconds + 1)],
+        "vips_down_before_all_routes": down + max((d for _, _, d in progress), default=0),
     }
 
 

@@ -81,7 +81,9 @@ def communities_at(lab: Lab, router: str, prefix: str, nexthop: str) -> set[str]
     return None
 
 
-def test_peers_come_up_only_once_announcer_has_injected_everything(lab: Lab) -> None:
+def test_peers_come_up_after_the_first_sync(lab: Lab) -> None:
+    """At a start the peers are enabled once gobgpd holds what has a verdict (leftovers
+    withdrawn); the complete set before the peers is the gobgpd-restart test below."""
     log = stack(lab, "lb1").announcer_log()
     injected = log.index("first sync with gobgpd done")
     enabled = log.index("peer 198.51.100.1 enabled")

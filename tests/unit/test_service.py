@@ -92,9 +92,12 @@ class FakeTable:
         self.peer_list: list[PeerStatus] = []
         self.enabled: list[str] = []
         self.expected = False  # enable_peer must find routes already injected
+        self.refused = 0  # calls refused while down
+        self.on_open: Callable[[], None] | None = None  # the last watcher's callback
 
     def local_routes(self) -> dict[HostPrefix, Route]:
         if self.down:
+            self.refused += 1
             raise GobgpError("connection refused")
         self.reads += 1
         return dict(self.routes)
@@ -126,7 +129,10 @@ class FakeTable:
             for p in self.peer_list
         ]
 
-    def wait_closed(self) -> None:
+    def wait_closed(self, on_open: Callable[[], None] | None = None) -> None:
+        self.on_open = on_open
+        if on_open is not None and not self.down:
+            on_open()
         self._closed.wait()
         self._closed.clear()
 
@@ -143,9 +149,12 @@ class FakeProber:
     def __init__(self) -> None:
         self.bad: set[str] = set()
         self.runs = 0
+        self.delay = 0.0  # seconds each probe takes
 
     async def run(self, spec: CheckSpec) -> CheckResult:
         self.runs += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         ok = str(spec.address) not in self.bad
         return CheckResult(ok, "HTTP 200" if ok else "HTTP 503", 0.001)
 
@@ -196,7 +205,10 @@ def test_healthy_vips_are_announced_and_outside_allow_list_never_sent(
             await until(lambda: h.prefixes() == {"192.0.2.10/32", "192.0.2.11/32"})
             await asyncio.sleep(0.3)  # several more cycles: nothing else is ever sent
             assert h.prefixes() == {"192.0.2.10/32", "192.0.2.11/32"}
-            assert len(h.table.applies) == 1, h.table.applies  # one batch; the rest were no-ops
+            # Each route sent once (as its VIP rose), nothing withdrawn; the rest were no-ops.
+            sent = [r.prefix for _, announce in h.table.applies for r in announce]
+            assert sorted(map(str, sent)) == ["192.0.2.10/32", "192.0.2.11/32"], h.table.applies
+            assert h.table.withdrawn == []
         assert h.table.routes == {}  # withdraw_on_stop
 
     run(go())
@@ -300,6 +312,27 @@ def test_gobgpd_restart_is_noticed_through_the_event_stream() -> None:
             h.table.restart()
             await until(lambda: len(h.table.routes) == 1, timeout=2)
             assert h.svc.resyncs >= 1
+
+    run(go())
+
+
+def test_gobgpd_back_is_resynced_at_once_not_after_the_backoff() -> None:
+    """The reopened event stream (END_OF_INIT) cuts the reconcile's backoff short."""
+
+    async def go() -> None:
+        async with Harness(FakeSource(frontend("web", "192.0.2.10"))) as h:
+            await until(lambda: len(h.table.routes) == 1)
+            h.table.down = True
+            h.table.restart()
+            await until(lambda: h.table.refused >= 4, timeout=5)  # the backoff is at 1-2 s now
+            await asyncio.sleep(0.05)
+            h.table.down = False
+            loop = asyncio.get_running_loop()
+            back = loop.time()
+            assert h.table.on_open is not None
+            h.table.on_open()  # gobgpd serves again: its stream reached END_OF_INIT
+            await until(lambda: len(h.table.routes) == 1, timeout=3)
+            assert loop.time() - back < 0.5
 
     run(go())
 

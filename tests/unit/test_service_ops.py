@@ -14,7 +14,7 @@ import pytest
 from announcer import control
 from announcer.health import State
 from announcer.metrics import Metrics
-from announcer.model import Community, PeerStatus, SessionState
+from announcer.model import Community, PeerStatus, Route, SessionState
 from announcer.planner import GRACEFUL_SHUTDOWN
 from announcer.service import ControlError, Service
 from tests.unit.test_service import (
@@ -59,25 +59,106 @@ class FakeKeeper:
 # ------------------------------------------------------------- fate-sharing
 
 
-def test_peers_are_enabled_only_after_the_complete_set_is_in_gobgpd() -> None:
+def test_start_enables_peers_once_leftovers_are_gone_and_announces_vips_as_they_rise() -> None:
+    """At a start the routers cannot see gobgpd (its peers are admin-down): announcer
+    withdraws what a previous run left, enables the peers at once, so the sessions
+    come up while the checks rise, and announces each VIP when it passes rise."""
+
     async def go() -> None:
         table = FakeTable()
-        table.expected = True  # FakeTable.enable_peer asserts routes are there already
+        stale = Route(N("192.0.2.99/32"))
+        was = Route(P10)  # left by a crashed run: its VIP has no verdict yet
+        table.routes = {stale.prefix: stale, was.prefix: was}
+        table.peer_list = [peer("198.51.100.1", True), peer("198.51.100.2", True)]
+        src = FakeSource(frontend("web", "192.0.2.10", "192.0.2.11"))
+        h = Harness(src, table)
+        h.prober.delay = 0.3  # the first verdicts come after the peers are up
+        async with h:
+            await until(lambda: len(table.enabled) == 2)
+            assert table.routes == {}  # nothing a previous run left reaches the routers
+            assert not h.svc.synced.is_set()
+            await until(lambda: h.svc.synced.is_set(), timeout=5)
+            assert set(table.routes) == {P10, P11}
+            assert sorted(table.withdrawn) == [P10, stale.prefix]
+
+    run(go())
+
+
+def test_start_keeps_routes_the_routers_see_until_their_vip_decides() -> None:
+    """Peers already enabled (announcer restarted, gobgpd not): a route of a VIP
+    still rising stays, so the restart flaps nothing; a DOWN one leaves on its verdict."""
+
+    async def go() -> None:
+        table = FakeTable()
+        table.routes = {P10: Route(P10), P11: Route(P11)}
+        table.peer_list = [peer("198.51.100.1", False)]
+        h = Harness(FakeSource(frontend("web", "192.0.2.10", "192.0.2.11")), table)
+        h.prober.bad.add("192.0.2.11")
+        h.prober.delay = 0.2
+        async with h:
+            await until(lambda: h.svc.synced.is_set(), timeout=5)
+            assert table.withdrawn == [P11]  # the DOWN one, once it was DOWN
+            assert set(table.routes) == {P10}
+            assert table.enabled == []
+
+    run(go())
+
+
+def test_start_grace_ends_the_keeping() -> None:
+    async def go() -> None:
+        table = FakeTable()
+        table.routes = {P10: Route(P10)}
+        table.peer_list = [peer("198.51.100.1", False)]
+        h = Harness(FakeSource(frontend("web", "192.0.2.10")), table)
+        h.prober.delay = 30  # no verdict ever comes
+        async with h:
+            await asyncio.sleep(0.5)
+            assert set(table.routes) == {P10} and not h.svc.synced.is_set()
+            await until(lambda: h.svc.synced.is_set(), timeout=3)  # startup_grace is 1 s
+            assert table.routes == {}
+
+    run(go())
+
+
+def test_peers_after_a_gobgpd_restart_wait_for_the_complete_set() -> None:
+    async def go() -> None:
+        table = FakeTable()
         table.peer_list = [peer("198.51.100.1", True), peer("198.51.100.2", True)]
         src = FakeSource(frontend("web", "192.0.2.10", "192.0.2.11"))
         async with Harness(src, table) as h:
-            await until(lambda: len(table.enabled) == 2)
-            assert len(table.routes) == 2  # both injected before the first enable
-            assert table.applies[0][1] and len(table.applies[0][1]) == 2
+            await until(lambda: len(table.enabled) == 2 and h.svc.synced.is_set())
+            assert len(table.routes) == 2
             # The operator disables a peer by hand: announcer leaves it alone...
             table.peer_list = [peer("198.51.100.1", True), peer("198.51.100.2", False)]
             await asyncio.sleep(0.3)
             assert len(table.enabled) == 2
             # ...until gobgpd restarts (a new lifetime starts admin-down again).
+            table.expected = True  # FakeTable.enable_peer asserts routes are there already
             table.restart()
             await until(lambda: len(table.enabled) == 3, timeout=3)
             assert len(table.routes) == 2
             assert h.svc.resyncs >= 1
+
+    run(go())
+
+
+def test_a_failover_plans_only_the_vip_that_changed() -> None:
+    async def go() -> None:
+        addresses = [f"192.0.2.{i}" for i in range(10, 30)]
+        async with Harness(FakeSource(frontend("web", *addresses))) as h:
+            await until(lambda: h.svc.synced.is_set() and len(h.table.routes) == 20)
+            planned: list[int] = []
+            real = h.svc._plan_some
+
+            def spy(touched: Any, *args: Any) -> Any:
+                planned.append(len(touched))
+                return real(touched, *args)
+
+            h.svc._plan_some = spy  # type: ignore[method-assign]
+            h.prober.bad.add("192.0.2.15")
+            await until(lambda: N("192.0.2.15/32") not in h.table.routes)
+            assert planned and max(planned) == 1
+            assert len(h.table.routes) == 19
 
     run(go())
 
