@@ -9,17 +9,21 @@ whole probe (connect, request, response, command run) is bounded by
 The HTTP client is our own minimal HTTP/1.1 rather than aiohttp or httpx:
 thousands of VIPs probed every second on one core means the per-probe cost must
 be a request line and a status line, with no session or response object built
-per request. It is a bare asyncio.Protocol rather than asyncio streams for the
-same reason: the StreamReader/StreamWriter pair cost about a third more CPU per
+per request. It is a bare asyncio.BufferedProtocol rather than asyncio streams for
+the same reason: the StreamReader/StreamWriter pair cost about a third more CPU per
 probe. And `Prober` keeps one idle keep-alive connection per HTTP check, because
 a TCP connect and close per probe (mostly kernel time) cost four times the rest
 of the probe (tests/bench/bench_probes.py and docs/performance.md measure both).
+A new connection is made with our own non-blocking connect to the IP literal and
+handed to the event loop as a connected socket: on loopback, where HAProxy's VIPs
+are, that halves the CPU of a check's first probe, which at start is every check's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -27,10 +31,12 @@ import random
 import re
 import shlex
 import signal
+import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import NamedTuple, cast
 
 from . import __version__
 from .model import CheckResult, CheckSpec
@@ -41,6 +47,8 @@ USER_AGENT = f"announcer/{__version__}"
 
 # The most of a response head we keep; a status line must fit in it.
 _HEAD_LIMIT = 16 * 1024
+# What one read from a probe socket takes at most (into a buffer shared by all).
+_READ_SIZE = 64 * 1024
 # How much of a failed command's output ends up in `detail`.
 _OUTPUT_TAIL = 200
 # After SIGKILL a process group dies at once unless a member is stuck in the kernel
@@ -94,6 +102,9 @@ async def probe(spec: CheckSpec, *, pool: ConnectionPool | None = None) -> Check
 class Prober:
     """Runs probes with bounded concurrency: fork is expensive and sockets cost file descriptors.
 
+    At most `max_commands` commands and `max_sockets` new connections at once; a
+    request on a kept keep-alive connection needs no new descriptor and takes no slot.
+
     HTTP checks use keep-alive connections (`keepalive=True`, the default): a check
     sends its request on the connection its previous run left open, and opens a new
     one only when there is none, the server closed it, or it is about `max_age`
@@ -133,23 +144,29 @@ class Prober:
         # The timeout starts when the probe starts, not when it is queued: counting the
         # queue would turn an overloaded checker into failed checks and withdraw healthy
         # VIPs everywhere, which is far worse than checking late.
-        limiter = self._commands if spec.kind == "command" else self._sockets
-        async with limiter:
-            pool = self.pool
-            if pool is not None and spec.kind == "http":
-                # The common case, kept short: a request on the check's idle connection.
-                loop = asyncio.get_running_loop()
-                start = loop.time()
-                conn = pool.take(spec, start)
-                if conn is not None:
-                    try:
-                        outcome = await pool.reuse(spec, conn, start + spec.timeout)
-                    except Exception as exc:
-                        log.warning("probe %s crashed", spec.target, exc_info=True)
-                        outcome = False, f"probe error: {type(exc).__name__}: {exc}"
-                    if outcome is not None:
-                        return CheckResult(outcome[0], outcome[1], loop.time() - start)
-            return await probe(spec, pool=pool)
+        pool = self.pool
+        if pool is None or spec.kind != "http":
+            async with self._commands if spec.kind == "command" else self._sockets:
+                return await probe(spec, pool=pool)
+        # The common case, kept short: a request on the check's idle connection. It
+        # takes no slot: the connection's descriptor is counted by the pool already,
+        # and the semaphore cost a fifth of a keep-alive probe (docs/performance.md).
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        outcome: _Outcome | None = None
+        try:
+            conn = pool.take(spec, start)
+            if conn is not None:
+                outcome = await pool.reuse(spec, conn, start + spec.timeout)
+            if outcome is None:
+                # No connection, or it turned out dead: a new one, with its own timeout.
+                async with self._sockets:
+                    start = loop.time()
+                    outcome = await _http_connect(spec, start + spec.timeout, pool)
+        except Exception as exc:  # a bug in a probe must fail the check, not kill the scheduler
+            log.warning("probe %s crashed", spec.target, exc_info=True)
+            outcome = False, f"probe error: {type(exc).__name__}: {exc}"
+        return CheckResult(outcome[0], outcome[1], loop.time() - start)
 
     def close(self) -> None:
         """Close the idle keep-alive connections (at shutdown; checks may still run after)."""
@@ -174,8 +191,14 @@ def _idle_limit(max_sockets: int) -> int:
 # ----------------------------------------------------------------------- http
 
 
-class _HttpConnection(asyncio.Protocol):
+class _HttpConnection(asyncio.BufferedProtocol):
     """One HTTP/1.1 connection carrying one request at a time.
+
+    A BufferedProtocol: the transport reads into one buffer shared by all probe
+    connections, and only the response head is copied out. With a plain Protocol
+    every read allocates a 256 KiB bytes object and shrinks it, which costs the
+    kernel an mmap, an mremap and a munmap (about 12 us, a quarter of a keep-alive
+    probe) whenever malloc hands such sizes to mmap.
 
     `done` fires at the end of a response head, at EOF or when the connection is
     lost. `reusable` says whether it may carry the next request: only when the
@@ -183,42 +206,63 @@ class _HttpConnection(asyncio.Protocol):
     neither side asked to close.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, tls: bool) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, tls: bool, request: bytes) -> None:
         self.loop = loop
         self.tls = tls
+        self.request = request  # what every exchange on it sends (it serves one check)
         self.transport: asyncio.Transport | None = None
         self.head = bytearray()
         self.error: Exception | None = None  # kept here, not in a future nobody may read
+        # Fires when the socket connects (if it did not at once), then per exchange.
+        # Whatever arrives before the first request counts as the first answer.
         self.done: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
         self.closed = False  # EOF or lost: never send on it again
         self.reusable = False
-        self.timed_out = False  # set by the pool's deadline sweep
+        # Set by the deadline sweep or timer, never reset: a connection that timed out
+        # is aborted, not reused.
+        self.timed_out = False
         self.born = loop.time()
         self.expires = float("inf")  # set by the pool: when to replace it
         self.idle_since = 0.0
+        # The last complete answer that left the connection reusable, and its outcome:
+        # a monitor-uri answers the same bytes every time, judged once.
+        self.known = b""
+        self.known_outcome: _Outcome = (False, "")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
-    def send(self, request: bytes) -> asyncio.Future[None]:
-        """Start the next exchange on this connection."""
+    def send(self) -> asyncio.Future[None]:
+        """Start the next exchange on this (reused) connection."""
         assert self.transport is not None
         self.head = bytearray()
         self.reusable = False
-        self.timed_out = False
         self.done = self.loop.create_future()
-        self.transport.write(request)
+        self.transport.write(self.request)
         return self.done
 
     def expire(self) -> None:
-        """The deadline passed with no complete response head."""
+        """The deadline passed with no complete response head (or no connection yet)."""
         if not self.done.done():
             self.timed_out = True
             self.reusable = False
             self.done.set_result(None)
 
-    def data_received(self, data: bytes) -> None:
+    def writable(self) -> None:
+        """The socket being connected became writable: connected, or failed."""
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _read_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # Called right after the read into get_buffer()'s buffer, before anything
+        # else can read into it.
+        self.received(_read_buffer()[:nbytes])
+
+    def received(self, data: bytes | memoryview) -> None:
         if self.done.done():
             # The body after a judged head, anything after a timeout, or bytes on an
             # idle connection: the connection is out of step, so it is not reused.
@@ -230,7 +274,7 @@ class _HttpConnection(asyncio.Protocol):
         # response consumed before we hang up.
         end = self.head.find(b"\r\n\r\n", start)
         if end >= 0:
-            self.reusable = _complete_keepalive(self.head, end)
+            self.reusable = self.head == self.known or _complete_keepalive(self.head, end)
             self.done.set_result(None)
         elif len(self.head) >= _HEAD_LIMIT:
             self.done.set_result(None)
@@ -260,6 +304,19 @@ class _HttpConnection(asyncio.Protocol):
                 self.transport.close()
 
 
+_local = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """The read buffer of this thread's probe connections (one per thread: a loop runs
+    in one thread, and a read and its `buffer_updated` follow each other at once)."""
+    try:
+        return cast(memoryview, _local.read_buffer)
+    except AttributeError:
+        _local.read_buffer = memoryview(bytearray(_READ_SIZE))
+        return cast(memoryview, _local.read_buffer)
+
+
 def _complete_keepalive(buf: bytearray, end: int) -> bool:
     """Whether a response whose head ends at `end` is complete and leaves the connection usable."""
     if not buf.startswith(b"HTTP/1.1 "):
@@ -280,6 +337,7 @@ class ConnectionPool:
         self._idle: dict[CheckSpec, _HttpConnection] = {}
         self._inflight: dict[_HttpConnection, float] = {}  # reused connection -> deadline
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._next_sweep = 0.0
         self.reused = 0  # counters for tests and benchmarks
         self.opened = 0
@@ -303,19 +361,20 @@ class ConnectionPool:
             # Spread replacements: connections opened together (at start, thousands)
             # must not all reconnect in the same second max_age later.
             conn.expires = conn.born + self.max_age * random.uniform(0.75, 1.0)
-        old = self._idle.get(spec)
-        if (
-            conn.closed
-            or not conn.reusable
-            or now >= conn.expires
-            or (old is None and len(self._idle) >= self.limit)
-        ):
+        if conn.closed or not conn.reusable or now >= conn.expires:
             conn.shut()
         else:
-            if old is not None and old is not conn:
-                old.shut()
             conn.idle_since = now
-            self._idle[spec] = conn
+            # One dict lookup in the common case: hashing a CheckSpec costs about a
+            # microsecond, a few per cent of a keep-alive probe.
+            # Requests in flight hold their connections too (reuses take no slot).
+            room = len(self._idle) + len(self._inflight) < self.limit
+            old = self._idle.setdefault(spec, conn) if room else self._idle.get(spec)
+            if old is None:
+                conn.shut()  # no room
+            elif old is not conn:
+                old.shut()  # two runs of one check at once: keep the newer connection
+                self._idle[spec] = conn
         if now >= self._next_sweep:
             self._sweep(now)
 
@@ -327,16 +386,12 @@ class ConnectionPool:
         No timer per request: one sweep every _DEADLINE_TICK expires the requests
         past their deadline (a timer per request costs more than the request).
         """
-        request = _http_request(spec, True)
-        assert request is not None  # a spec whose request is invalid never got a connection
         try:
-            done = conn.send(request)
+            done = conn.send()
         except Exception:  # a transport that fails on write was dead
             conn.shut()
             return None
-        self._inflight[conn] = deadline
-        if self._timer is None:
-            self._timer = conn.loop.call_later(_DEADLINE_TICK, self._expire, conn.loop)
+        self.watch(conn, deadline)
         try:
             await done
         except asyncio.CancelledError:
@@ -350,12 +405,23 @@ class ConnectionPool:
             conn.shut()
             return None
         self.reused += 1
-        outcome = _judge(spec, conn, conn.timed_out)
+        outcome = _verdict(spec, conn)
         if conn.timed_out:
             _abort(conn)
         else:
             self.put(spec, conn, conn.loop.time())
         return outcome
+
+    def watch(self, conn: _HttpConnection, deadline: float) -> None:
+        """Have `conn.expire()` called once `deadline` has passed, until `unwatch`."""
+        self._inflight[conn] = deadline
+        # (A sweep left on another loop, one that has ended, would never run.)
+        if self._timer is None or self._timer_loop is not conn.loop:
+            self._timer_loop = conn.loop
+            self._timer = conn.loop.call_later(_DEADLINE_TICK, self._expire, conn.loop)
+
+    def unwatch(self, conn: _HttpConnection) -> None:
+        self._inflight.pop(conn, None)
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
@@ -377,7 +443,9 @@ class ConnectionPool:
             self._idle.pop(spec).shut()
 
     def close(self) -> None:
-        if self._timer is not None:
+        # The sweep stops by itself once no request is in flight; those still in
+        # flight keep their deadline.
+        if self._timer is not None and not self._inflight:
             self._timer.cancel()
             self._timer = None
         for conn in self._idle.values():
@@ -387,16 +455,21 @@ class ConnectionPool:
 
 async def _http(spec: CheckSpec, deadline: float, pool: ConnectionPool | None) -> _Outcome:
     """GET spec.path and compare the status with spec.expect_status."""
-    request = _http_request(spec, pool is not None)
-    if request is None:
-        return False, "path or Host is not a valid HTTP request token"
     if pool is not None:
         conn = pool.take(spec, asyncio.get_running_loop().time())
         if conn is not None:
             outcome = await pool.reuse(spec, conn, deadline)
             if outcome is not None:
                 return outcome
-    return await _connect_and_get(spec, request, deadline, pool)
+    return await _http_connect(spec, deadline, pool)
+
+
+async def _http_connect(spec: CheckSpec, deadline: float, pool: ConnectionPool | None) -> _Outcome:
+    """The HTTP check on a new connection (kept in `pool` afterwards if it can be)."""
+    target = _http_target(spec, pool is not None)
+    if target is None:
+        return False, "path or Host is not a valid HTTP request token"
+    return await _connect_and_get(spec, target, deadline, pool)
 
 
 def _abort(conn: _HttpConnection) -> None:
@@ -404,42 +477,74 @@ def _abort(conn: _HttpConnection) -> None:
         conn.transport.abort()
 
 
+class _Target(NamedTuple):
+    """What connecting to a check's listener and asking it needs, worked out once."""
+
+    request: bytes
+    family: socket.AddressFamily
+    address: str
+    port: int
+    # None for a scoped IPv6 address (fe80::1%eth0): resolved when connecting.
+    sockaddr: tuple[str, int] | tuple[str, int, int, int] | None
+    server_hostname: str  # TLS: SNI and the name verified
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _http_target(spec: CheckSpec, keepalive: bool) -> _Target | None:
+    """The request and socket address of an HTTP check; None if the request would be
+    malformed. Cached: formatting an IPv6 address costs more than a keep-alive probe's
+    own work, and a check connects again every minute or so."""
+    address = str(spec.address)
+    request = _http_request(spec, address, keepalive)
+    if request is None:
+        return None
+    port = spec.port if spec.port is not None else (443 if spec.tls else 80)
+    sockaddr: tuple[str, int] | tuple[str, int, int, int] | None
+    if spec.address.version == 6:
+        family = socket.AF_INET6
+        sockaddr = None if "%" in address else (address, port, 0, 0)
+    else:
+        family = socket.AF_INET
+        sockaddr = (address, port)
+    # An IP literal as the name gets no SNI and is matched against the certificate's IP SANs.
+    return _Target(request, family, address, port, sockaddr, spec.host or address)
+
+
 async def _connect_and_get(
-    spec: CheckSpec, request: bytes, deadline: float, pool: ConnectionPool | None
+    spec: CheckSpec, target: _Target, deadline: float, pool: ConnectionPool | None
 ) -> _Outcome:
     """Open a connection, send the request, judge the answer; keep the connection if pooled."""
-    port = spec.port if spec.port is not None else (443 if spec.tls else 80)
-    context = _tls_context(spec.tls_verify) if spec.tls else None
     loop = asyncio.get_running_loop()
-    conn = _HttpConnection(loop, tls=context is not None)
+    context = _tls_context(spec.tls_verify) if spec.tls else None
+    conn = _HttpConnection(loop, context is not None, target.request)
+    # One deadline for the connect and the exchange, enforced by `conn.expire()`: from
+    # the pool's sweep (no timer per probe), else from a timer.
+    timer: asyncio.TimerHandle | None = None
+    if pool is not None:
+        pool.watch(conn, deadline)
+    else:
+        timer = loop.call_at(deadline, conn.expire)
     transport: asyncio.Transport | None = None
-    timed_out = False
     try:
         try:
-            async with asyncio.timeout_at(deadline) as limit:
-                transport, _ = await loop.create_connection(
-                    lambda: conn,
-                    str(spec.address),
-                    port,
-                    ssl=context,
-                    # SNI and the name verified: the Host we send, else the VIP (an IP
-                    # literal gets no SNI and is matched against the certificate's IP SANs).
-                    server_hostname=(spec.host or str(spec.address)) if context else None,
-                )
-                transport.write(request)
-                await conn.done
-        except TimeoutError as exc:
-            if transport is None:
-                if limit.expired():
-                    return False, f"timeout after {spec.timeout}s (connecting)"
-                return False, _describe(exc, "connecting")  # ETIMEDOUT from the kernel
-            timed_out = True
+            sock = await _connect(loop, conn, target)
+            if sock is not None:
+                transport = await _transport(loop, conn, sock, context, target, deadline)
+            if transport is None or conn.timed_out:
+                return False, f"timeout after {spec.timeout}s (connecting)"
+            if timer is not None:
+                # It may have fired while nothing waited (and so ended nothing): again
+                # for the exchange, at once if the deadline has passed.
+                timer.cancel()
+                timer = loop.call_at(deadline, conn.expire)
+            transport.write(target.request)
         except Exception as exc:
             return False, _describe(exc, "connecting")
+        await conn.done
         if pool is not None:
             pool.opened += 1
-        outcome = _judge(spec, conn, timed_out)
-        if pool is not None and not timed_out and conn.reusable:
+        outcome = _verdict(spec, conn)
+        if pool is not None and not conn.timed_out and conn.reusable:
             pool.put(spec, conn, loop.time())
             transport = None  # the pool owns it now
         return outcome
@@ -449,8 +554,108 @@ async def _connect_and_get(
             transport = None
         raise
     finally:
+        if timer is not None:
+            timer.cancel()
+        if pool is not None:
+            pool.unwatch(conn)
         if transport is not None:
             await _close(transport, conn, deadline - loop.time(), tls=context is not None)
+
+
+async def _transport(
+    loop: asyncio.AbstractEventLoop,
+    conn: _HttpConnection,
+    sock: socket.socket,
+    context: ssl.SSLContext | None,
+    target: _Target,
+    deadline: float,
+) -> asyncio.Transport | None:
+    """A transport on the connected `sock` (which it owns from the call on), after the
+    TLS handshake if `context`; None if the deadline passed during the handshake."""
+    if context is None:
+        # No I/O to wait for: bounded without a timeout.
+        transport, _ = await loop.create_connection(lambda: conn, sock=sock)
+        return transport
+    try:
+        async with asyncio.timeout_at(deadline) as limit:
+            transport, _ = await loop.create_connection(
+                lambda: conn, sock=sock, ssl=context, server_hostname=target.server_hostname
+            )
+    except TimeoutError:
+        if limit.expired():
+            return None
+        raise
+    return transport
+
+
+async def _connect(
+    loop: asyncio.AbstractEventLoop, conn: _HttpConnection, target: _Target
+) -> socket.socket | None:
+    """A connected non-blocking socket, or None if `conn` expired first; raises OSError.
+
+    Our own connect rather than loop.create_connection(host, port): for an IP literal
+    that resolves, wraps and re-checks the address, and always waits for the socket
+    to become writable, which on loopback (a VIP on this host) is a wasted loop
+    iteration and two epoll_ctl calls: the handshake is done when connect returns.
+    """
+    sock = socket.socket(target.family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sockaddr = target.sockaddr
+        if sockaddr is None:
+            # A scoped address (fe80::1%eth0): the resolver parses the zone (numeric:
+            # no DNS, no blocking), as loop.create_connection has it do.
+            info = socket.getaddrinfo(
+                target.address,
+                target.port,
+                socket.AF_INET6,
+                socket.SOCK_STREAM,
+                0,
+                socket.AI_NUMERICHOST,
+            )
+            sockaddr = cast(tuple[str, int, int, int], info[0][4])
+        err = sock.connect_ex(sockaddr)
+        if err in (errno.EINPROGRESS, errno.EINTR):
+            try:
+                sock.getpeername()  # connected already?
+                return sock
+            except OSError:
+                pass
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # refused already?
+            if err == 0:
+                fd = sock.fileno()
+                loop.add_writer(fd, conn.writable)
+                try:
+                    await conn.done
+                finally:
+                    loop.remove_writer(fd)
+                if conn.timed_out:
+                    sock.close()
+                    return None
+                conn.done = loop.create_future()  # for the first answer
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                # Worded as asyncio words it, so that the detail reads as it always has.
+                raise OSError(err, f"Connect call failed {sockaddr}")
+        elif err:
+            raise OSError(err, os.strerror(err))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _verdict(spec: CheckSpec, conn: _HttpConnection) -> _Outcome:
+    """`_judge`, remembered for the connection's last reusable answer."""
+    if conn.timed_out:
+        return _judge(spec, conn, True)
+    if conn.known and conn.head == conn.known:
+        return conn.known_outcome
+    outcome = _judge(spec, conn, False)
+    if conn.reusable:  # a complete answer, whose outcome depends on its bytes alone
+        conn.known = bytes(conn.head)
+        conn.known_outcome = outcome
+    return outcome
 
 
 def _judge(spec: CheckSpec, exchange: _HttpConnection, timed_out: bool) -> _Outcome:
@@ -475,16 +680,14 @@ def _judge(spec: CheckSpec, exchange: _HttpConnection, timed_out: bool) -> _Outc
     return status in spec.expect_status, f"HTTP {status}"
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _http_request(spec: CheckSpec, keepalive: bool) -> bytes | None:
-    """The request head, or None if the path or Host would make it malformed (cached:
-    formatting an IPv6 address costs more than the rest of a keep-alive probe)."""
+def _http_request(spec: CheckSpec, address: str, keepalive: bool) -> bytes | None:
+    """The request head, or None if the path or Host would make it malformed."""
     if spec.host is not None:
         host = spec.host
     elif spec.address.version == 6:
-        host = f"[{spec.address}]"
+        host = f"[{address}]"
     else:
-        host = str(spec.address)
+        host = address
     if not (_REQUEST_TOKEN.fullmatch(spec.path) and _REQUEST_TOKEN.fullmatch(host)):
         return None
     return (

@@ -699,3 +699,242 @@ def test_one_shot_probe_still_asks_the_server_to_close() -> None:
     result, server = asyncio.run(probe_server(answer(KEEPALIVE_200)))
     assert result.ok
     assert b"Connection: close\r\n" in server.heads[0]
+
+
+# ------------------------------------------------- connecting (our own connect)
+
+
+def prober_probe(spec: CheckSpec, **prober_kw: Any) -> CheckResult:
+    """One run of `spec` through a keep-alive Prober (deadlines from the pool's sweep)."""
+
+    async def scenario() -> CheckResult:
+        prober = Prober(**prober_kw)
+        try:
+            return await prober.run(spec)
+        finally:
+            prober.close()
+            await asyncio.sleep(0.01)
+
+    return asyncio.run(scenario())
+
+
+def test_prober_connect_timeout_is_reported_as_before() -> None:
+    with full_backlog() as port:
+        result = prober_probe(http(port, timeout=0.3))
+    assert (result.ok, result.detail) == (False, "timeout after 0.3s (connecting)")
+    assert 0.3 <= result.duration < 0.6
+
+
+def test_prober_connection_refused_is_reported_as_before() -> None:
+    with closed_port() as port:
+        v4 = prober_probe(http(port))
+    with closed_port("::1") as port:
+        v6 = prober_probe(http(port, address=V6))
+    assert (v4.ok, v4.detail) == (False, "connect refused")
+    assert (v6.ok, v6.detail) == (False, "connect refused")
+
+
+def test_connect_timeout_with_no_time_at_all() -> None:
+    # The deadline passes while the transport is being set up: still a connect timeout.
+    # (Not through a Prober: its sweep may let an answer within one tick count.)
+    async def scenario() -> CheckResult:
+        async with serve(status(200)) as server:
+            result = await probe(http(server.port, timeout=0.0))
+            await asyncio.sleep(0.05)  # the server's side of the aborted connection ends
+            return result
+
+    result = asyncio.run(scenario())
+    assert (result.ok, result.detail) == (False, "timeout after 0.0s (connecting)")
+
+
+def test_prober_new_connection_times_out_waiting_for_the_status_line() -> None:
+    async def scenario() -> tuple[CheckResult, Server]:
+        async with serve(silent) as server:
+            return await Prober().run(http(server.port, timeout=0.3)), server
+
+    result, server = asyncio.run(scenario())
+    assert (result.ok, result.detail) == (False, "timeout after 0.3s (waiting for status line)")
+    assert 0.3 <= result.duration < 0.6
+    assert server.heads
+
+
+def test_cancelled_probe_while_connecting_cleans_up() -> None:
+    async def scenario(pooled: bool) -> None:
+        with full_backlog() as port:
+            spec = http(port, timeout=10)
+            task = asyncio.create_task(Prober().run(spec) if pooled else probe(spec))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    # An unclosed socket would be a ResourceWarning, hence an error.
+    asyncio.run(scenario(pooled=False))
+    asyncio.run(scenario(pooled=True))
+
+
+def test_connect_error_is_described_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A connect that fails later (here: reported by SO_ERROR after a wait) is worded
+    # as loop.create_connection worded it: "Connect call failed (address, port)".
+    real_getsockopt = socket.socket.getsockopt
+
+    class Unreachable(socket.socket):
+        def getpeername(self) -> Any:
+            raise OSError(107, "Transport endpoint is not connected")
+
+        def getsockopt(self, *args: Any) -> Any:
+            if args[:2] == (socket.SOL_SOCKET, socket.SO_ERROR):
+                return 113  # EHOSTUNREACH
+            return real_getsockopt(self, *args)
+
+    monkeypatch.setattr(probes.socket, "socket", Unreachable)
+    with closed_port() as port:
+        result = asyncio.run(probe(http(port)))
+    assert (result.ok, result.detail) == (
+        False,
+        f"Connect call failed ('127.0.0.1', {port}) (connecting)",
+    )
+
+
+def test_connect_that_fails_at_once_is_described_by_its_errno(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class NoNetwork(socket.socket):
+        def connect_ex(self, address: Any) -> int:
+            return 101  # ENETUNREACH
+
+    monkeypatch.setattr(probes.socket, "socket", NoNetwork)
+    result = asyncio.run(probe(http(80)))
+    assert (result.ok, result.detail) == (False, "Network is unreachable (connecting)")
+
+
+def test_a_server_that_speaks_first_is_judged_on_what_it_said() -> None:
+    async def banner(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        w.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+        await w.drain()
+        await reader.read()
+
+    async def scenario() -> tuple[CheckResult, CheckResult]:
+        async with serve(banner) as server:
+            spec = http(server.port, timeout=0.5)
+            return await probe(spec), await Prober().run(spec)
+
+    alone, pooled = asyncio.run(scenario())
+    assert (alone.ok, alone.detail) == (False, "bad status line b'SSH-2.0-OpenSSH_9.2\\r\\n'")
+    assert (pooled.ok, pooled.detail) == (False, "bad status line b'SSH-2.0-OpenSSH_9.2\\r\\n'")
+
+
+def test_cached_request_and_address_follow_the_spec() -> None:
+    handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200)
+
+    async def scenario() -> tuple[list[CheckResult], Server, Prober]:
+        prober = Prober()
+        async with serve(handler) as server:
+            a = http(server.port, path="/a")
+            b = http(server.port, path="/b", host="www.example.com")
+            a_again = http(server.port, path="/a")  # equal to `a`, another object
+            try:
+                results = [await prober.run(s) for s in (a, b, a_again, b)]
+            finally:
+                prober.close()
+                await asyncio.sleep(0.01)
+        return results, server, prober
+
+    results, server, prober = asyncio.run(scenario())
+    assert all(r.ok for r in results)
+    lines = [h.split(b"\r\n")[:2] for h in server.heads]
+    assert lines == [
+        [b"GET /a HTTP/1.1", b"Host: 127.0.0.1"],
+        [b"GET /b HTTP/1.1", b"Host: www.example.com"],
+        [b"GET /a HTTP/1.1", b"Host: 127.0.0.1"],
+        [b"GET /b HTTP/1.1", b"Host: www.example.com"],
+    ]
+    # One connection per distinct check, each carrying its own check's requests.
+    assert per_conn == [2, 2]
+    assert prober.pool is not None and (prober.pool.opened, prober.pool.reused) == (2, 2)
+    one_shot = probes._http_target(http(1, path="/a"), False)
+    pooled = probes._http_target(http(1, path="/a"), True)
+    other = probes._http_target(http(2, path="/a"), True)
+    assert one_shot is not None and pooled is not None and other is not None
+    assert b"Connection: close" in one_shot.request
+    assert b"Connection: close" not in pooled.request
+    assert (pooled.sockaddr, other.sockaddr) == (("127.0.0.1", 1), ("127.0.0.1", 2))
+    v6 = probes._http_target(http(8080, address=V6, tls=True), True)
+    assert v6 is not None and v6.sockaddr == ("::1", 8080, 0, 0)
+    assert v6.server_hostname == "::1" and b"\r\nHost: [::1]\r\n" in v6.request
+    default_port = probes._http_target(http(None, tls=True), True)  # type: ignore[arg-type]
+    assert default_port is not None and default_port.port == 443
+
+
+def test_a_head_split_across_reads_keeps_the_connection() -> None:
+    async def split(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while True:
+            try:
+                await read_head(reader, s)
+            except asyncio.IncompleteReadError:
+                return
+            w.write(b"HTTP/1.1 200 OK\r\nContent-")
+            await w.drain()
+            await asyncio.sleep(0.02)
+            w.write(b"Length: 2\r\n\r\nok")
+            await w.drain()
+
+    results, server, prober = run_many(split, 3)
+    assert [(r.ok, r.detail) for r in results] == [(True, "HTTP 200")] * 3
+    assert server.max_active == 1
+    assert prober.pool is not None and (prober.pool.opened, prober.pool.reused) == (1, 2)
+
+
+def test_tls_keepalive_reuses_the_connection(cert: tuple[Path, Path]) -> None:
+    handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200)
+
+    async def scenario() -> tuple[list[CheckResult], Prober]:
+        prober = Prober()
+        async with serve(handler, tls=tls_server(cert)) as server:
+            spec = http(server.port, tls=True)
+            try:
+                return [await prober.run(spec) for _ in range(3)], prober
+            finally:
+                prober.close()
+                await asyncio.sleep(0.05)
+
+    results, prober = asyncio.run(scenario())
+    assert [(r.ok, r.detail) for r in results] == [(True, "HTTP 200")] * 3
+    assert per_conn == [3]
+    assert prober.pool is not None and (prober.pool.opened, prober.pool.reused) == (1, 2)
+
+
+def test_requests_in_flight_keep_their_deadline_after_close() -> None:
+    async def scenario() -> CheckResult:
+        prober = Prober()
+        async with serve(silent) as server:
+            task = asyncio.create_task(prober.run(http(server.port, timeout=0.3)))
+            await asyncio.sleep(0.05)
+            prober.close()  # at shutdown, checks may still run: they still time out
+            return await asyncio.wait_for(task, 2)
+
+    result = asyncio.run(scenario())
+    assert (result.ok, result.detail) == (False, "timeout after 0.3s (waiting for status line)")
+    assert result.duration < 0.6
+
+
+def test_a_prober_used_again_on_a_new_loop_still_times_out() -> None:
+    prober = Prober()
+
+    async def first() -> None:
+        # Leaves the sweep's timer on this loop, which then ends.
+        async with serve(silent) as server:
+            task = asyncio.create_task(prober.run(http(server.port, timeout=10)))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    async def second() -> CheckResult:
+        async with serve(silent) as server:
+            return await asyncio.wait_for(prober.run(http(server.port, timeout=0.3)), 2)
+
+    asyncio.run(first())
+    result = asyncio.run(second())
+    prober.close()
+    assert (result.ok, result.detail) == (False, "timeout after 0.3s (waiting for status line)")
