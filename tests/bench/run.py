@@ -475,12 +475,13 @@ def startup_timeline(log: str, t0: float, t_all: float) -> dict[str, Any]:
     seconds = int(last) + 1
 
     def up_by(k: int) -> int:
+        # Progress lines carry totals; with few VIPs each first verdict has its line.
         counted = max((u for at, u, _ in progress if at < k), default=0)
-        return counted + sum(1 for u in up if u < k)
+        return max(counted, sum(1 for u in up if u < k))
 
     return {
         "vips_up_after_second": [up_by(k) for k in range(1, seconds + 1)],
-        "vips_down_before_all_routes": down + max((d for _, _, d in progress), default=0),
+        "vips_down_before_all_routes": max(down, max((d for _, _, d in progress), default=0)),
     }
 
 

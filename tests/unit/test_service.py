@@ -337,6 +337,54 @@ def test_gobgpd_back_is_resynced_at_once_not_after_the_backoff() -> None:
     run(go())
 
 
+def test_a_crashing_probe_fails_its_check_and_the_check_goes_on() -> None:
+    async def go() -> None:
+        class Crashing(FakeProber):
+            async def run(self, spec: CheckSpec) -> CheckResult:
+                self.runs += 1
+                if self.bad:
+                    raise RuntimeError("a bug in a probe")
+                return CheckResult(True, "HTTP 200", 0.001)
+
+        h = Harness(FakeSource(frontend("web", "192.0.2.10")))
+        h.svc.prober = h.prober = Crashing()
+        async with h:
+            await until(lambda: len(h.table.routes) == 1)
+            h.prober.bad.add("x")
+            await until(lambda: not h.table.routes)
+            runs = h.prober.runs
+            await asyncio.sleep(0.3)
+            assert h.prober.runs > runs  # still scheduled
+            h.prober.bad.clear()
+            await until(lambda: len(h.table.routes) == 1)
+
+    run(go())
+
+
+def test_a_removed_check_is_never_run_again() -> None:
+    async def go() -> None:
+        src = FakeSource(frontend("web", "192.0.2.10"), frontend("old", "192.0.2.11"))
+        seen: list[str] = []
+
+        class Recording(FakeProber):
+            async def run(self, spec: CheckSpec) -> CheckResult:
+                seen.append(str(spec.address))
+                return await super().run(spec)
+
+        h = Harness(src)
+        h.svc.prober = h.prober = Recording()
+        async with h:
+            await until(lambda: len(h.table.routes) == 2)
+            src.set(frontend("web", "192.0.2.10"))
+            await until(lambda: len(h.svc.checks) == 1)
+            await asyncio.sleep(0.05)
+            n = len(seen)
+            await asyncio.sleep(0.5)
+            assert "192.0.2.11" not in seen[n:] and len(seen) > n + 2
+
+    run(go())
+
+
 def test_shared_vip_policy_all_and_any() -> None:
     async def go(policy: str, expect: set[str]) -> None:
         fe_a = Frontend("a", "http", monitor_uri="/a", binds=(RawBind("x", "192.0.2.10", 80),))
