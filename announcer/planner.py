@@ -220,8 +220,14 @@ def make_plan(desired: RouteMap, actual: RouteMap, allow_list: Sequence[IPNetwor
 
 def after(actual: RouteMap, plan: Plan) -> dict[HostPrefix, Route]:
     """What gobgpd holds once `plan` has been applied to `actual` in full."""
-    gone = set(plan.withdraw)
-    result = {p: r for p, r in actual.items() if p not in gone}
-    for r in plan.announce:
-        result[r.prefix] = r
+    result = dict(actual)
+    advance(result, plan)
     return result
+
+
+def advance(actual: dict[HostPrefix, Route], plan: Plan) -> None:
+    """`after`, in place: O(size of the plan), not of the table (a failover at 10 000)."""
+    for p in plan.withdraw:
+        actual.pop(p, None)
+    for r in plan.announce:
+        actual[r.prefix] = r

@@ -64,7 +64,7 @@ from .model import (
     VipSource,
     by_version,
 )
-from .planner import Drain, Plan, VipPolicy, allowed, make_plan, route_for
+from .planner import Drain, Plan, VipPolicy, advance, allowed, make_plan, route_for
 
 log = logging.getLogger("announcer.service")
 log_health = logging.getLogger("announcer.health")
@@ -704,11 +704,12 @@ class Service:
                 down += 1
         return up, down, undecided
 
+    def _grace_left(self) -> float:
+        return self._started + self.cfg.service.startup_grace - self.clock()
+
     def _started_up(self) -> bool:
         """Every VIP has a first verdict, or startup_grace is over."""
-        if self.clock() >= self._started + self.cfg.service.startup_grace:
-            return True
-        return all(vs.settled for vs in self.vips.values())
+        return self._grace_left() <= 0 or all(vs.settled for vs in self.vips.values())
 
     def _mark(self, address: IPAddress) -> None:
         """The route of one VIP may have changed: plan it."""
@@ -882,20 +883,21 @@ class Service:
         """
         now = self.clock()
         routes: dict[HostPrefix, Route] = {}
-        allow = self.cfg.allowed_prefixes
         for vs in self.vips.values():
-            r = self._want(vs, now, keep)
-            if r is not None and allowed(r.prefix, allow):
+            if (r := self._want(vs, now, keep)) is not None:
                 routes[r.prefix] = r
         return routes
 
     def _want(
         self, vs: _VipState, now: float, keep: dict[HostPrefix, Route] | None
     ) -> Route | None:
+        """The route one VIP should have in gobgpd, None if none (or outside the allow-list)."""
         phase = self.phase(vs.vip.address, now)
         if keep is not None and not vs.settled and phase is Drain.NONE:
-            return keep.get(vs.vip.prefix)
-        return vs.route(phase)
+            r = keep.get(vs.vip.prefix)
+        else:
+            r = vs.route(phase)
+        return r if r is not None and allowed(r.prefix, self.cfg.allowed_prefixes) else None
 
     def _plan_some(
         self,
@@ -905,7 +907,6 @@ class Service:
     ) -> Plan:
         """The plan for a few VIPs: the complete plan restricted to their prefixes."""
         now = self.clock()
-        allow = self.cfg.allowed_prefixes
         want: dict[HostPrefix, Route] = {}
         have: dict[HostPrefix, Route] = {}
         for a in touched:
@@ -915,8 +916,7 @@ class Service:
             p = vs.vip.prefix
             if (r0 := actual.get(p)) is not None:
                 have[p] = r0
-            r = self._want(vs, now, keep)
-            if r is not None and allowed(r.prefix, allow):
+            if (r := self._want(vs, now, keep)) is not None:
                 want[r.prefix] = r
         return make_plan(want, have, self._owned)
 
@@ -928,8 +928,7 @@ class Service:
         while True:
             timeout = self._until_resync()
             if not self.synced.is_set():  # wake when startup_grace ends
-                grace_left = self._started + self.cfg.service.startup_grace - self.clock()
-                timeout = max(0.0, min(timeout, grace_left))
+                timeout = max(0.0, min(timeout, self._grace_left()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
             if not self.discovered:
@@ -1024,10 +1023,7 @@ class Service:
                 self._actual = None  # partly applied: read back next time
                 self._touched = None
                 raise
-            for p in plan.withdraw:
-                actual.pop(p, None)
-            for r in plan.announce:
-                actual[r.prefix] = r
+            advance(actual, plan)
             if self.metrics is not None:
                 self.metrics.applied(len(plan.withdraw), len(plan.announce))
         if starting and self._applied == 0:
