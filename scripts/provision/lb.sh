@@ -23,11 +23,13 @@ set -euo pipefail
 source "$REPO/scripts/provision/lib.sh"
 
 haproxy_cfg=$REPO/tests/integration/haproxy/lb.cfg
-# The production units (issue 4, being written): announcer's unit and the gobgpd
-# drop-in. Installed when the checkout has them; until then announcer runs as a
-# transient unit and gobgpd gets the lab's own drop-in (below).
+# The production units: the gobgpd drop-in with the sysusers.d file of its API
+# group (required), and announcer's unit, installed when the checkout has it; until
+# then announcer runs as a transient unit (as root, so it reaches the API too).
 announcer_unit=$REPO/systemd/announcer.service # optional: may not be committed yet
-gobgpd_dropin=$REPO/systemd/gobgpd.service.d/announcer.conf # optional: may not be committed yet
+gobgpd_dropin=$REPO/systemd/gobgpd.service.d/announcer.conf
+sysusers=$REPO/systemd/sysusers.d/announcer.conf # the group of gobgpd's API socket
+gobgp_api=unix:///run/gobgpd/api.sock # where the drop-in puts gobgpd's API
 venv=/opt/announcer/venv # where systemd/announcer.service runs it from
 
 [[ -r $haproxy_cfg ]] || die "$haproxy_cfg: not readable"
@@ -98,29 +100,25 @@ simple_service announcer-lab-dpapi "Announcer lab: DataPlaneAPI emulator" \
 
 # ------------------------------------------------------------------ gobgpd
 # Debian's gobgpd.service reads /etc/gobgpd.conf; by default its API listens on
-# every address and pprof is on. announcer needs the API on loopback only (it has
-# no authentication) and pprof off: the production drop-in sets both, and without
-# it the lab passes them in the $GOBGPD_OPTIONS that Debian's command line appends.
+# every address (and has no authentication) and pprof is on. The production
+# drop-in moves the API to /run/gobgpd/api.sock, which only root and the group
+# announcer-gobgp reach, and turns pprof off. The group comes first: without it
+# systemd would give gobgpd a dynamic group of that name that announcer cannot use.
+[[ -r $gobgpd_dropin && -r $sysusers ]] || die "$gobgpd_dropin or $sysusers: not readable"
+install -D -m 0644 "$sysusers" /etc/sysusers.d/announcer.conf
+systemd-sysusers /etc/sysusers.d/announcer.conf
 install -m 0644 "$REPO/$GOBGP_CONFIG" /etc/gobgpd.conf
 dropins=/etc/systemd/system/gobgpd.service.d
 mkdir -p "$dropins"
-{
-  echo "[Unit]"
-  echo "After=announcer-lab-net.service"
-  if [[ -f $gobgpd_dropin ]]; then
-    install -m 0644 "$gobgpd_dropin" "$dropins/announcer.conf"
-  else
-    echo "[Service]"
-    echo 'Environment="GOBGPD_OPTIONS=--api-hosts 127.0.0.1:50051 --pprof-disable"'
-  fi
-} >"$dropins/announcer-lab.conf"
+install -m 0644 "$gobgpd_dropin" "$dropins/announcer.conf"
+printf '[Unit]\nAfter=announcer-lab-net.service\n' >"$dropins/announcer-lab.conf"
 systemctl daemon-reload
 systemctl enable --quiet gobgpd
 systemctl restart gobgpd
 
 # ------------------------------------------------------------------ announcer
 # Built from a copy of the checkout, offline: its dependencies are Debian's
-# python3-grpcio/protobuf/yaml/requests (--system-site-packages), pip only builds
+# python3-grpcio/protobuf/yaml/h11 (--system-site-packages), pip only builds
 # the package. The copy keeps build/ and egg-info out of the synced folder.
 say "installing announcer into $venv"
 src=$(mktemp -d)
@@ -168,11 +166,11 @@ fi
 # ------------------------------------------------------------------ done
 say "waiting for the BGP sessions to r1 and r2 (the core VM's routers dial in)"
 for _ in $(seq 60); do
-  established=$(gobgp neighbor 2>/dev/null | grep -c Establ || true)
+  established=$(gobgp --target "$gobgp_api" neighbor 2>/dev/null | grep -c Establ || true)
   ((established >= 4)) && break
   sleep 1
 done
-gobgp neighbor || true
-gobgp global rib -a ipv4 || true
-gobgp global rib -a ipv6 || true
+gobgp --target "$gobgp_api" neighbor || true
+gobgp --target "$gobgp_api" global rib -a ipv4 || true
+gobgp --target "$gobgp_api" global rib -a ipv6 || true
 say "done. On the core VM: docker exec r1 vtysh -c 'show ip bgp'"

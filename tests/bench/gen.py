@@ -86,7 +86,14 @@ frontend fe_any
 
 
 def announcer_yaml(
-    *, interval: float, fast_interval: float, rise: int, fall: int, timeout: float, run_dir: Path
+    *,
+    interval: float,
+    fast_interval: float,
+    rise: int,
+    fall: int,
+    timeout: float,
+    run_dir: Path,
+    gobgp_address: str,
 ) -> str:
     """announcer's configuration for the benchmark LB (password from the environment).
 
@@ -105,7 +112,7 @@ dataplaneapi:
   poll_interval: 1
   timeout: 10
 gobgp:
-  address: 127.0.0.1:50051
+  address: {gobgp_address}
 health:
   interval: {interval}
   fast_interval: {fast_interval}

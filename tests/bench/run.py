@@ -292,6 +292,7 @@ class LbRun:
                 fall=self.s.fall,
                 timeout=self.s.timeout,
                 run_dir=self.dir,
+                gobgp_address=f"unix://{self.lab.api_socket(LB)}",
             )
         )
         env = dict(os.environ, ANNOUNCER_DPAPI_PASSWORD=gen.PASSWORD, PYTHONPATH=str(REPO))

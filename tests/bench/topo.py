@@ -38,7 +38,7 @@ from tests.integration.lab import (
     add_veth,
     bgp_sessions,
     list_netns,
-    tcp_listening,
+    unix_listening,
     wait_until,
 )
 
@@ -46,7 +46,6 @@ HERE = Path(__file__).resolve().parent
 ROUTER, LB = "r1", "lb1"
 ROUTER_ADDR = "2001:db8:ff::1"
 LB_ADDR = "2001:db8:ff::11"
-GOBGP_API = ("127.0.0.1", 50051)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -57,9 +56,13 @@ class BenchLab(Lab):
     def __init__(self, prefix: str | None = None, *, timeout: float = 30.0) -> None:
         super().__init__(prefix, frr_config_dir=HERE, gobgp_config_dir=HERE, timeout=timeout)
         self.nodes = {n: Netns(self.prefix + n) for n in (ROUTER, LB)}
-        self.gobgpd_argv = [
+
+    @property
+    def gobgpd_argv(self) -> list[str]:
+        """gobgpd on lb1, its API on the lab's group-only socket (see lab.py, traps)."""
+        return [
             "gobgpd", "-t", "toml", "-f", str(HERE / "gobgpd-lb1.toml"),
-            "--api-hosts", f"{GOBGP_API[0]}:{GOBGP_API[1]}", "--pprof-disable", "-p",
+            "--api-hosts", f"unix://{self.api_socket(LB)}", "--pprof-disable", "-p",
         ]  # fmt: skip
 
     def __enter__(self) -> BenchLab:
@@ -103,7 +106,7 @@ class BenchLab(Lab):
         def ready() -> bool:
             if not proc.alive():
                 raise LabError(f"gobgpd exited:\n{proc.log_tail()}")
-            return tcp_listening(proc.pid, *GOBGP_API)
+            return unix_listening(self.api_socket(LB))
 
         wait_until(ready, timeout=self.timeout, interval=0.02, what="lb1: gobgpd API")
         return proc

@@ -32,8 +32,9 @@ Topology (every address is from a documentation range; nothing leaves the namesp
               +--------------+---------------+--------------+
                         rack | .11 ::11      | .12 ::12 rack
                        +-----+-----+   +-----+-----+
-                       |    lb1    |   |    lb2    |   gobgpd AS 65512, API 127.0.0.1:50051
-                       | lo: VIPs  |   | lo: VIPs  |   (pprof off); HAProxy, announcer
+                       |    lb1    |   |    lb2    |   gobgpd AS 65512, API on a unix socket
+                       | lo: VIPs  |   | lo: VIPs  |   (<tmp>/lbN/gobgpd/api.sock, pprof off);
+                       |           |   |           |   HAProxy, announcer
                        +-----------+   +-----------+   route back: 203.0.113.0/24 and
                                                        2001:db8:fe::/64 via r1 + r2
 
@@ -87,6 +88,16 @@ Traps hit (or headed off) while building this, each handled below:
   r1 -> lb1 -> r2 -> client) are normal here, so it is 0 everywhere.
 * FRR logs "Interface: rack does not have a v6 LL address" while v6 sessions come
   up; harmless (it is computing a next hop for updates it never sends).
+* gobgpd's API is a unix socket, as in production (systemd/gobgpd.service.d): the
+  lab plays systemd's part. Before each gobgpd start, `Lab.start` makes a fresh
+  `<tmp>/lbN/gobgpd/` (RuntimeDirectory=, mode 0750, group LAB_API_GID) and starts
+  gobgpd with that group and umask 0007 (Group=, UMask=), so api.sock is 0770: root
+  and members of the group connect, other users get EACCES. A fresh directory is
+  also what makes a restart after SIGKILL work: gobgpd never removes a stale socket
+  file (3.10 exits, 4.8 runs on without any API). LAB_API_GID names no group, so the
+  lab never edits /etc/group; the kernel only compares numbers. Unix sockets are
+  reached by path, so the gobgp CLI needs no `ip netns exec`: `gobgp --target
+  unix://<tmp>/lb1/gobgpd/api.sock global rib`.
 * PID 1 of a container may not reap orphans: daemons left by `lab.py up` show as
   zombies after `down` until something reaps them. Tests own their processes
   (Popen) and reap them.
@@ -104,6 +115,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -121,7 +133,14 @@ FRR_CONFIG_DIR = Path(__file__).resolve().parent / "frr"
 GOBGP_CONFIG_DIR = REPO / "gobgp"
 FRR_BIN = Path("/usr/lib/frr")
 FRR_USER = "frr"
-GOBGP_API_PORT = 50051
+# gobgpd's API socket: <lab tmp>/<lb>/GOBGP_API_DIR/GOBGP_API_SOCKET (see the traps above).
+GOBGP_API_DIR = "gobgpd"
+GOBGP_API_SOCKET = "api.sock"
+GOBGP_API_DIR_MODE = 0o750  # RuntimeDirectoryMode= of the production drop-in
+GOBGPD_UMASK = 0o007  # UMask= of the production drop-in: api.sock becomes 0770
+# The group of the API socket (announcer-gobgp in production). A number below the
+# dynamic-user range that names no group here, so nothing is added to /etc/group.
+LAB_API_GID = 60999
 # gobgpd per major version: (gobgpd, gobgp CLI, flags). 3 is bookworm's 3.10 on PATH,
 # 4 is sid's 4.8.0 that scripts/fetch-gobgp4 unpacks under .cache/gobgp4 (not
 # installed; the same table as tests/gobgpd_proc.py, which this stdlib-only file
@@ -360,10 +379,16 @@ class ProcessRegistry:
         name: str,
         log_path: Path,
         env: dict[str, str] | None = None,
+        *,
+        umask: int = -1,
+        group: int | None = None,
     ) -> Proc:
-        """Run `ip netns exec NETNS argv...` in the background, output to `log_path`."""
-        if name in self.procs and self.procs[name].alive():
-            raise LabError(f"a process named {name!r} is already running")
+        """Run `ip netns exec NETNS argv...` in the background, output to `log_path`.
+
+        `umask` and `group` (a gid for the process, like systemd's UMask= and Group=)
+        are set before the exec; the defaults keep ours.
+        """
+        self.check_free(name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
@@ -375,6 +400,8 @@ class ProcessRegistry:
                 # teardown stops them in order instead of racing with them.
                 start_new_session=True,
                 env=env,
+                umask=umask,
+                group=group,
             )
         proc = Proc(
             name=name,
@@ -388,6 +415,11 @@ class ProcessRegistry:
         self.procs[name] = proc
         self.history.append(proc)
         return proc
+
+    def check_free(self, name: str) -> None:
+        """LabError if a process of that name is running."""
+        if name in self.procs and self.procs[name].alive():
+            raise LabError(f"a process named {name!r} is already running")
 
     def get(self, name: str) -> Proc:
         try:
@@ -885,17 +917,17 @@ class Lab:
                 raise LabError(f"{node}: gobgpd config {config} not found")
             argv = [
                 gobgpd, "-t", "toml", "-f", str(config),
-                "--api-hosts", f"127.0.0.1:{GOBGP_API_PORT}",  # inside the LB namespace
+                "--api-hosts", f"unix://{self.api_socket(node)}",  # see Lab.start
                 *flags, "-p",
             ]  # fmt: skip
             procs.append(self.start(node, argv, name=f"{node}-gobgpd"))
         for node, proc in zip(LBS, procs, strict=True):
 
-            def ready(proc: Proc = proc) -> bool:
+            def ready(proc: Proc = proc, node: str = node) -> bool:
                 if not proc.alive():
                     raise LabError(f"{proc.name} exited:\n{proc.log_tail()}")
                 # Not the gobgp CLI: it waits a full second when nothing listens yet.
-                return tcp_listening(proc.pid, "127.0.0.1", GOBGP_API_PORT)
+                return unix_listening(self.api_socket(node))
 
             wait_until(ready, timeout=self.timeout, interval=0.05, what=f"{node}: gobgpd API")
             self.gobgp(node, "global")
@@ -907,9 +939,40 @@ class Lab:
     def gobgp(
         self, lb: str, *args: str, check: bool = True, timeout: float = 10.0
     ) -> subprocess.CompletedProcess[str]:
-        """Run the gobgp CLI against the gobgpd of `lb` (e.g. `global rib -a ipv6`)."""
-        argv = [GOBGPD_VERSIONS[self.gobgpd_version][1], "-p", str(GOBGP_API_PORT), *args]
-        return self.ns(lb).exec(argv, check=check, timeout=timeout)
+        """Run the gobgp CLI (as root) against the gobgpd of `lb` (e.g. `global rib -a ipv6`)."""
+        return run([*self.gobgp_argv(lb), *args], check=check, timeout=timeout)
+
+    def gobgp_argv(self, lb: str) -> list[str]:
+        """`gobgp --target unix://...` for the gobgpd of `lb`; append the command."""
+        cli = GOBGPD_VERSIONS[self.gobgpd_version][1]
+        return [cli, "--target", f"unix://{self.api_socket(lb)}"]
+
+    def api_socket(self, lb: str) -> Path:
+        """The unix socket gobgpd of `lb` serves its API on."""
+        assert self.tmp is not None, "lab not built"
+        return api_socket(self.tmp, lb)
+
+    def _fresh_api_dir(self, argv: Sequence[str]) -> dict[str, int]:
+        """What systemd does for the production gobgpd: a new RuntimeDirectory, Group=, UMask=.
+
+        For an argv serving the API on a unix socket (gobgpd, also when a test starts
+        it again with the recorded argv): the socket's directory is removed with what
+        a killed gobgpd left in it and made anew, root:LAB_API_GID 0750. Returns the
+        Popen settings for the process (group LAB_API_GID, umask 0007), else {}.
+        """
+        argv = list(argv)
+        if "--api-hosts" not in argv:
+            return {}
+        target = argv[argv.index("--api-hosts") + 1]
+        if not target.startswith("unix://"):
+            return {}
+        directory = Path(target.removeprefix("unix://")).parent
+        assert self.tmp is not None and directory.is_relative_to(self.tmp), directory
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        os.chown(directory, 0, LAB_API_GID)
+        directory.chmod(GOBGP_API_DIR_MODE)
+        return {"group": LAB_API_GID, "umask": GOBGPD_UMASK}
 
     def gobgp_json(self, lb: str, *args: str) -> Any:
         """`gobgp -j ...` parsed."""
@@ -970,7 +1033,9 @@ class Lab:
         assert self.tmp is not None, "lab not built"
         name = name or f"{node}-{Path(argv[0]).name}"
         log = self.tmp / node / f"{name}.log"
-        proc = self.procs.start(self.ns(node).name, argv, name, log, env=env)
+        self.procs.check_free(name)  # before a running gobgpd's socket is touched
+        settings = self._fresh_api_dir(argv)
+        proc = self.procs.start(self.ns(node).name, argv, name, log, env=env, **settings)
         self._write_state()
         return proc
 
@@ -1010,6 +1075,7 @@ class Lab:
             "tmp": str(self.tmp) if self.tmp else None,
             "namespaces": {n: ns.name for n, ns in self.nodes.items()},
             "vty_sockets": {n: str(r.run_dir) for n, r in self.routers.items()},
+            "gobgp_api": {lb: str(api_socket(self.tmp, lb)) for lb in LBS} if self.tmp else {},
             "processes": [p.to_state() for p in self.procs.procs.values()],
         }
 
@@ -1025,11 +1091,27 @@ class Lab:
             return lab_commands(self.state())
         n = {k: v.name for k, v in self.nodes.items()}
         r1 = self.routers["r1"].run_dir if "r1" in self.routers else "<tmp>/r1"
-        return inspection_commands(n, str(r1))
+        return inspection_commands(n, str(r1), str(self.api_socket("lb1")))
 
 
-def inspection_commands(ns: dict[str, str], r1_vty: str) -> str:
-    gobgp = f"ip netns exec {ns['lb1']} gobgp -p {GOBGP_API_PORT}"
+def api_socket(tmp: Path, lb: str) -> Path:
+    """gobgpd's API socket of `lb` in the lab whose temp dir is `tmp`."""
+    return tmp / lb / GOBGP_API_DIR / GOBGP_API_SOCKET
+
+
+def unix_listening(path: Path) -> bool:
+    """True if something accepts connections on the unix socket `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        return s.connect_ex(str(path)) == 0
+
+
+def gobgp_command(api: str) -> str:
+    """The gobgp CLI as an operator (root) types it for the API socket `api`."""
+    return f"gobgp --target unix://{api}"
+
+
+def inspection_commands(ns: dict[str, str], r1_vty: str, lb1_api: str) -> str:
+    gobgp = gobgp_command(lb1_api)
     vty = f"vtysh --vty_socket {r1_vty}"
     return "\n".join(
         [
@@ -1063,11 +1145,13 @@ def lab_commands(state: dict[str, Any]) -> str:
             f"-c '{c}'" for c in commands
         )
 
+    api = state.get("gobgp_api") or {"lb1": str(api_socket(Path(state["tmp"]), "lb1"))}
+    gobgp = gobgp_command(api["lb1"])
     lines = [
-        "# gobgpd on lb1 (what announcer injected; lb2: the same in its namespace)",
-        f"{at('lb1')} gobgp global rib",
-        f"{at('lb1')} gobgp global rib -a ipv6",
-        f"{at('lb1')} gobgp neighbor",
+        "# gobgpd on lb1 (what announcer injected; lb2: the same with lb2's socket)",
+        f"{gobgp} global rib",
+        f"{gobgp} global rib -a ipv6",
+        f"{gobgp} neighbor",
         "# FRR on r1 and r2 (BGP table, then the routes zebra installed)",
         *(show(r, "show ip bgp", "show bgp ipv6 unicast") for r in ROUTERS),
         show("r1", "show ip route bgp", "show ipv6 route bgp"),
@@ -1274,8 +1358,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print("    " + vip_table(state).replace("\n", "\n    "))
             print("  " + lab_commands(state).replace("\n", "\n  "))
         elif state.get("namespaces") and state.get("vty_sockets", {}).get("r1"):
-            print("  " + inspection_commands(state["namespaces"], state["vty_sockets"]["r1"])
-                  .replace("\n", "\n  "))  # fmt: skip
+            lb1_api = state.get("gobgp_api", {}).get("lb1", "<tmp>/lb1/gobgpd/api.sock")
+            print("  " + inspection_commands(state["namespaces"], state["vty_sockets"]["r1"],
+                                             lb1_api).replace("\n", "\n  "))  # fmt: skip
     return 0
 
 

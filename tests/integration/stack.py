@@ -140,6 +140,8 @@ class LbStack:
             control_socket=str(self.control_socket), state_dir=str(self.dir / "state")
         )
         doc.setdefault("drain", {})["disable_file"] = str(self.disable_file)
+        # The LB's gobgpd API socket in this run's temp dir (/run/gobgpd in a VM).
+        doc.setdefault("gobgp", {})["address"] = f"unix://{self.lab.api_socket(self.lb)}"
         for name, values in sections.items():
             doc.setdefault(name, {}).update(values)
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""systemd/: the announcer unit and the gobgpd drop-in, checked without a running systemd.
+"""systemd/: the announcer unit, the gobgpd drop-in and the sysusers.d file, checked
+without a running systemd.
 
 Three layers, because no systemd runs on the test host (PID 1 is not systemd):
 
@@ -9,6 +10,9 @@ Three layers, because no systemd runs on the test host (PID 1 is not systemd):
 * `systemd-analyze security --offline=yes`: the exposure score must stay low.
 * Our own reading of the files: the directives announcer relies on are there, and the
   numbers agree with announcer's defaults (drain and stop timeouts, keeper, paths).
+* The API socket's access rule (issue 11): gobgpd's socket, its directory, its group
+  and announcer's group agree across the drop-in, the unit, the sysusers.d file and
+  etc/announcer.yaml; `systemd-sysusers --root=` creates the group in a temp root.
 
 The unit's seccomp settings are checked for real: SystemCallFilter=,
 RestrictAddressFamilies=, MemoryDenyWriteExecute= and SystemCallArchitectures=
@@ -33,9 +37,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "announcer.service"
 DROPIN = REPO / "systemd" / "gobgpd.service.d" / "announcer.conf"
+SYSUSERS = REPO / "systemd" / "sysusers.d" / "announcer.conf"
+EXAMPLE_CONFIG = REPO / "etc" / "announcer.yaml"
 DEBIAN_GOBGPD = Path("/lib/systemd/system/gobgpd.service")
 ANNOUNCER_BIN = "/opt/announcer/venv/bin/announcer"
 ANALYZE = shutil.which("systemd-analyze")
+SYSUSERS_BIN = shutil.which("systemd-sysusers")
 
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed")
 needs_debian_gobgpd = pytest.mark.skipif(
@@ -153,6 +160,9 @@ def test_parser_handles_continuations_and_resets() -> None:
         ("SystemCallArchitectures", "native"),
         ("UMask", "0077"),
         ("Environment", "PYTHONFAULTHANDLER=1"),
+        ("SupplementaryGroups", "announcer-gobgp"),
+        ("MemoryHigh", "512M"),
+        ("MemoryMax", "1G"),
     ],
 )
 def test_service_directive(key: str, value: str) -> None:
@@ -180,6 +190,32 @@ def test_relation_to_gobgpd() -> None:
         )
 
 
+def test_relation_to_dataplaneapi() -> None:
+    # Ordering only: at boot after DataPlaneAPI, but its restart must not touch us.
+    assert "dataplaneapi.service" in words(S, "Unit", "After")
+    for key in ("Wants", "Requires", "BindsTo", "PartOf", "Requisite"):
+        assert not any("dataplaneapi" in v for v in S.get(("Unit", key), [])), (
+            f"{key}= ties announcer to DataPlaneAPI"
+        )
+
+
+def size(value: str) -> int:
+    """A systemd byte size of the kinds used here: 512M, 1G, 1048576."""
+    m = re.fullmatch(r"(\d+)([KMG]?)", value)
+    assert m, f"unsupported size {value!r}"
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+
+
+def test_memory_limits_leave_headroom() -> None:
+    mib = 1 << 20
+    normal = 150 * mib + 35 * mib  # announcer + keeper at 10 000 VIPs (measured)
+    high, hard = size(one(S, "Service", "MemoryHigh")), size(one(S, "Service", "MemoryMax"))
+    # Throttling must not start in normal operation, and the kill must come well
+    # before the 3.1 GB a 200 MB DataPlaneAPI answer once caused.
+    assert 2 * normal <= high < hard <= 2 * high
+    assert hard < 3100 * 1000 * 1000 // 2
+
+
 def test_no_exec_start_pre() -> None:
     # RestartPreventExitStatus=78 only applies to the main process: a failing
     # ExecStartPre=check-config would be retried every RestartSec forever.
@@ -187,13 +223,17 @@ def test_no_exec_start_pre() -> None:
 
 
 def test_comment_above_every_directive() -> None:
-    for text in (UNIT_TEXT, DROPIN.read_text()):
+    for text in (UNIT_TEXT, DROPIN.read_text(), SYSUSERS.read_text()):
         lines = text.splitlines()
         for i, line in enumerate(lines):
             if "=" in line and not line.startswith(("#", ";", "[")):
                 above = lines[i - 1]
                 reset = above == line.split("=")[0] + "="  # KEY= then KEY=value
                 assert above.startswith("#") or reset, f"{line!r} has no comment saying why"
+    sysusers = SYSUSERS.read_text().splitlines()
+    for i, line in enumerate(sysusers):
+        if line.strip() and not line.startswith("#"):
+            assert sysusers[i - 1].startswith("#"), f"{line!r} has no comment saying why"
 
 
 def test_numbers_agree_with_announcer_defaults() -> None:
@@ -288,8 +328,21 @@ def _replace(old: str, new: str) -> str:
         (_replace("KillMode=control-group", "KillMode=cgroup"), "Failed to parse"),
         (_replace("ExecReload=/bin/kill", "ExecReload=/bin/kil"), "is not executable"),
         (_replace("[Install]", "[Instal]"), "Unknown section"),
+        (_replace("MemoryMax=1G", "MemoryMax=1GB"), "Invalid memory limit"),
+        (
+            _replace("SupplementaryGroups=announcer-gobgp", "SupplementaryGroups=a:b"),
+            "Invalid user",
+        ),
     ],
-    ids=["typo-key", "bad-timespan", "bad-killmode", "typo-path", "typo-section"],
+    ids=[
+        "typo-key",
+        "bad-timespan",
+        "bad-killmode",
+        "typo-path",
+        "typo-section",
+        "bad-memory-limit",
+        "bad-group-name",
+    ],
 )
 def test_broken_units_fail_verification(tmp_path: Path, text: str, complaint: str) -> None:
     problems = analyze_verify(unit_copy(tmp_path, text))
@@ -361,14 +414,105 @@ def _gobgpd_settings() -> dict[tuple[str, str], list[str]]:
     return effective(base, DROPIN_TEXT)
 
 
-def test_dropin_api_on_loopback_without_pprof() -> None:
-    from announcer.config import GobgpConfig
+def sysusers_group() -> str:
+    """The one group systemd/sysusers.d/announcer.conf creates."""
+    lines = [ln.split() for ln in SYSUSERS.read_text().splitlines() if ln.strip()]
+    groups = [f[1] for f in lines if f[0] == "g"]
+    assert len(groups) == 1 and all(f[0] in ("#", "g") for f in lines), lines
+    return groups[0]
 
-    argv = one(_gobgpd_settings(), "Service", "ExecStart").split()
+
+def test_dropin_api_on_a_group_only_socket() -> None:
+    import yaml
+
+    g = _gobgpd_settings()
+    argv = one(g, "Service", "ExecStart").split()
     assert argv[0] == "/usr/bin/gobgpd"
-    assert argv[argv.index("--api-hosts") + 1] == GobgpConfig().address == "127.0.0.1:50051"
+    api = argv[argv.index("--api-hosts") + 1]
+    # One listener, a unix socket in the unit's own runtime directory: no TCP at all.
+    assert "," not in api and api.startswith("unix:///")
+    sock = Path(api.removeprefix("unix://"))
+    assert sock.parent == Path("/run") / one(g, "Service", "RuntimeDirectory")
+    # announcer's example config dials exactly that socket.
+    example = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    assert example["gobgp"]["address"] == api
+    # The directory is the gate: gobgpd's user and group only, the group read+search.
+    assert int(one(g, "Service", "RuntimeDirectoryMode"), 8) == 0o750
+    # No stale socket survives a stop (gobgpd does not remove one at start).
+    assert one(g, "Service", "RuntimeDirectoryPreserve") == "no"
+    # The socket is 0777 & ~umask: the group needs write (connect), others nothing.
+    mode = 0o777 & ~int(one(g, "Service", "UMask"), 8)
+    assert mode & 0o020 and not mode & 0o007, oct(mode)
+    # One group in three files: gobgpd's Group=, announcer's, and the sysusers entry.
+    group = sysusers_group()
+    assert one(g, "Service", "Group") == group
+    assert words(S, "Service", "SupplementaryGroups") == [group]
+    if DEBIAN_GOBGPD.exists():
+        assert one(g, "Service", "DynamicUser") == "yes"  # Debian's; Group= keeps the user
+    # systemd refuses a dynamic user whose name is a static group without a static
+    # user of that name: the group must not be called like either service's user.
+    assert group not in ("gobgpd", "announcer")
     assert "--pprof-disable" in argv
     assert "--sdnotify" in argv  # Debian's unit is Type=notify
+
+
+@needs_analyze
+@needs_debian_gobgpd
+@pytest.mark.parametrize(
+    ("old", "new", "complaint"),
+    [
+        ("RuntimeDirectoryMode=0750", "RuntimeDirectoryMode=0758", "Failed to parse mode"),
+        ("UMask=0007", "UMask=007x", "Failed to parse mode"),
+        ("RuntimeDirectory=gobgpd", "RuntimeDirectory=../gobgpd", "ignoring"),
+        ("Group=announcer-gobgp", "Grup=announcer-gobgp", "Unknown key"),
+    ],
+    ids=["bad-dir-mode", "bad-umask", "bad-runtime-dir", "typo-group"],
+)
+def test_broken_dropins_fail_verification(
+    tmp_path: Path, old: str, new: str, complaint: str
+) -> None:
+    lines = DROPIN_TEXT.splitlines(keepends=True)
+    hits = [i for i, line in enumerate(lines) if line.rstrip("\n") == old]
+    assert len(hits) == 1, old
+    lines[hits[0]] = new + "\n"
+    problems = analyze_verify("gobgpd.service", gobgpd_unit_path(tmp_path, "".join(lines)))
+    assert any(complaint in p for p in problems), problems
+
+
+needs_sysusers = pytest.mark.skipif(SYSUSERS_BIN is None, reason="systemd-sysusers not installed")
+
+
+def run_sysusers(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """systemd-sysusers on `text` against an empty root under tmp_path (never the host)."""
+    assert SYSUSERS_BIN is not None
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    conf = tmp_path / "announcer.conf"
+    conf.write_text(text)
+    return subprocess.run(
+        [SYSUSERS_BIN, f"--root={root}", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@needs_sysusers
+def test_sysusers_creates_the_system_group(tmp_path: Path) -> None:
+    cp = run_sysusers(tmp_path, SYSUSERS.read_text())
+    assert cp.returncode == 0, cp.stderr
+    entries = [ln.split(":") for ln in (tmp_path / "root/etc/group").read_text().splitlines()]
+    [(name, _, gid, members)] = entries
+    assert name == sysusers_group() and members == ""
+    assert int(gid) < 1000  # a system group, outside the dynamic range 61184-65519 too
+    assert not (tmp_path / "root/etc/passwd").exists()  # no user: both sides are dynamic
+
+
+@needs_sysusers
+def test_broken_sysusers_file_fails(tmp_path: Path) -> None:
+    broken = SYSUSERS.read_text().replace("\ng ", "\nG ")
+    cp = run_sysusers(tmp_path, broken)
+    assert cp.returncode != 0 and "Unknown command type" in cp.stderr, cp.stderr
 
 
 def test_dropin_reload_and_restart() -> None:
@@ -556,12 +700,16 @@ handler = grpc.method_handlers_generic_handler(
 )
 server.add_generic_rpc_handlers((handler,))
 port = server.add_insecure_port("127.0.0.1:0")
+# gobgpd's API is a unix socket (gobgpd.service.d/announcer.conf): that way too.
+sock = __import__("os").path.abspath("api.sock")
+server.add_insecure_port(f"unix://{sock}")
 server.start()
-with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-    msg = struct_pb2.Struct()
-    msg.update({"vip": "192.0.2.10", "up": True})
-    out = channel.unary_unary("/t.T/Echo")(msg.SerializeToString(), timeout=10)
-    assert struct_pb2.Struct.FromString(out) == msg
+for target in (f"127.0.0.1:{port}", f"unix://{sock}"):
+    with grpc.insecure_channel(target) as channel:
+        msg = struct_pb2.Struct()
+        msg.update({"vip": "192.0.2.10", "up": True})
+        out = channel.unary_unary("/t.T/Echo")(msg.SerializeToString(), timeout=10)
+        assert struct_pb2.Struct.FromString(out) == msg, target
 server.stop(0)
 assert subprocess.run(["true"]).returncode == 0  # command checks fork and exec
 for name, attempt in [
