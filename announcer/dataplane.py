@@ -1,34 +1,54 @@
-"""The DataPlaneAPI adapter: the only module that speaks HTTP (and imports requests).
+"""The DataPlaneAPI adapter: the only module that speaks HTTP (asyncio streams plus h11).
 
 It implements `model.VipSource` against DataPlaneAPI 2.x (`/v2`) and 3.x (`/v3`), as the
 specs in shared/reference/dataplaneapi describe them (notes: dataplaneapi-notes.md).
 All shape checking is done by the pure parsers in `discovery.py`; this module only moves
 bytes and turns every failure into a `DataPlaneError` (or `DataPlaneAuthError` for
-401/403) carrying the URL and HTTP status.
+401/403) carrying the URL, the HTTP status and a `kind` for metrics.
 
 Operational rules:
 
 * A failure here must never look like "no VIPs": the daemon keeps its last good
   discovery when this raises, so every error path raises, none returns an empty result.
-* The password never appears in a log line, an exception or a repr: it lives only in
-  the session's auth object. URLs we report never carry credentials.
+* Nothing a server does can hold discovery: every request runs under one total deadline
+  (connect, proof, send, headers and body together; a server dripping one byte a second
+  cannot stretch it), one whole discovery runs under another, the bytes read for one
+  answer are capped while they stream in, and so is the number of frontends and binds
+  (v2 makes one request per frontend).
+* The password only goes to a server that proved who it is, before any request byte is
+  sent: over `https://` by its certificate; over `http://` (loopback only) by the uid
+  owning the server side of *this* TCP connection in /proc/self/net/tcp{,6}; over
+  `unix://` by SO_PEERCRED. The uid must be one of `server_users`. While DataPlaneAPI is
+  down, any local user could otherwise listen on its port and collect the password.
+* The password never appears in a log line, an exception or a repr: it lives only in the
+  prepared Authorization header. URLs we report never carry credentials.
 * One discovery reflects one configuration version. v2 needs one request per frontend,
   and DataPlaneAPI may reload the file between them: when the versions reported by the
   responses disagree, the whole read is retried (bounded) instead of mixing versions.
-* A `requests.Session` is not thread-safe: use one client per thread.
+* One keep-alive connection is reused; requests are serialised on it by a lock. A reused
+  connection that the server closed while idle is retried once on a fresh connection
+  (GET is idempotent); a fresh one that fails is an error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import ipaddress
 import json
 import logging
+import pwd
+import socket
+import ssl
+import struct
+import sys
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-import requests
+import h11
 
 from . import discovery
 from .errors import DataPlaneAuthError, DataPlaneError
@@ -42,8 +62,219 @@ ApiVersion = Literal[2, 3]
 CONFIG = "/services/haproxy/configuration"
 # Reads are retried this many extra times when the configuration changed under us.
 DEFAULT_CONSISTENCY_RETRIES = 3
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_DISCOVERY_TIMEOUT = 30.0
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_FRONTENDS = 20_000
+DEFAULT_MAX_BINDS = 100_000
+DEFAULT_SERVER_USERS: tuple[str | int, ...] = ("root", "haproxy")
 # Error bodies are shown in exceptions; keep them to one readable line.
 MAX_MESSAGE = 300
+READ_CHUNK = 65536
+# /proc/net/tcp state of a TIME_WAIT socket: it shows uid 0 whoever owned it.
+_TCP_TIME_WAIT = "06"
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+# ------------------------------------------------------------------- the target
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where DataPlaneAPI is: a parsed, credential-free `dataplaneapi.url`."""
+
+    scheme: Literal["http", "https", "unix"]
+    host: str  # http(s): host name or IP (no brackets); unix: ""
+    port: int  # http(s) only
+    socket_path: str  # unix only
+    prefix: str  # path before /v2 or /v3, without a trailing slash
+    pinned: ApiVersion | None  # from a /v2 or /v3 suffix
+
+    @property
+    def base(self) -> str:
+        """The API root as shown in messages (without /v2 or /v3)."""
+        if self.scheme == "unix":
+            return f"unix://{self.socket_path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.prefix}"
+
+    @property
+    def host_header(self) -> str:
+        if self.scheme == "unix":
+            return "localhost"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _redacted(url: str) -> str:
+    """`url` for an error message: anything before an `@` in the authority is hidden."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return repr(url[:80])
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return repr(f"{scheme}://{authority}{slash}{path}"[:120])
+
+
+def is_loopback_host(host: str) -> bool:
+    """A literal loopback IP, or `localhost`."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_target(url: str) -> Target:
+    """Parse `dataplaneapi.url`; raises ValueError with a message that never shows credentials.
+
+    `http://HOST[:PORT][/prefix]` (HOST must be loopback: the server is proven by the uid
+    owning its socket), `https://HOST[:PORT][/prefix]` (proven by its certificate), or
+    `unix:///path/to/socket` (proven by SO_PEERCRED). A trailing `/v2` or `/v3` pins the
+    API version.
+    """
+    shown = _redacted(url)
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        raise ValueError(f"{shown} contains whitespace or control characters")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        # urlsplit's own message may quote the netloc (credentials and all).
+        raise ValueError(f"{shown} is not a valid URL (bad host or port)") from None
+    if "@" in parts.netloc:
+        raise ValueError(
+            "must not contain credentials (user:password@): use username and "
+            "password_file or password_env"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"{shown}: no ?query or #fragment allowed")
+    if parts.scheme == "unix":
+        if parts.netloc or not parts.path.startswith("/") or parts.path.endswith("/"):
+            raise ValueError(f"{shown}: a unix socket URL is unix:///absolute/path/to/socket")
+        return Target("unix", "", 0, parts.path, "", None)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{shown}: expected http://, https:// or unix:///path")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"{shown}: no host")
+    if parts.scheme == "http" and not is_loopback_host(host):
+        raise ValueError(
+            f"{shown}: plain http:// is only allowed to a loopback address (the password "
+            "would cross the network unverified); use https:// with tls.ca_file, or a "
+            "unix:///path socket"
+        )
+    path = parts.path.rstrip("/")
+    pinned: ApiVersion | None = None
+    # Accept a URL that already ends in /v2 or /v3: it says which API to use.
+    if path.endswith("/v2"):
+        path, pinned = path[:-3], 2
+    elif path.endswith("/v3"):
+        path, pinned = path[:-3], 3
+    default_port = 443 if parts.scheme == "https" else 80
+    scheme: Literal["http", "https"] = "https" if parts.scheme == "https" else "http"
+    return Target(scheme, host, port or default_port, "", path, pinned)
+
+
+# ------------------------------------------------------------ proving the server
+
+
+def resolve_server_users(users: Iterable[str | int]) -> frozenset[int]:
+    """uids of `server_users`: numbers as they are, names looked up (a missing one is logged)."""
+    uids: set[int] = set()
+    for user in users:
+        if isinstance(user, int):
+            uids.add(user)
+            continue
+        try:
+            uids.add(pwd.getpwnam(user).pw_uid)
+        except KeyError:
+            log.warning("dataplaneapi.server_users: no user %r on this host; ignored", user)
+    if not uids:
+        log.error(
+            "dataplaneapi.server_users: none of %s exists here; no DataPlaneAPI server "
+            "can be verified, so none will be asked",
+            list(users),
+        )
+    return frozenset(uids)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return f"{uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return str(uid)
+
+
+def _proc_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address field of /proc/net/tcp{,6}: 32-bit words in host byte order, as hex."""
+    raw = b"".join(
+        int(text[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(text), 8)
+    )
+    ip = ipaddress.ip_address(raw)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _normal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.ip_address(host.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def socket_owner(
+    lines: Iterable[str], server: tuple[str, int], client: tuple[str, int]
+) -> int | None:
+    """The uid of the socket whose local end is `server` and remote end is `client`, from
+    /proc/net/tcp{,6} lines; None if there is none. Pure: the caller opens the files."""
+    s_ip, c_ip = _normal(server[0]), _normal(client[0])
+    s_port, c_port = f":{server[1]:04X}", f":{client[1]:04X}"
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8 or not fields[1].endswith(s_port) or not fields[2].endswith(c_port):
+            continue
+        if fields[3] == _TCP_TIME_WAIT:
+            continue
+        try:
+            local = _proc_address(fields[1].partition(":")[0])
+            remote = _proc_address(fields[2].partition(":")[0])
+            uid = int(fields[7])
+        except ValueError:
+            continue
+        if local == s_ip and remote == c_ip:
+            return uid
+    return None
+
+
+def _proc_lines(paths: Sequence[str]) -> Iterator[str]:
+    # Streamed line by line: on a busy LB the table holds every HAProxy connection.
+    for path in paths:
+        try:
+            with open(path, encoding="ascii", errors="replace") as f:
+                next(f, None)  # the header line
+                yield from f
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+
+
+def tcp_server_uid(server: tuple[str, int], client: tuple[str, int]) -> int | None:
+    """uid owning the server end of our TCP connection (an accepted socket carries its
+    listener's owner, accepted yet or not). /proc/self/net is our own network namespace,
+    so this works under ProtectProc=invisible and for any DynamicUser."""
+    return socket_owner(_proc_lines(("/proc/self/net/tcp", "/proc/self/net/tcp6")), server, client)
+
+
+def unix_peer_uid(sock: socket.socket) -> int:
+    """uid of the process that called listen() on the unix socket we are connected to."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    return int(_PEERCRED.unpack(creds)[1])
+
+
+# --------------------------------------------------------------------- HTTP/1.1
 
 
 @dataclass(frozen=True)
@@ -56,6 +287,10 @@ class _Response:
     header_version: int | None
 
 
+class _Stale(Exception):
+    """Internal: the connection was closed before any byte of an answer arrived."""
+
+
 class _VersionChanged(Exception):
     """Internal: the configuration changed during one discovery (retry it)."""
 
@@ -64,8 +299,22 @@ class _VersionChanged(Exception):
         super().__init__(f"versions {sorted(versions)}")
 
 
+class _Conn:
+    """One proven connection and its h11 state."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(our_role=h11.CLIENT)
+
+    def abort(self) -> None:
+        # abort, not close: nothing is owed to a server we are giving up on, and a
+        # graceful TLS close could wait on it.
+        self.writer.transport.abort()
+
+
 class DataPlaneClient:
-    """A `VipSource` backed by HAProxy's DataPlaneAPI 2.x or 3.x over HTTP(S)."""
+    """A `VipSource` backed by HAProxy's DataPlaneAPI 2.x or 3.x (asyncio, one event loop)."""
 
     def __init__(
         self,
@@ -74,54 +323,59 @@ class DataPlaneClient:
         username: str,
         password: str,
         api_version: Literal["auto", 2, 3] = "auto",
-        timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
+        discovery_timeout: float = DEFAULT_DISCOVERY_TIMEOUT,
         verify: bool | str = True,
         consistency_retries: int = DEFAULT_CONSISTENCY_RETRIES,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_frontends: int = DEFAULT_MAX_FRONTENDS,
+        max_binds: int = DEFAULT_MAX_BINDS,
+        server_users: Iterable[str | int] = DEFAULT_SERVER_USERS,
     ) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("DataPlaneAPI url must be http(s)://host[:port][/prefix]")
-        if parts.username is not None or parts.password is not None:
-            # Refuse rather than strip: the URL ends up in every error message.
-            raise ValueError("DataPlaneAPI url must not contain credentials")
-        path = parts.path.rstrip("/")
-        pinned: ApiVersion | None = api_version if api_version != "auto" else None
-        # Accept a URL that already ends in /v2 or /v3: it says which API to use.
-        suffixes: tuple[tuple[str, ApiVersion], ...] = (("/v2", 2), ("/v3", 3))
-        for suffix, ver in suffixes:
-            if path.endswith(suffix):
-                path = path[: -len(suffix)]
-                if pinned is None:
-                    pinned = ver
-                elif pinned != ver:
-                    raise ValueError(f"url ends in {suffix} but api_version is {api_version}")
-        self._base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        target = parse_target(url)
+        pinned = api_version if api_version != "auto" else target.pinned
+        if target.pinned is not None and pinned != target.pinned:
+            raise ValueError(f"url ends in /v{target.pinned} but api_version is {api_version}")
+        self._ssl: ssl.SSLContext | None = None
+        if target.scheme == "https":
+            if verify is False:
+                # The certificate is the only proof an https server gives.
+                raise ValueError(
+                    "https without certificate verification would send the password "
+                    "to any server; give a CA file instead"
+                )
+            cafile = verify if isinstance(verify, str) else None
+            self._ssl = ssl.create_default_context(cafile=cafile)
+        self._target = target
+        self._base = target.base
         self._username = username
-        self._pinned = pinned
+        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self._auth = f"Basic {token}".encode("ascii")
+        self._pinned: ApiVersion | None = pinned
         self._detected: ApiVersion | None = pinned
         self._timeout = timeout
+        self._discovery_timeout = discovery_timeout
         self._retries = max(0, consistency_retries)
-        self._session = requests.Session()
-        self._session.auth = (username, password)
-        self._session.verify = verify
-        self._session.headers["Accept"] = "application/json"
-        self._session.headers["User-Agent"] = "announcer"
-        # Proxy settings from the environment must not reroute a loopback API call
-        # (and would see the Basic auth header).
-        self._session.trust_env = False
+        self._max_bytes = max_response_bytes
+        self._max_frontends = max_frontends
+        self._max_binds = max_binds
+        self._uids = resolve_server_users(server_users) if target.scheme != "https" else frozenset()
+        self._conn: _Conn | None = None
+        self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"DataPlaneClient({self._base!r}, username={self._username!r})"
 
-    def __enter__(self) -> DataPlaneClient:
+    async def __aenter__(self) -> DataPlaneClient:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
-    def close(self) -> None:
-        """Close the HTTP connections."""
-        self._session.close()
+    async def aclose(self) -> None:
+        """Close the connection."""
+        self._drop()
+        await asyncio.sleep(0)  # let the transport finish closing
 
     @property
     def base_url(self) -> str:
@@ -130,54 +384,68 @@ class DataPlaneClient:
 
     # ------------------------------------------------------------------ version
 
-    def api_version(self) -> ApiVersion:
+    async def api_version(self) -> ApiVersion:
         """The API generation in use (2 or 3), detecting it on first use."""
         if self._detected is None:
-            self._detected = self.detect_api_version()
+            self._detected = await self.detect_api_version()
         return self._detected
 
-    def detect_api_version(self) -> ApiVersion:
+    async def detect_api_version(self) -> ApiVersion:
         """Ask /v3/info, then /v2/info on a 404 (notes §6.10): which API this server speaks."""
         for ver in (3, 2):
-            url = f"{self._base}/v{ver}/info"
+            path = f"/v{ver}/info"
             try:
-                resp = self._get_url(url)
+                resp = await self._get_url(path)
             except DataPlaneError as exc:
                 if exc.status == 404 and not isinstance(exc, DataPlaneAuthError):
                     continue
                 raise
             if not isinstance(resp.body, dict):
-                raise DataPlaneError("info: expected object", url=url, status=resp.status)
+                raise DataPlaneError("info: expected object", url=resp.url, status=resp.status)
             log.debug("DataPlaneAPI at %s speaks v%d", self._base, ver)
             return 3 if ver == 3 else 2
         raise DataPlaneError(
             "neither /v3/info nor /v2/info exists: not a DataPlaneAPI 2.x/3.x",
             url=self._base,
             status=404,
+            kind="http_404",
         )
 
-    def info(self) -> Mapping[str, Any]:
+    async def info(self) -> Mapping[str, Any]:
         """The `/info` object (API version string, build date)."""
-        resp = self._get(f"/v{self.api_version()}/info")
+        resp = await self._get(f"/v{await self.api_version()}/info")
         if not isinstance(resp.body, dict):
             raise DataPlaneError("info: expected object", url=resp.url, status=resp.status)
         return resp.body
 
-    def configuration_version(self) -> int:
+    async def configuration_version(self) -> int:
         """The configuration version (a bare integer); cheap enough to poll."""
-        resp = self._get(f"/v{self.api_version()}{CONFIG}/version")
+        resp = await self._get(f"/v{await self.api_version()}{CONFIG}/version")
         with _blame(resp):
             return discovery.parse_version(resp.body)
 
     # ---------------------------------------------------------------- discovery
 
-    def discover(self) -> Discovery:
+    async def discover(self) -> Discovery:
         """Every frontend with its binds and effective mode, from one configuration version."""
-        ver = self.api_version()
+        try:
+            async with asyncio.timeout(self._discovery_timeout):
+                return await self._discover()
+        except TimeoutError:
+            self._drop()
+            raise DataPlaneError(
+                f"discovery took longer than {self._discovery_timeout:g}s "
+                "(dataplaneapi.discovery_timeout)",
+                url=self._base,
+                kind="timeout",
+            ) from None
+
+    async def _discover(self) -> Discovery:
+        ver = await self.api_version()
         last: _VersionChanged | None = None
         for attempt in range(self._retries + 1):
             try:
-                return self._discover_v3() if ver == 3 else self._discover_v2()
+                return await (self._discover_v3() if ver == 3 else self._discover_v2())
             except _VersionChanged as exc:
                 last = exc
                 log.info(
@@ -192,76 +460,88 @@ class DataPlaneClient:
             f"configuration kept changing during discovery ({self._retries + 1} attempts, "
             f"last versions seen {sorted(last.versions)})",
             url=self._base,
+            kind="unstable",
         )
 
-    def _discover_v3(self) -> Discovery:
+    async def _discover_v3(self) -> Discovery:
         versions: set[int] = set()
         fe_path = f"/v3{CONFIG}/frontends"
         try:
-            resp = self._get(fe_path, params={"full_section": "true"})
+            resp = await self._get(fe_path, params={"full_section": "true"})
         except DataPlaneError as exc:
             # A server that rejects the parameter: read the plain list, binds per frontend.
             if exc.status not in (400, 422):
                 raise
-            resp = self._get(fe_path)
+            resp = await self._get(fe_path)
         _note(versions, resp.header_version)
         with _blame(resp):
             entries = discovery.parse_frontends(resp.body)
+        self._check_counts(resp.url, entries)
         binds: dict[str, tuple[RawBind, ...]] = {}
         for entry in entries:
             # No `binds` key: either a server that ignored full_section, or a frontend
             # without binds (Go omits empty maps). Ask, to be sure.
             if entry.binds is None:
                 name = _segment(entry.name)
-                b = self._get(f"/v3{CONFIG}/frontends/{name}/binds")
+                b = await self._get(f"/v3{CONFIG}/frontends/{name}/binds")
                 _note(versions, b.header_version)
                 with _blame(b):
                     path = f"frontends[{json.dumps(entry.name)}].binds"
                     binds[entry.name] = discovery.parse_binds(b.body, path)
+                self._check_counts(b.url, entries, binds)
         defaults: tuple[discovery.DefaultsSection, ...] = ()
         if discovery.needs_defaults(entries):
-            d = self._get(f"/v3{CONFIG}/defaults")
+            d = await self._get(f"/v3{CONFIG}/defaults")
             _note(versions, d.header_version)
             with _blame(d):
                 defaults = discovery.parse_defaults_list(d.body)
         return self._finish(versions, entries, binds, defaults)
 
-    def _discover_v2(self) -> Discovery:
+    async def _discover_v2(self) -> Discovery:
         versions: set[int] = set()
-        entries = self._v2_read(versions, "frontends", "frontends", discovery.parse_frontends)
+        url, entries = await self._v2_read(
+            versions, "frontends", "frontends", discovery.parse_frontends
+        )
+        # Checked before the per-frontend requests: the cap bounds how many there are.
+        self._check_counts(url, entries)
         binds: dict[str, tuple[RawBind, ...]] = {}
         for entry in entries:
             if entry.binds is not None:
                 continue
-            # `frontend=` works on every 2.x (2.0-2.5 require it); requests URL-encodes it.
-            binds[entry.name] = self._v2_read(
+            # `frontend=` works on every 2.x (2.0-2.5 require it); it is URL-encoded.
+            url, binds[entry.name] = await self._v2_read(
                 versions,
                 "binds",
                 f"binds(frontend={entry.name})",
                 discovery.parse_binds,
                 params={"frontend": entry.name},
             )
+            self._check_counts(url, entries, binds)
         defaults: tuple[discovery.DefaultsSection, ...] = ()
         if discovery.needs_defaults(entries):
-            defaults = self._v2_defaults(versions)
+            defaults = await self._v2_defaults(versions)
         return self._finish(versions, entries, binds, defaults)
 
-    def _v2_defaults(self, versions: set[int]) -> tuple[discovery.DefaultsSection, ...]:
+    async def _v2_defaults(self, versions: set[int]) -> tuple[discovery.DefaultsSection, ...]:
         # named_defaults appeared late in 2.x; older servers only have the single /defaults.
         try:
-            return self._v2_read(
+            _, found = await self._v2_read(
                 versions,
                 "named_defaults",
                 "named_defaults",
                 discovery.parse_defaults_list,
                 may_404=True,
             )
+            return found
         except DataPlaneError as exc:
             if exc.status != 404 or isinstance(exc, DataPlaneAuthError):
                 raise
-        return self._v2_read(versions, "defaults", "defaults", discovery.parse_v2_single_defaults)
+        _, found = await self._v2_read(
+            versions, "defaults", "defaults", discovery.parse_v2_single_defaults
+        )
+        return found
 
-    def _v2_read(
+    async def _v2_read(
         self,
         versions: set[int],
         endpoint: str,
@@ -270,19 +550,42 @@ class DataPlaneClient:
         *,
         params: Mapping[str, str] | None = None,
         may_404: bool = False,
-    ) -> _T:
+    ) -> tuple[str, _T]:
         """GET a v2 configuration endpoint, unwrap `{_version, data}`, parse `data`.
 
         Both the header and the body version go into `versions`, so _finish can tell
         whether everything came from one configuration version.
         """
-        resp = self._get(f"/v2{CONFIG}/{endpoint}", params=params, may_404=may_404)
+        resp = await self._get(f"/v2{CONFIG}/{endpoint}", params=params, may_404=may_404)
         _note(versions, resp.header_version)
         with _blame(resp):
             body_version, data = discovery.unwrap_v2(resp.body, root)
             parsed = parse(data, f"{root}.data")
         _note(versions, body_version)
-        return parsed
+        return resp.url, parsed
+
+    def _check_counts(
+        self,
+        url: str,
+        entries: Sequence[discovery.FrontendEntry],
+        fetched: Mapping[str, Sequence[RawBind]] | None = None,
+    ) -> None:
+        """Refuse a configuration larger than dataplaneapi.max_frontends / max_binds."""
+        if len(entries) > self._max_frontends:
+            raise DataPlaneError(
+                f"{len(entries)} frontends, more than dataplaneapi.max_frontends "
+                f"({self._max_frontends})",
+                url=url,
+                kind="too_big",
+            )
+        binds = sum(len(e.binds) for e in entries if e.binds is not None)
+        binds += sum(len(b) for b in (fetched or {}).values())
+        if binds > self._max_binds:
+            raise DataPlaneError(
+                f"more than dataplaneapi.max_binds ({self._max_binds}) binds",
+                url=url,
+                kind="too_big",
+            )
 
     def _finish(
         self,
@@ -300,14 +603,13 @@ class DataPlaneClient:
 
     # --------------------------------------------------------------------- HTTP
 
-    def _get(
+    async def _get(
         self, path: str, params: Mapping[str, str] | None = None, *, may_404: bool = False
     ) -> _Response:
-        url = self._base + path
         if params:
-            url += "?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+            path += "?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
         try:
-            return self._get_url(url)
+            return await self._get_url(path)
         except DataPlaneError as exc:
             # In auto mode a 404 on a known path may mean DPAPI was upgraded (v2 -> v3):
             # detect again on the next call.
@@ -315,21 +617,177 @@ class DataPlaneClient:
                 self._detected = None
             raise
 
-    def _get_url(self, url: str) -> _Response:
+    async def _get_url(self, path: str) -> _Response:
+        """One GET of `path` (below the prefix) under the total deadline."""
+        url = self._base + path
         log.debug("GET %s", url)
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    return await self._request(self._target.prefix + path, url)
+            except TimeoutError:
+                self._drop()
+                raise DataPlaneError(
+                    f"timed out after {self._timeout:g}s", url=url, kind="timeout"
+                ) from None
+
+    async def _request(self, target: str, url: str) -> _Response:
+        while True:
+            conn, reused = self._conn, self._conn is not None
+            if conn is None:
+                conn = self._conn = await self._connect(url)
+            try:
+                status, headers, body = await self._exchange(conn, target, url)
+            except _Stale:
+                self._drop()
+                if reused:
+                    continue  # the server closed the idle keep-alive connection
+                raise DataPlaneError(
+                    "connection failed: closed by the server without an answer",
+                    url=url,
+                    kind="unreachable",
+                ) from None
+            except OSError as exc:  # reset, TLS failure mid-answer
+                self._drop()
+                raise DataPlaneError(
+                    f"bad response: connection lost ({_short(exc)})", url=url, kind="bad_answer"
+                ) from None
+            except h11.ProtocolError as exc:
+                self._drop()
+                raise DataPlaneError(
+                    f"bad response: {_short(exc)}", url=url, kind="bad_answer"
+                ) from None
+            except BaseException:
+                self._drop()  # too big, cancelled, deadline: this connection is done
+                raise
+            if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+                conn.h11.start_next_cycle()
+            else:
+                self._drop()
+            return self._decode(url, status, headers, body)
+
+    async def _connect(self, url: str) -> _Conn:
+        t = self._target
         try:
-            r = self._session.get(url, timeout=self._timeout, allow_redirects=False)
-            content = r.content  # reads the body: a truncated one raises here
-        except requests.exceptions.SSLError as exc:
-            raise DataPlaneError(f"TLS error: {_short(exc)}", url=url) from None
-        except requests.exceptions.Timeout:
-            raise DataPlaneError(f"timed out after {self._timeout:g}s", url=url) from None
-        except requests.exceptions.ConnectionError as exc:
-            raise DataPlaneError(f"connection failed: {_short(exc)}", url=url) from None
-        except requests.exceptions.RequestException as exc:
-            # ChunkedEncodingError / ContentDecodingError: the body was cut or mangled.
-            raise DataPlaneError(f"bad response: {_short(exc)}", url=url) from None
-        status = r.status_code
+            if t.scheme == "unix":
+                reader, writer = await asyncio.open_unix_connection(t.socket_path)
+            else:
+                reader, writer = await asyncio.open_connection(
+                    t.host, t.port, ssl=self._ssl, server_hostname=t.host if self._ssl else None
+                )
+        except ssl.SSLError as exc:
+            raise DataPlaneError(f"TLS error: {_short(exc)}", url=url, kind="tls") from None
+        except OSError as exc:
+            raise DataPlaneError(
+                f"connection failed: {_short(exc)}", url=url, kind="unreachable"
+            ) from None
+        conn = _Conn(reader, writer)
+        try:
+            self._prove(writer, url)
+        except BaseException:
+            conn.abort()
+            raise
+        return conn
+
+    def _prove(self, writer: asyncio.StreamWriter, url: str) -> None:
+        """Raise unless the server is one of server_users (https: the handshake proved it)."""
+        t = self._target
+        if t.scheme == "https":
+            return
+        where = "its unix socket" if t.scheme == "unix" else "the server end of the connection"
+        uid: int | None
+        if t.scheme == "unix":
+            uid = unix_peer_uid(writer.get_extra_info("socket"))
+        else:
+            peer = writer.get_extra_info("peername")
+            mine = writer.get_extra_info("sockname")
+            if not is_loopback_host(peer[0]):
+                raise DataPlaneError(
+                    f"refusing to send credentials: {peer[0]} is not a loopback address",
+                    url=url,
+                    kind="unverified_server",
+                )
+            uid = tcp_server_uid((peer[0], peer[1]), (mine[0], mine[1]))
+            if uid is None:
+                raise DataPlaneError(
+                    "refusing to send credentials: cannot find the server end of the "
+                    "connection in /proc/self/net/tcp (another network namespace?)",
+                    url=url,
+                    kind="unverified_server",
+                )
+        if uid not in self._uids:
+            allowed = ", ".join(sorted(_user_name(u) for u in self._uids)) or "none"
+            raise DataPlaneError(
+                f"refusing to send credentials: {where} is owned by uid {_user_name(uid)}, "
+                f"not one of dataplaneapi.server_users ({allowed}); is something else "
+                "listening in DataPlaneAPI's place?",
+                url=url,
+                kind="unverified_server",
+            )
+
+    async def _exchange(
+        self, conn: _Conn, target: str, url: str
+    ) -> tuple[int, dict[bytes, bytes], bytes]:
+        """Send one GET and read its answer, at most max_response_bytes read in all."""
+        h = conn.h11
+        request = h11.Request(
+            method="GET",
+            target=target.encode("ascii"),
+            headers=[
+                (b"Host", self._target.host_header.encode("ascii")),
+                (b"Accept", b"application/json"),
+                (b"User-Agent", b"announcer"),
+                (b"Authorization", self._auth),
+            ],
+        )
+        data = h.send(request) or b""
+        data += h.send(h11.EndOfMessage()) or b""
+        try:
+            conn.writer.write(data)
+            await conn.writer.drain()
+        except ConnectionError:
+            raise _Stale() from None
+        received = 0
+        status = 0
+        headers: dict[bytes, bytes] = {}
+        body = bytearray()
+        while True:
+            event = h.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    chunk = await conn.reader.read(READ_CHUNK)
+                except ConnectionResetError:
+                    chunk = b""
+                if not chunk and received == 0:
+                    raise _Stale()
+                received += len(chunk)
+                if received > self._max_bytes:
+                    raise self._too_big(url, f"more than {self._max_bytes} bytes")
+                h.receive_data(chunk)
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                headers = dict(event.headers)
+                length = headers.get(b"content-length")
+                if length is not None and length.isdigit() and int(length) > self._max_bytes:
+                    raise self._too_big(url, f"Content-Length {int(length)}")
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return status, headers, bytes(body)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise h11.RemoteProtocolError("connection closed before the end of the answer")
+            # InformationalResponse (1xx): keep reading.
+
+    def _too_big(self, url: str, what: str) -> DataPlaneError:
+        return DataPlaneError(
+            f"answer too big ({what}; dataplaneapi.max_response_bytes is {self._max_bytes})",
+            url=url,
+            kind="too_big",
+        )
+
+    def _decode(
+        self, url: str, status: int, headers: dict[bytes, bytes], content: bytes
+    ) -> _Response:
         if status in (401, 403):
             raise DataPlaneAuthError(
                 f"user {self._username!r} was refused{_error_message(content)}",
@@ -337,8 +795,8 @@ class DataPlaneClient:
                 status=status,
             )
         if not 200 <= status < 300:
-            where = r.headers.get("Location")
-            extra = f" (redirect to {where})" if where and 300 <= status < 400 else ""
+            where = headers.get(b"location", b"").decode("latin-1")
+            extra = f" (redirect to {where[:MAX_MESSAGE]})" if where and 300 <= status < 400 else ""
             raise DataPlaneError(
                 f"HTTP error{extra}{_error_message(content)}", url=url, status=status
             )
@@ -349,11 +807,19 @@ class DataPlaneClient:
             raise DataPlaneError(
                 f"response is not JSON ({_short(exc)}): {_snippet(content)}", url=url, status=status
             ) from None
+        raw = headers.get(b"configuration-version")
         try:
-            header_version = discovery.parse_version_header(r.headers.get("Configuration-Version"))
+            header_version = discovery.parse_version_header(
+                raw.decode("latin-1") if raw is not None else None
+            )
         except DataPlaneError as exc:
             raise DataPlaneError(str(exc.args[0]), url=url, status=status) from None
         return _Response(url=url, status=status, body=body, header_version=header_version)
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
 
 
 @contextmanager
@@ -364,7 +830,9 @@ def _blame(resp: _Response) -> Iterator[None]:
     except DataPlaneAuthError:
         raise
     except DataPlaneError as exc:
-        raise DataPlaneError(str(exc.args[0]), url=resp.url, status=resp.status) from None
+        raise DataPlaneError(
+            str(exc.args[0]), url=resp.url, status=resp.status, kind=exc.kind
+        ) from None
 
 
 def _note(versions: set[int], version: int | None) -> None:
@@ -399,3 +867,15 @@ def _error_message(content: bytes) -> str:
         msg = body["message"].strip()
         return f": {msg[:MAX_MESSAGE]}" if msg else ""
     return f": {_snippet(content)}"
+
+
+__all__ = [
+    "DataPlaneClient",
+    "Target",
+    "is_loopback_host",
+    "parse_target",
+    "resolve_server_users",
+    "socket_owner",
+    "tcp_server_uid",
+    "unix_peer_uid",
+]

@@ -20,17 +20,39 @@ class ConfigError(AnnouncerError):
 
 
 class DataPlaneError(AnnouncerError):
-    """DataPlaneAPI failed, was unreachable, or answered what its spec does not allow."""
+    """DataPlaneAPI failed, was unreachable, or answered what its spec does not allow.
 
-    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+    `kind` names the failure for metrics and logs: `auth`, `http_<status>`, `unreachable`,
+    `timeout`, `too_big`, `tls`, `unverified_server`, `unstable` (the configuration kept
+    changing) or `bad_answer` (the default: garbage, truncated or the wrong shape).
+    """
+
+    default_kind = "bad_answer"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        kind: str | None = None,
+    ) -> None:
         self.url = url
         self.status = status
+        if kind is None:
+            kind = f"http_{status}" if status is not None and status >= 300 else self.default_kind
+        self.kind = kind
         where = f" ({url}" + (f", HTTP {status}" if status is not None else "") + ")" if url else ""
         super().__init__(f"DataPlaneAPI: {message}{where}")
 
 
 class DataPlaneAuthError(DataPlaneError):
     """DataPlaneAPI rejected our credentials (HTTP 401/403): an operator must fix them."""
+
+    default_kind = "auth"
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, url=url, status=status, kind="auth")
 
 
 class GobgpError(AnnouncerError):

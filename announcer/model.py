@@ -295,11 +295,16 @@ class CheckSpec:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The outcome of one probe; `detail` says why it failed (or the HTTP status)."""
+    """The outcome of one probe; `detail` says why it failed (or the HTTP status).
+
+    `local` names a failure that was this process's, not the VIP's (`emfile`,
+    `enobufs`, `loop_stall`, ...): the service does not count it against the VIP.
+    """
 
     ok: bool
     detail: str
     duration: float  # seconds
+    local: str | None = None
 
 
 # ------------------------------------------------------------------- adapters
@@ -324,12 +329,13 @@ class RouteTable(Protocol):
 class VipSource(Protocol):
     """The DataPlaneAPI adapter as the core sees it."""
 
-    def configuration_version(self) -> int:
-        """The cheap configuration version number; raises DataPlaneError."""
+    async def configuration_version(self) -> int:
+        """The cheap configuration version number; raises DataPlaneError (within its deadline)."""
         ...
 
-    def discover(self) -> Discovery:
-        """Every frontend with its binds; raises DataPlaneError on any failure or garbage."""
+    async def discover(self) -> Discovery:
+        """Every frontend with its binds; raises DataPlaneError on any failure or garbage,
+        within a bounded time."""
         ...
 
 

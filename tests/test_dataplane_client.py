@@ -1,7 +1,14 @@
-"""DataPlaneClient against the DPAPI emulator serving a real haproxy.cfg, for v2 and v3."""
+"""DataPlaneClient against the DPAPI emulator serving a real haproxy.cfg, for v2 and v3,
+over TCP, TLS and a unix socket.
+
+The client is asyncio-native: each test drives its own event loop with asyncio.run.
+Hostile servers (drips, half-open, huge answers) and impostors are in
+test_dataplane_hostile.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import shutil
@@ -10,9 +17,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -27,6 +34,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 EMULATOR = Path(__file__).parent / "integration" / "dpapi_emulator.py"
 PASSWORD = "adminpwd"
 ip = ipaddress.ip_address
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
 
 # What tests/fixtures/haproxy-vips.cfg must turn into (same for v2 and v3).
 EXPECTED_FRONTENDS = (
@@ -101,11 +114,11 @@ def emu(cfg: Path, api: int) -> Iterator[EmulatorHandle]:
     handle.stop()
 
 
-def client(emu: EmulatorHandle, **kw: Any) -> DataPlaneClient:
+def client(emu: EmulatorHandle | str, **kw: Any) -> DataPlaneClient:
     kw.setdefault("username", "admin")
     kw.setdefault("password", PASSWORD)
     kw.setdefault("timeout", 2.0)
-    return DataPlaneClient(emu.url, **kw)
+    return DataPlaneClient(emu if isinstance(emu, str) else emu.url, **kw)
 
 
 def edit(cfg: Path, old: str, new: str) -> None:
@@ -118,17 +131,23 @@ def edit(cfg: Path, old: str, new: str) -> None:
 
 
 def test_discovery_matches_the_cfg(emu: EmulatorHandle, api: int) -> None:
-    with client(emu) as c:
-        assert c.api_version() == api
-        found = c.discover()
+    async def main() -> Any:
+        async with client(emu) as c:
+            assert await c.api_version() == api
+            return await c.discover()
+
+    found = run(main())
     assert found.version == 1
     assert [f.name for f in found.frontends] == [f.name for f in EXPECTED_FRONTENDS]
     assert _sorted(found.frontends) == _sorted(EXPECTED_FRONTENDS)
 
 
 def test_vips_from_the_cfg(emu: EmulatorHandle) -> None:
-    with client(emu) as c:
-        result = vips_from_frontends(c.discover().frontends)
+    async def main() -> Any:
+        async with client(emu) as c:
+            return (await c.discover()).frontends
+
+    result = vips_from_frontends(run(main()))
     assert set(result.vips) == {
         ip("192.0.2.10"),
         ip("2001:db8::10"),
@@ -152,9 +171,17 @@ def test_vips_from_the_cfg(emu: EmulatorHandle) -> None:
     assert {("fe_web", "*:8080"), ("fe_api", ":8444"), ("fe_local", "loop")} <= skipped
 
 
+def discover_with(emu: EmulatorHandle | str, **kw: Any) -> Any:
+    async def main() -> Any:
+        async with client(emu, **kw) as c:
+            return await c.discover()
+
+    return run(main())
+
+
 def test_v3_uses_one_full_section_call(cfg: Path) -> None:
-    with start_emulator(cfg, 3) as emu, client(emu, api_version=3) as c:
-        c.discover()
+    with start_emulator(cfg, 3) as emu:
+        discover_with(emu, api_version=3)
         reqs = emu.requests
     assert reqs == [
         "/v3/services/haproxy/configuration/frontends?full_section=true",
@@ -164,20 +191,37 @@ def test_v3_uses_one_full_section_call(cfg: Path) -> None:
 
 def test_v3_falls_back_to_per_frontend_binds(cfg: Path) -> None:
     opts = Options(full_section=False)
-    with start_emulator(cfg, 3, options=opts) as emu, client(emu, api_version=3) as c:
-        found = c.discover()
+    with start_emulator(cfg, 3, options=opts) as emu:
+        found = discover_with(emu, api_version=3)
         reqs = emu.requests
     assert _sorted(found.frontends) == _sorted(EXPECTED_FRONTENDS)
     assert "/v3/services/haproxy/configuration/frontends/fe_db/binds" in reqs
 
 
 def test_v2_lists_binds_per_frontend(cfg: Path) -> None:
-    with start_emulator(cfg, 2) as emu, client(emu, api_version=2) as c:
-        c.discover()
+    with start_emulator(cfg, 2) as emu:
+        discover_with(emu, api_version=2)
         reqs = emu.requests
     assert reqs[0] == "/v2/services/haproxy/configuration/frontends"
     assert "/v2/services/haproxy/configuration/binds?frontend=fe_web" in reqs
     assert reqs[-1] == "/v2/services/haproxy/configuration/named_defaults"
+
+
+def test_one_keep_alive_connection_carries_a_whole_v2_discovery(cfg: Path) -> None:
+    connections: list[object] = []
+    with start_emulator(cfg, 2) as emu:
+        original = emu.server.process_request
+
+        def counting(request: Any, address: Any) -> None:
+            connections.append(address)
+            original(request, address)
+
+        emu.server.process_request = counting  # type: ignore[method-assign]
+        found = discover_with(emu, api_version=2)
+        reqs = emu.requests
+    assert len(found.frontends) == 5
+    assert len(reqs) == 7  # frontends, 5 x binds, named_defaults
+    assert len(connections) == 1
 
 
 def test_names_are_url_encoded(tmp_path: Path, api: int) -> None:
@@ -188,8 +232,8 @@ def test_names_are_url_encoded(tmp_path: Path, api: int) -> None:
         "frontend fe_empty\n    mode tcp\n"
     )
     opts = Options(full_section=False, null_binds=True)
-    with start_emulator(path, api, options=opts) as emu, client(emu) as c:
-        found = c.discover()
+    with start_emulator(path, api, options=opts) as emu:
+        found = discover_with(emu)
     assert found.frontends == (
         Frontend("fe:odd.name", mode="tcp", binds=(RawBind("smtp", "192.0.2.77", 25),)),
         Frontend("fe_empty", mode="tcp"),  # v3.4 `null` bind list counts as empty
@@ -204,8 +248,8 @@ def test_v2_without_named_defaults_uses_single_defaults(tmp_path: Path) -> None:
         "frontend fe\n    bind 192.0.2.5:22\n"
     )
     opts = Options(named_defaults=False)
-    with start_emulator(path, 2, options=opts) as emu, client(emu) as c:
-        (fe,) = c.discover().frontends
+    with start_emulator(path, 2, options=opts) as emu:
+        (fe,) = discover_with(emu).frontends
         reqs = emu.requests
     assert fe.mode == "tcp"
     assert reqs[-2:] == [
@@ -218,45 +262,65 @@ def test_v2_without_named_defaults_uses_single_defaults(tmp_path: Path) -> None:
 
 
 def test_auto_detection_probes_v3_then_v2(emu: EmulatorHandle, api: int) -> None:
-    with client(emu) as c:
-        assert c.detect_api_version() == api
+    async def main() -> int:
+        async with client(emu) as c:
+            return await c.detect_api_version()
+
+    assert run(main()) == api
     expected = ["/v3/info"] if api == 3 else ["/v3/info", "/v2/info"]
     assert emu.requests == expected
 
 
 def test_pinned_version_and_url_suffix(emu: EmulatorHandle, api: int) -> None:
-    with client(emu, api_version=api) as c:
-        c.configuration_version()
-    with DataPlaneClient(f"{emu.url}/v{api}/", username="admin", password=PASSWORD) as c:
-        assert c.api_version() == api
-        assert c.base_url == emu.url
+    async def main() -> None:
+        async with client(emu, api_version=api) as c:
+            await c.configuration_version()
+        async with DataPlaneClient(f"{emu.url}/v{api}/", username="admin", password=PASSWORD) as c:
+            assert await c.api_version() == api
+            assert c.base_url == emu.url
+
+    run(main())
     assert not any(r.endswith("/info") for r in emu.requests)
+
+
+def test_url_suffix_and_api_version_must_agree() -> None:
+    with pytest.raises(ValueError, match="ends in /v2 but api_version is 3"):
+        DataPlaneClient("http://127.0.0.1:5555/v2", username="u", password="p", api_version=3)
 
 
 def test_wrong_pinned_version_is_a_404(emu: EmulatorHandle, api: int) -> None:
     other = 2 if api == 3 else 3
-    with client(emu, api_version=other) as c, pytest.raises(DataPlaneError) as info:
-        c.configuration_version()
+
+    async def main() -> None:
+        async with client(emu, api_version=other) as c:
+            await c.configuration_version()
+
+    with pytest.raises(DataPlaneError) as info:
+        run(main())
     assert info.value.status == 404
+    assert info.value.kind == "http_404"
     assert "was not found" in str(info.value)
 
 
 def test_configuration_version_follows_file_edits(emu: EmulatorHandle, cfg: Path) -> None:
-    with client(emu) as c:
-        assert c.configuration_version() == 1
-        assert c.configuration_version() == 1  # polling alone changes nothing
-        edit(cfg, "bind 198.51.100.20:5432 name db_pg", "bind 198.51.100.30:5432 name db_pg")
-        assert c.configuration_version() == 2
-        found = c.discover()
+    async def main() -> Any:
+        async with client(emu) as c:
+            assert await c.configuration_version() == 1
+            assert await c.configuration_version() == 1  # polling alone changes nothing
+            edit(cfg, "bind 198.51.100.20:5432 name db_pg", "bind 198.51.100.30:5432 name db_pg")
+            assert await c.configuration_version() == 2
+            return await c.discover()
+
+    found = run(main())
     assert found.version == 2
     assert ip("198.51.100.30") in vips_from_frontends(found.frontends).vips
 
 
 def test_v2_retries_when_the_version_changes_mid_discovery(cfg: Path) -> None:
-    with start_emulator(cfg, 2) as emu, client(emu, api_version=2) as c:
+    with start_emulator(cfg, 2) as emu:
         # The first binds request sees the configuration bumped under it.
         emu.set_fault("bump", count=1, match="/binds")
-        found = c.discover()
+        found = discover_with(emu, api_version=2)
         reqs = emu.requests
     assert found.version == 2
     assert reqs.count("/v2/services/haproxy/configuration/frontends") == 2
@@ -264,10 +328,11 @@ def test_v2_retries_when_the_version_changes_mid_discovery(cfg: Path) -> None:
 
 def test_discovery_gives_up_when_the_version_never_settles(emu: EmulatorHandle, api: int) -> None:
     emu.set_fault("bump", match="/binds" if api == 2 else "/defaults")
-    with client(emu, consistency_retries=2) as c, pytest.raises(DataPlaneError) as info:
-        c.discover()
+    with pytest.raises(DataPlaneError) as info:
+        discover_with(emu, consistency_retries=2)
     assert "kept changing" in str(info.value)
     assert "3 attempts" in str(info.value)
+    assert info.value.kind == "unstable"
 
 
 # ------------------------------------------------------------------------ auth
@@ -277,8 +342,11 @@ def test_discovery_gives_up_when_the_version_never_settles(emu: EmulatorHandle, 
     ("user", "password"), [("admin", PASSWORD), ("ops", "opspwd"), ("ops256", "sha256pwd")]
 )
 def test_auth_ok(emu: EmulatorHandle, user: str, password: str) -> None:
-    with client(emu, username=user, password=password) as c:
-        assert c.configuration_version() == 1
+    async def main() -> int:
+        async with client(emu, username=user, password=password) as c:
+            return await c.configuration_version()
+
+    assert run(main()) == 1
 
 
 @pytest.mark.parametrize(
@@ -286,10 +354,16 @@ def test_auth_ok(emu: EmulatorHandle, user: str, password: str) -> None:
 )
 def test_auth_refused(emu: EmulatorHandle, user: str, password: str) -> None:
     c = client(emu, username=user, password=password)
-    with c, pytest.raises(DataPlaneAuthError) as info:
-        c.discover()
+
+    async def main() -> None:
+        async with c:
+            await c.discover()
+
+    with pytest.raises(DataPlaneAuthError) as info:
+        run(main())
     text = str(info.value)
     assert info.value.status == 401
+    assert info.value.kind == "auth"
     assert repr(user) in text and emu.url in text
     assert password not in text and password not in repr(c)
     assert "invalid credentials" in text  # the error body's message
@@ -310,85 +384,133 @@ def test_auth_before_404_v34_style(cfg: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "status", "text"),
+    ("mode", "status", "kind", "text"),
     [
-        ("500", 500, "emulated internal error"),
-        ("garbage", 200, "not JSON"),
-        ("truncated", None, "bad response"),
-        ("shape", 200, "expected"),
-        ("close", None, "connection failed"),
+        ("500", 500, "http_500", "emulated internal error"),
+        ("garbage", 200, "bad_answer", "not JSON"),
+        ("truncated", None, "bad_answer", "bad response"),
+        ("shape", 200, "bad_answer", "expected"),
+        ("close", None, "unreachable", "connection failed"),
     ],
 )
 def test_faults_raise_typed_errors_quickly(
-    emu: EmulatorHandle, api: int, mode: str, status: int | None, text: str
+    emu: EmulatorHandle, api: int, mode: str, status: int | None, kind: str, text: str
 ) -> None:
-    with client(emu, api_version=api) as c:
-        emu.set_fault(mode)
-        for call in (c.configuration_version, c.discover):
-            start = time.monotonic()
-            with pytest.raises(DataPlaneError) as info:
-                call()
-            assert time.monotonic() - start < 1.5
-            assert not isinstance(info.value, DataPlaneAuthError)
-            assert info.value.status == status
-            assert text in str(info.value)
-            assert info.value.url is not None and info.value.url.startswith(emu.url)
-            assert PASSWORD not in str(info.value)
-        emu.set_fault("none")
-        assert c.configuration_version() == 1  # and it recovers
+    async def main() -> None:
+        async with client(emu, api_version=api) as c:
+            assert await c.configuration_version() == 1  # a kept-alive connection first
+            emu.set_fault(mode)
+            calls: list[Callable[[], Awaitable[object]]] = [c.configuration_version, c.discover]
+            for call in calls:
+                start = time.monotonic()
+                with pytest.raises(DataPlaneError) as info:
+                    await call()
+                assert time.monotonic() - start < 1.5
+                assert not isinstance(info.value, DataPlaneAuthError)
+                assert info.value.status == status
+                assert info.value.kind == kind
+                assert text in str(info.value)
+                assert info.value.url is not None and info.value.url.startswith(emu.url)
+                assert PASSWORD not in str(info.value)
+            emu.set_fault("none")
+            assert await c.configuration_version() == 1  # and it recovers
+
+    run(main())
 
 
 def test_auth_fault_is_an_auth_error(emu: EmulatorHandle) -> None:
     emu.set_fault("auth")
-    with client(emu) as c, pytest.raises(DataPlaneAuthError):
-        c.discover()
+    with pytest.raises(DataPlaneAuthError):
+        discover_with(emu)
 
 
 def test_slow_beyond_timeout(emu: EmulatorHandle, api: int) -> None:
     emu.set_fault("slow", delay=5.0)
-    with client(emu, api_version=api, timeout=0.3) as c:
-        start = time.monotonic()
-        with pytest.raises(DataPlaneError, match="timed out"):
-            c.discover()
-        assert time.monotonic() - start < 1.5
+    start = time.monotonic()
+    with pytest.raises(DataPlaneError, match=r"timed out after 0\.3s") as info:
+        discover_with(emu, api_version=api, timeout=0.3)
+    assert time.monotonic() - start < 1.5
+    assert info.value.kind == "timeout"
 
 
 def test_slow_within_timeout_is_fine(emu: EmulatorHandle, api: int) -> None:
     emu.set_fault("slow", delay=0.05, count=2)
-    with client(emu, api_version=api) as c:
-        assert len(c.discover().frontends) == 5
+    assert len(discover_with(emu, api_version=api).frontends) == 5
 
 
 def test_counted_fault_only_breaks_the_first_request(emu: EmulatorHandle, api: int) -> None:
     emu.set_fault("500", count=1)
-    with client(emu, api_version=api) as c:
-        with pytest.raises(DataPlaneError):
-            c.discover()
-        assert len(c.discover().frontends) == 5
+
+    async def main() -> int:
+        async with client(emu, api_version=api) as c:
+            with pytest.raises(DataPlaneError):
+                await c.discover()
+            return len((await c.discover()).frontends)
+
+    assert run(main()) == 5
 
 
 def test_connection_refused() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    c = DataPlaneClient(f"http://127.0.0.1:{port}", username="u", password="p", timeout=1)
-    with c, pytest.raises(DataPlaneError, match="connection failed") as info:
-        c.configuration_version()
+
+    async def main() -> None:
+        async with DataPlaneClient(
+            f"http://127.0.0.1:{port}", username="u", password="p", timeout=1
+        ) as c:
+            await c.configuration_version()
+
+    with pytest.raises(DataPlaneError, match="connection failed") as info:
+        run(main())
     assert info.value.status is None
+    assert info.value.kind == "unreachable"
 
 
 def test_not_a_dataplaneapi(cfg: Path) -> None:
     # A server that knows neither /v3/info nor /v2/info.
-    with start_emulator(cfg, 3) as emu:
-        c = DataPlaneClient(emu.url + "/nothing-here", username="admin", password=PASSWORD)
-        with c, pytest.raises(DataPlaneError, match="neither /v3/info nor /v2/info"):
-            c.discover()
+    with (
+        start_emulator(cfg, 3) as emu,
+        pytest.raises(DataPlaneError, match="neither /v3/info nor /v2/info"),
+    ):
+        discover_with(emu.url + "/nothing-here")
 
 
-def test_credentials_in_url_are_refused() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://admin:hunter2@127.0.0.1:1",
+        "http://hunter2@127.0.0.1:1",
+        "http://admin:hunter2@[::1",
+        "https://admin:hunter2@lb.example:99999",
+    ],
+)
+def test_credentials_in_url_are_refused(url: str) -> None:
     with pytest.raises(ValueError) as info:
-        DataPlaneClient("http://admin:hunter2@127.0.0.1:1", username="u", password="p")
+        DataPlaneClient(url, username="u", password="p")
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "text"),
+    [
+        ("http://192.0.2.1:5555", "only allowed to a loopback address"),
+        ("http://dpapi.example:5555", "only allowed to a loopback address"),
+        ("http://127.0.0.1:99999", "not a valid URL"),
+        ("http://[::1", "not a valid URL"),
+        ("ftp://127.0.0.1", "expected http://"),
+        ("unix://relative.sock", "unix:///absolute/path"),
+        ("http://127.0.0.1:5555/?x=1", "no ?query"),
+    ],
+)
+def test_bad_urls_are_refused(url: str, text: str) -> None:
+    with pytest.raises(ValueError, match=text.replace("?", r"\?")):
+        DataPlaneClient(url, username="u", password="p")
+
+
+def test_https_without_verification_is_refused() -> None:
+    with pytest.raises(ValueError, match="any server"):
+        DataPlaneClient("https://127.0.0.1:5555", username="u", password="p", verify=False)
 
 
 # ------------------------------------------------------------------------- TLS
@@ -414,10 +536,48 @@ def test_tls_with_ca_verification(cfg: Path, tls_files: tuple[str, str]) -> None
     cert, key = tls_files
     with start_emulator(cfg, 3, tls_cert=cert, tls_key=key) as emu:
         assert emu.url.startswith("https://")
-        with client(emu, verify=cert) as c:
-            assert len(c.discover().frontends) == 5
-        with client(emu, verify=True) as c, pytest.raises(DataPlaneError, match="TLS error"):
-            c.configuration_version()
+        # No server_users: over https the certificate is the proof.
+        assert len(discover_with(emu, verify=cert, server_users=()).frontends) == 5
+        with pytest.raises(DataPlaneError, match="TLS error") as info:
+            discover_with(emu, verify=True)
+        assert info.value.kind == "tls"
+        # The refused handshake sent no request: only the first client's three arrived.
+        assert emu.requests == [
+            "/v3/info",
+            "/v3/services/haproxy/configuration/frontends?full_section=true",
+            "/v3/services/haproxy/configuration/defaults",
+        ]
+
+
+# ------------------------------------------------------------------ unix socket
+
+
+def test_unix_socket_served_by_root(cfg: Path, tmp_path: Path, api: int) -> None:
+    sock = tmp_path / "dpapi.sock"
+    with start_emulator(cfg, api, unix_socket=sock) as emu:
+        assert emu.url == f"unix://{sock}"
+
+        async def main() -> Any:
+            async with client(emu) as c:
+                assert await c.api_version() == api
+                assert await c.configuration_version() == 1
+                return await c.discover()
+
+        found = run(main())
+        assert _sorted(found.frontends) == _sorted(EXPECTED_FRONTENDS)
+        emu.set_fault("500")
+        with pytest.raises(DataPlaneError) as info:
+            discover_with(emu)
+        assert info.value.url is not None and info.value.url.startswith(f"unix://{sock}/v")
+
+
+def test_unix_socket_not_in_server_users(cfg: Path, tmp_path: Path) -> None:
+    sock = tmp_path / "dpapi.sock"
+    with start_emulator(cfg, 3, unix_socket=sock) as emu:
+        with pytest.raises(DataPlaneError, match="owned by uid 0 \\(root\\)") as info:
+            discover_with(emu, server_users=("haproxy", 12345))
+        assert info.value.kind == "unverified_server"
+        assert emu.requests == []  # not one request reached it
 
 
 # ---------------------------------------------------------- emulator as a script
@@ -435,9 +595,13 @@ def test_emulator_runs_as_a_script(cfg: Path) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         url = line.rsplit(" on ", 1)[1].strip()
-        with DataPlaneClient(url, username="admin", password=PASSWORD) as c:
-            assert c.api_version() == 2
-            assert len(c.discover().frontends) == 5
+
+        async def main() -> int:
+            async with DataPlaneClient(url, username="admin", password=PASSWORD) as c:
+                assert await c.api_version() == 2
+                return len((await c.discover()).frontends)
+
+        assert run(main()) == 5
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
     finally:

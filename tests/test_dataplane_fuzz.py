@@ -3,11 +3,13 @@
 client returns a result or raises DataPlaneError, never anything else.
 
 tests/unit/test_discovery.py fuzzes the pure parsers with decoded JSON; this goes
-through requests, the status and header handling and the v2/v3 read sequences.
+through the asyncio/h11 transport, the status and header handling and the v2/v3 read
+sequences. Every error also carries a known `kind`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import threading
@@ -151,8 +153,11 @@ _answer = st.builds(
 PASSWORD = "s3cret-fuzz-Pa55"
 
 
-def exercise(url: str, api: int | str) -> None:
-    with DataPlaneClient(
+KINDS = {"auth", "unreachable", "timeout", "too_big", "tls", "bad_answer", "unstable"}
+
+
+async def exercise(url: str, api: int | str) -> None:
+    async with DataPlaneClient(
         url,
         username="admin",
         password=PASSWORD,
@@ -161,10 +166,11 @@ def exercise(url: str, api: int | str) -> None:
     ) as client:
         for call in (client.configuration_version, client.discover):
             try:
-                call()
+                await call()
             except DataPlaneError as e:
                 assert str(e).startswith("DataPlaneAPI: ")
                 assert PASSWORD not in str(e)
+                assert e.kind in KINDS or e.kind.startswith("http_"), e.kind
 
 
 @settings(max_examples=250, deadline=None)
@@ -174,7 +180,7 @@ def test_any_answer_gives_a_result_or_a_dataplane_error(
 ) -> None:
     url, script = server
     script.play(answers)
-    exercise(url, api)
+    asyncio.run(exercise(url, api))
 
 
 def test_the_harness_can_answer_well(server: tuple[str, Script]) -> None:
@@ -190,8 +196,14 @@ def test_the_harness_can_answer_well(server: tuple[str, Script]) -> None:
     script.play(
         [Answer(200, b"7", None, False), Answer(200, json.dumps(frontends).encode(), "7", False)]
     )
-    with DataPlaneClient(url, username="admin", password=PASSWORD, api_version=3) as client:
-        assert client.configuration_version() == 7
-        found = client.discover()
+
+    async def main() -> Any:
+        async with DataPlaneClient(
+            url, username="admin", password=PASSWORD, api_version=3
+        ) as client:
+            assert await client.configuration_version() == 7
+            return await client.discover()
+
+    found = asyncio.run(main())
     assert [f.name for f in found.frontends] == ["fe"]
     assert any("full_section=true" in p for p in script.paths)

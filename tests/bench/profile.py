@@ -26,7 +26,7 @@ BUCKETS = {
     "metrics (prometheus_client)": ("prometheus_client/", "announcer/metrics.py"),
     "asyncio event loop and transports": ("asyncio/",),
     "gRPC / protobuf (gobgpd adapter)": ("grpc/", "google/protobuf", "announcer/gobgp"),
-    "discovery / DataPlaneAPI": ("announcer/discovery.py", "announcer/dataplane.py", "requests/"),
+    "discovery / DataPlaneAPI": ("announcer/discovery.py", "announcer/dataplane.py", "h11/"),
 }
 
 

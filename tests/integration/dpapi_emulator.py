@@ -12,7 +12,10 @@ frontend answering 200 with an empty list.
 Only the standard library is used: the lab runs this file as a plain script.
 
     python tests/integration/dpapi_emulator.py --config haproxy.cfg --api-version 3 \\
-        --listen 127.0.0.1:5555 [--userlist controller]
+        --listen 127.0.0.1:5555 [--userlist controller] [--unix-socket /run/dpapi.sock]
+
+With `--unix-socket PATH` it serves on that unix socket instead of TCP, like DPAPI's
+`--scheme unix --socket-path PATH` (its URL is then `unix://PATH`).
 
 or as a library: `handle = start_emulator(cfg, 3)`, `handle.url`, `handle.stop()`.
 
@@ -29,8 +32,15 @@ Fault injection, for tests (unauthenticated, emulator-only):
 none | 500 | garbage (200, not JSON) | truncated (body cut short) | slow (sleep `delay`
 then answer) | auth (401) | shape (200, JSON of the wrong shape) | close (drop the
 connection without answering) | bump (bump the configuration version, then answer: the
-config "changed" under the client). `count` limits the fault to the next n API requests;
-`match` limits it to request paths containing that string.
+config "changed" under the client) | drip (send the answer, headers and body, one byte
+every `delay` seconds, default 1) | halfopen (read the request, never answer) |
+halfopen_headers (send part of the status line and headers, then nothing) | huge (200 with a
+`Content-Length` of `size` bytes, default 200 MB, streamed in full unless the client hangs
+up) | chunked (a chunked body of `size` bytes, endless when `size` is absent, one 64 KiB
+chunk every `delay` seconds) | empty (a well-formed 200 that lists nothing: no
+frontends, no binds). The hanging modes end when the client hangs up or the emulator
+stops. `count` limits the fault to the next n API requests; `match` limits it to
+request paths containing that string.
 `GET /_emulator/state` returns the version, the fault and the request log;
 `POST /_emulator/reset` clears the fault and the log.
 """
@@ -45,9 +55,12 @@ import hashlib
 import hmac
 import json
 import os
+import select
 import signal
 import socket
+import socketserver
 import ssl
+import stat
 import sys
 import threading
 import urllib.parse
@@ -92,8 +105,26 @@ SECTIONS = frozenset(
 )
 CONFIG = "/services/haproxy/configuration"
 FAULT_MODES = frozenset(
-    {"none", "500", "garbage", "truncated", "slow", "auth", "shape", "close", "bump"}
+    {
+        "none",
+        "empty",
+        "500",
+        "garbage",
+        "truncated",
+        "slow",
+        "auth",
+        "shape",
+        "close",
+        "bump",
+        "drip",
+        "halfopen",
+        "halfopen_headers",
+        "huge",
+        "chunked",
+    }
 )
+HUGE_DEFAULT = 200 * 1000 * 1000
+STREAM_BLOCK = 65536
 
 # --------------------------------------------------------------------- haproxy.cfg
 
@@ -374,9 +405,16 @@ class Fault:
     delay: float = 0.0
     count: int | None = None  # None: until changed
     match: str | None = None
+    size: int | None = None  # huge / chunked: body bytes (chunked: None is endless)
 
     def as_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "delay": self.delay, "count": self.count, "match": self.match}
+        return {
+            "mode": self.mode,
+            "delay": self.delay,
+            "count": self.count,
+            "match": self.match,
+            "size": self.size,
+        }
 
 
 @dataclass(frozen=True)
@@ -442,7 +480,7 @@ class EmulatorState:
                 fault.count -= 1
                 if fault.count <= 0:
                     self.fault = Fault()
-            return Fault(fault.mode, fault.delay, None, fault.match)
+            return Fault(fault.mode, fault.delay, None, fault.match, fault.size)
 
 
 # ------------------------------------------------------------------------- HTTP
@@ -516,6 +554,12 @@ class Handler(BaseHTTPRequestHandler):
         if fault.mode == "close":
             self.close_connection = True
             return
+        if fault.mode in ("halfopen", "halfopen_headers"):
+            if fault.mode == "halfopen_headers":
+                self._raw(b"HTTP/1.1 200 OK\r\nContent-Type: application/js")
+            self._hold()
+            self.close_connection = True
+            return
         is_config = CONFIG in path
         try:
             if fault.mode == "auth":
@@ -527,6 +571,12 @@ class Handler(BaseHTTPRequestHandler):
             status, payload = reply.status, reply.body
         except OSError as exc:  # the config file vanished or is unreadable
             status, payload = 500, {"code": 500, "message": f"cannot read configuration: {exc}"}
+        if fault.mode == "empty" and status == 200:
+            # A well-formed answer listing nothing (a half-written config, an impostor).
+            if isinstance(payload, list):
+                payload = []
+            elif isinstance(payload, dict) and isinstance(payload.get("data"), list):
+                payload = {**payload, "data": []}
         data = json.dumps(payload).encode()
         if fault.mode == "garbage":
             status, data = 200, b"<html><body>this is not JSON</body></html>"
@@ -539,8 +589,68 @@ class Handler(BaseHTTPRequestHandler):
             headers["WWW-Authenticate"] = 'Basic realm="DataPlaneAPI"'
         if fault.mode == "truncated":
             self._send(status, headers, data, cut=len(data) // 2)
+        elif fault.mode == "drip":
+            self._drip(status, headers, data, fault.delay or 1.0)
+        elif fault.mode in ("huge", "chunked"):
+            self._stream(status, headers, fault)
         else:
             self._send(status, headers, data)
+
+    # -- hostile answers (fault modes drip, halfopen*, huge, chunked)
+
+    def _raw(self, data: bytes) -> bool:
+        """Write bytes now; False once the client has hung up."""
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+            return True
+        except OSError:
+            return False
+
+    def _hold(self) -> None:
+        """Say nothing until the client hangs up or the emulator stops."""
+        conn = self.connection
+        while not self.server.state.stopping.wait(0.05):
+            try:
+                readable, _, _ = select.select([conn], [], [], 0)
+                if readable and not conn.recv(1, socket.MSG_PEEK):
+                    return
+            except (OSError, ValueError):
+                return
+
+    def _head(self, status: int, headers: dict[str, str]) -> bytes:
+        lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _drip(self, status: int, headers: dict[str, str], data: bytes, delay: float) -> None:
+        self.close_connection = True
+        raw = self._head(status, {**headers, "Content-Length": str(len(data))}) + data
+        for i in range(len(raw)):
+            if not self._raw(raw[i : i + 1]) or self.server.state.stopping.wait(delay):
+                return
+
+    def _stream(self, status: int, headers: dict[str, str], fault: Fault) -> None:
+        self.close_connection = True
+        chunked = fault.mode == "chunked"
+        size = fault.size if chunked or fault.size is not None else HUGE_DEFAULT
+        framing = {"Transfer-Encoding": "chunked"} if chunked else {"Content-Length": str(size)}
+        if not self._raw(self._head(status, {**headers, **framing})):
+            return
+        block = b" " * STREAM_BLOCK  # JSON whitespace: never a complete document
+        sent = 0
+        while size is None or sent < size:
+            n = STREAM_BLOCK if size is None else min(STREAM_BLOCK, size - sent)
+            piece = f"{n:x}\r\n".encode() + block[:n] + b"\r\n" if chunked else block[:n]
+            if not self._raw(piece):
+                return
+            sent += n
+            if chunked and fault.delay and self.server.state.stopping.wait(fault.delay):
+                return
+            if self.server.state.stopping.is_set():
+                return
+        if chunked:
+            self._raw(b"0\r\n\r\n")
 
     def _read_body(self) -> bytes:
         length = self.headers.get("Content-Length")
@@ -575,11 +685,13 @@ class Handler(BaseHTTPRequestHandler):
                 if not isinstance(spec, dict) or spec.get("mode", "none") not in FAULT_MODES:
                     raise ValueError(f"mode must be one of {sorted(FAULT_MODES)}")
                 count = spec.get("count")
+                size = spec.get("size")
                 fault = Fault(
                     mode=str(spec.get("mode", "none")),
                     delay=float(spec.get("delay", 0.0)),
                     count=int(count) if count is not None else None,
                     match=str(spec["match"]) if spec.get("match") is not None else None,
+                    size=int(size) if size is not None else None,
                 )
                 with state.lock:
                     state.fault = fault
@@ -787,12 +899,35 @@ class EmulatorServer(ThreadingHTTPServer):
         self.verbose = verbose
 
 
+class UnixHandler(Handler):
+    """Handler on a unix socket: no TCP options, no client address."""
+
+    disable_nagle_algorithm = False
+
+    def address_string(self) -> str:
+        return "unix"
+
+
+class UnixEmulatorServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """The emulator on a unix socket (DPAPI's `--scheme unix --socket-path`)."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, state: EmulatorState, *, verbose: bool = False) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)  # a stale socket from an earlier run
+        super().__init__(path, UnixHandler)
+        self.state = state
+        self.verbose = verbose
+
+
 @dataclass
 class EmulatorHandle:
     """A running emulator: its base URL (without /vN) and how to control and stop it."""
 
     url: str
-    server: EmulatorServer
+    server: EmulatorServer | UnixEmulatorServer
     thread: threading.Thread
 
     @property
@@ -812,13 +947,19 @@ class EmulatorHandle:
             return list(self.state.requests)
 
     def set_fault(
-        self, mode: str, *, delay: float = 0.0, count: int | None = None, match: str | None = None
+        self,
+        mode: str,
+        *,
+        delay: float = 0.0,
+        count: int | None = None,
+        match: str | None = None,
+        size: int | None = None,
     ) -> None:
         """Inject a fault (same as POST /_emulator/fault)."""
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}")
         with self.state.lock:
-            self.state.fault = Fault(mode, delay, count, match)
+            self.state.fault = Fault(mode, delay, count, match, size)
 
     def reset(self) -> None:
         """Clear the fault and the request log."""
@@ -832,6 +973,9 @@ class EmulatorHandle:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+        if isinstance(self.server, UnixEmulatorServer):
+            with contextlib.suppress(OSError):
+                os.unlink(self.server.server_address)
 
     def __enter__(self) -> EmulatorHandle:
         return self
@@ -850,11 +994,17 @@ def start_emulator(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     verbose: bool = False,
+    unix_socket: str | os.PathLike[str] | None = None,
 ) -> EmulatorHandle:
-    """Serve `cfg_path` as DPAPI v2 or v3 on host:port (0: any free port) in a thread."""
+    """Serve `cfg_path` as DPAPI v2 or v3 on host:port (0: any free port) in a thread,
+    or on the unix socket `unix_socket` (URL `unix:///path`)."""
     if api_version not in (2, 3):
         raise ValueError("api_version must be 2 or 3")
     state = EmulatorState(os.fspath(cfg_path), api_version, options or Options())
+    if unix_socket is not None:
+        path = os.path.abspath(os.fspath(unix_socket))
+        userver = UnixEmulatorServer(path, state, verbose=verbose)
+        return EmulatorHandle(url=f"unix://{path}", server=userver, thread=_serving(userver))
     server = EmulatorServer((host, port), state, verbose=verbose)
     scheme = "http"
     if tls_cert:
@@ -866,6 +1016,12 @@ def start_emulator(
         scheme = "https"
     bound_port = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
+    url = f"{scheme}://{shown}:{bound_port}"
+    return EmulatorHandle(url=url, server=server, thread=_serving(server))
+
+
+def _serving(server: socketserver.BaseServer) -> threading.Thread:
+    """Run `server` in a daemon thread; returns the thread."""
     thread = threading.Thread(
         target=server.serve_forever,
         kwargs={"poll_interval": 0.05},
@@ -873,7 +1029,7 @@ def start_emulator(
         daemon=True,
     )
     thread.start()
-    return EmulatorHandle(url=f"{scheme}://{shown}:{bound_port}", server=server, thread=thread)
+    return thread
 
 
 # ----------------------------------------------------------------------- script
@@ -892,6 +1048,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="haproxy.cfg to serve")
     ap.add_argument("--api-version", type=int, choices=(2, 3), default=3)
     ap.add_argument("--listen", type=_listen, default=("127.0.0.1", 5555), help="HOST:PORT")
+    ap.add_argument("--unix-socket", help="serve on this unix socket instead of TCP")
     ap.add_argument("--userlist", default="controller")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
@@ -925,6 +1082,7 @@ def main(argv: list[str] | None = None) -> int:
         tls_cert=ns.tls_cert,
         tls_key=ns.tls_key,
         verbose=ns.verbose,
+        unix_socket=ns.unix_socket,
     )
     print(f"dpapi-emulator: serving {ns.config} as /v{ns.api_version} on {handle.url}", flush=True)
     while not stop.wait(1.0):

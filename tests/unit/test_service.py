@@ -63,13 +63,13 @@ class FakeSource:
         self.fail: Exception | None = None
         self.calls = 0
 
-    def configuration_version(self) -> int:
+    async def configuration_version(self) -> int:
         self.calls += 1
         if self.fail:
             raise self.fail
         return self.version
 
-    def discover(self) -> Discovery:
+    async def discover(self) -> Discovery:
         if self.fail:
             raise self.fail
         return Discovery(self.version, self.frontends)
