@@ -1,9 +1,21 @@
-"""Prometheus metrics: counters fed by the service, gauges read from it at scrape time.
+"""Prometheus metrics: counters fed by the service, gauges from a snapshot of its state.
 
-prometheus_client does the exposition format and the counter/histogram types. We
-serve /metrics from announcer's own event loop (a few lines of asyncio below)
-rather than prometheus_client's HTTP thread, so a scrape reads the service's state
-between two steps of the loop and never while a step is halfway through.
+prometheus_client does the exposition format and the counter/histogram types; the
+HTTP server is a few lines of asyncio below, on announcer's event loop. Anyone on
+the host can connect to a loopback port, so nothing a client does may cost the
+health checks their time or their file descriptors (issue 11: scrapes in bursts
+stalled the loop for 60 ms each at 2 000 VIPs, 0.9 s at 10 000, and checks timed
+out; held connections used up descriptors and checks failed with EMFILE):
+
+* A page is rendered at most once per `min_interval`; scrapes in between, and
+  scrapes arriving during a render, get the same bytes.
+* Rendering is split: the service's state is copied into a `Snapshot` on the loop
+  (between two steps of it, never halfway through one), and the text is generated
+  from the snapshot and the counters in a thread.
+* The server holds at most `max_connections` connections (more are closed at
+  once), each for at most `timeout` seconds in all, with a request of at most
+  MAX_REQUEST bytes, and refuses connections that would dig into the descriptors
+  kept for the probes (fds.py).
 
 Per-VIP series are one gauge per VIP (its state as a label), not one per VIP and
 state: at 10 000 VIPs that is 10 000 series, not 60 000.
@@ -13,33 +25,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import stat
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from . import __version__
+from . import __version__, fds
 from . import health as hm
 from .health import State
-from .model import SessionState
+from .model import IPAddress, PeerStatus, SessionState
 from .planner import Drain
 
 if TYPE_CHECKING:
-    from .service import Service
+    from .service import Service, _VipState
 
 log = logging.getLogger("announcer.metrics")
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+# The longest request head we read (a scraper sends a few hundred bytes).
+MAX_REQUEST = 8192
+UNIX_PREFIX = "unix://"
+
 
 class Metrics:
-    """The service's MetricsSink, and the collector of its gauges."""
+    """The service's MetricsSink, and the renderer of its page."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, min_interval: float = 2.0
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self.min_interval = min_interval
         r = self.registry
         self.checks = Counter(
             "announcer_checks", "Health checks done", ["kind", "result"], registry=r
@@ -49,6 +73,12 @@ class Metrics:
             "Time a health check took",
             ["kind"],
             buckets=_BUCKETS,
+            registry=r,
+        )
+        self.local_failures = Counter(
+            "announcer_check_local_failures",
+            "Checks that failed for a reason of announcer's own (not counted against the VIP)",
+            ["reason"],
             registry=r,
         )
         self.transitions = Counter(
@@ -66,9 +96,20 @@ class Metrics:
         self.dataplane_errors = Counter(
             "announcer_dataplaneapi_errors", "Failed DataPlaneAPI polls", ["kind"], registry=r
         )
+        self.scrapes = Counter(
+            "announcer_metrics_connections",
+            "Connections to the metrics endpoint, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.renders = Counter(
+            "announcer_metrics_renders", "Pages rendered (at most one per interval)", registry=r
+        )
         self._check_children: dict[tuple[str, bool], tuple[Counter, Histogram]] = {}
         self.service: Service | None = None
-        r.register(_Gauges(self))
+        self._page: bytes | None = None
+        self._page_at = float("-inf")  # loop time of the snapshot the page shows
+        self._rendering: asyncio.Task[bytes] | None = None
 
     def attach(self, service: Service) -> None:
         self.service = service
@@ -86,6 +127,9 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(duration)
+
+    def check_local_failure(self, reason: str) -> None:
+        self.local_failures.labels(reason).inc()
 
     def transition(self, old: State, new: State) -> None:
         self.transitions.labels(str(old), str(new)).inc()
@@ -105,138 +149,432 @@ class Metrics:
     def dataplane_error(self, kind: str) -> None:
         self.dataplane_errors.labels(kind).inc()
 
+    # Rendering
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """A fresh page, all of it here and now (tests; the server uses `page`)."""
+        return self._generate(snapshot_now(self.service) if self.service is not None else None)
+
+    def _generate(self, snap: Snapshot | None) -> bytes:
+        # Thread-safe: prometheus_client locks every counter and family it reads.
+        page = generate_latest(_Page(self.registry, snap))
+        return page if snap is None else page + _vip_text(snap).encode()
+
+    def cached(self, now: float) -> bytes | None:
+        """The last page if it is younger than min_interval at loop time `now`."""
+        if self._page is not None and now - self._page_at < self.min_interval:
+            return self._page
+        return None
+
+    async def page(self) -> bytes:
+        """The page, rendered at most once per min_interval; concurrent callers share a render."""
+        loop = asyncio.get_running_loop()
+        page = self.cached(loop.time())
+        if page is not None:
+            return page
+        if self._rendering is None:
+            self._rendering = loop.create_task(self._render(), name="metrics-render")
+            # Retrieved here too, in case every scraper waiting for it has gone.
+            self._rendering.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(self._rendering)
+
+    async def _render(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        try:
+            started = loop.time()
+            snap = await snapshot(self.service) if self.service is not None else None
+            taken = loop.time()
+            page = await asyncio.to_thread(self._generate, snap)
+            self._page, self._page_at = page, started
+            self.renders.inc()
+            log.debug(
+                "page rendered: snapshot %.1f ms on the loop, %.1f ms in all, %d bytes",
+                (taken - started) * 1e3,
+                (loop.time() - started) * 1e3,
+                len(page),
+            )
+            return page
+        finally:
+            self._rendering = None
 
 
-class _Gauges:
-    """Reads the service's state at scrape time."""
+@dataclass(frozen=True)
+class Snapshot:
+    """The service's state as plain values, read on the event loop."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
+    # Per VIP, in four parallel lists rather than a tuple each: 10 000 tuples made per
+    # scrape and kept past it gave the cyclic GC more to do (its full passes hold
+    # every thread for 100 ms at 10 000 VIPs).
+    addresses: list[IPAddress]
+    states: list[State]
+    announced: list[bool]
+    drains: list[Drain]
+    paths: int
+    drained: tuple[bool, bool, bool]  # the host by the operator, the disable file, stopping
+    gobgp_ok: bool
+    synced: bool
+    peers: list[PeerStatus]
+    dataplane_ok: bool
+    dataplane_last_ok: float | None
+    last_sync: float | None
+    peer_alarms: dict[str, str]  # managed peers that are down, and why
+    held: int  # VIPs the VIP-loss hold keeps (shrink.py)
+    state_saved: bool  # the state directory is usable
+
+
+# VIPs read per step of the loop: about 2 ms each (what `desired()` costs per VIP),
+# so that a scrape at 10 000 VIPs never holds the loop for 40 ms at once.
+CHUNK = 500
+
+
+async def snapshot(svc: Service) -> Snapshot:
+    """Read what the gauges show, CHUNK VIPs per step of the loop.
+
+    Each VIP's values are read in one step, so its series agree with each other and
+    with the counts by state; two VIPs may be read a few milliseconds apart.
+    """
+    vips = list(svc.vips.values())
+    snap = _scalars(svc)
+    for i in range(0, len(vips), CHUNK):
+        if i:
+            await asyncio.sleep(0)
+        _read_vips(svc, vips[i : i + CHUNK], snap)
+    return snap
+
+
+def snapshot_now(svc: Service) -> Snapshot:
+    """`snapshot` in one go (tests, and `Metrics.render`)."""
+    snap = _scalars(svc)
+    _read_vips(svc, list(svc.vips.values()), snap)
+    return snap
+
+
+def _read_vips(svc: Service, vips: list[_VipState], snap: Snapshot) -> None:
+    now = svc.clock()
+    want, phase = svc._want, svc.phase
+    addresses, states, announced, drains = snap.addresses, snap.states, snap.announced, snap.drains
+    for vs in vips:
+        a = vs.vip.address
+        addresses.append(a)
+        states.append(vs.state)
+        # What `desired()` holds for the VIP, without building all of it.
+        announced.append(want(vs, now, None) is not None)
+        drains.append(phase(a, now))
+
+
+def _scalars(svc: Service) -> Snapshot:
+    """A snapshot of everything but the VIPs (read into it by `_read_vips`)."""
+    actual = svc._actual
+    return Snapshot(
+        addresses=[],
+        states=[],
+        announced=[],
+        drains=[],
+        paths=len(actual) if actual is not None else 0,
+        drained=(
+            svc._drain_host is not None,
+            svc._drain_file is not None,
+            svc._drain_stop is not None,
+        ),
+        gobgp_ok=bool(svc.gobgp_ok),
+        synced=svc.synced.is_set(),
+        peers=list(svc.peers),
+        dataplane_ok=bool(svc.dataplane_ok),
+        dataplane_last_ok=svc.dataplane_last_ok,
+        last_sync=svc.last_sync,
+        peer_alarms=dict(svc.peer_alarms),
+        held=len(svc._hold.lost) if svc._hold is not None else 0,
+        state_saved=svc._state_ok,
+    )
+
+
+class _Page:
+    """The page's families but the per-VIP ones: the registry's counters, then gauges."""
+
+    def __init__(self, registry: CollectorRegistry, snap: Snapshot | None) -> None:
+        self.registry = registry
+        self.snap = snap
 
     def collect(self) -> Iterator[Metric]:
+        yield from self.registry.collect()
         info = GaugeMetricFamily("announcer_info", "announcer's version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
-        svc = self.metrics.service
-        if svc is None:
-            return
-        now = svc.clock()
-        state = GaugeMetricFamily(
-            "announcer_vip_state",
-            "1 for each VIP, labelled with its state",
-            labels=["vip", "state"],
-        )
-        announced = GaugeMetricFamily(
-            "announcer_vip_announced", "Whether announcer wants the VIP's route", labels=["vip"]
-        )
-        drain = GaugeMetricFamily(
-            "announcer_vip_drain", "1 for each drained VIP, with its phase", labels=["vip", "phase"]
-        )
-        counts: dict[State, int] = dict.fromkeys(State, 0)
-        desired = svc.desired()
-        for address, vs in svc.vips.items():
-            a = str(address)
-            state.add_metric([a, str(vs.state)], 1)
-            announced.add_metric([a], 1 if vs.vip.prefix in desired else 0)
-            counts[vs.state] += 1
-            phase = svc.phase(address, now)
-            if phase is not Drain.NONE:
-                drain.add_metric([a, str(phase)], 1)
-        yield state
-        yield announced
-        yield drain
-        by_state = GaugeMetricFamily("announcer_vips", "VIPs by state", labels=["state"])
-        for s, n in counts.items():
-            by_state.add_metric([str(s)], n)
-        yield by_state
+        if self.snap is not None:
+            yield from _gauges(self.snap)
+
+
+# The per-VIP families, written here rather than by prometheus_client: a sample
+# object per series and the generic escaping made them 100 ms at 10 000 VIPs, and
+# the garbage set off collections that held every thread. Addresses and state
+# names need no escaping.
+_VIP_FAMILIES = (
+    ("announcer_vip_state", "1 for each VIP, labelled with its state"),
+    ("announcer_vip_announced", "Whether announcer wants the VIP's route"),
+    ("announcer_vip_drain", "1 for each drained VIP, with its phase"),
+)
+
+
+def _vip_text(snap: Snapshot) -> str:
+    """The per-VIP families in the text format (version 0.0.4), labels sorted by name
+    as prometheus_client writes them."""
+    heads = [f"# HELP {name} {doc}\n# TYPE {name} gauge\n" for name, doc in _VIP_FAMILIES]
+    state, announced, drain = [heads[0]], [heads[1]], [heads[2]]
+    for address, vip_state, wanted, phase in zip(
+        snap.addresses, snap.states, snap.announced, snap.drains, strict=True
+    ):
+        a = str(address)
+        state.append(f'announcer_vip_state{{state="{vip_state.value}",vip="{a}"}} 1.0\n')
+        announced.append(f'announcer_vip_announced{{vip="{a}"}} {"1.0" if wanted else "0.0"}\n')
+        if phase is not Drain.NONE:
+            drain.append(f'announcer_vip_drain{{phase="{phase.value}",vip="{a}"}} 1.0\n')
+    return "".join(state) + "".join(announced) + "".join(drain)
+
+
+def _gauges(snap: Snapshot) -> Iterator[Metric]:
+    """The gauges of a snapshot but the per-VIP ones."""
+    counts: dict[State, int] = dict.fromkeys(State, 0)
+    for vip_state in snap.states:
+        counts[vip_state] += 1
+    desired = sum(snap.announced)
+    by_state = GaugeMetricFamily("announcer_vips", "VIPs by state", labels=["state"])
+    for s, n in counts.items():
+        by_state.add_metric([str(s)], n)
+    yield by_state
+    yield _gauge(
+        "announcer_vips_healthy",
+        "VIPs announced as healthy",
+        sum(n for s, n in counts.items() if hm.announced(s)),
+    )
+    yield _gauge("announcer_paths_desired", "Routes announcer wants in gobgpd", desired)
+    yield _gauge(
+        "announcer_paths_announced",
+        "Routes announcer has in gobgpd (as last read or applied)",
+        snap.paths,
+    )
+    host = GaugeMetricFamily(
+        "announcer_host_drained", "Whether the whole host is drained", labels=["cause"]
+    )
+    for cause, on in zip(("operator", "disable_file", "stopping"), snap.drained, strict=True):
+        host.add_metric([cause], 1 if on else 0)
+    yield host
+    yield _gauge("announcer_gobgp_up", "gobgpd answered the last reconcile", int(snap.gobgp_ok))
+    yield _gauge("announcer_synced", "A first full sync with gobgpd is done", int(snap.synced))
+    peer = GaugeMetricFamily(
+        "announcer_bgp_peer_established", "gobgpd's session to a router is up", labels=["peer"]
+    )
+    admin = GaugeMetricFamily(
+        "announcer_bgp_peer_admin_down", "gobgpd holds the peer admin-down", labels=["peer"]
+    )
+    for p in snap.peers:
+        peer.add_metric([p.address], 1 if p.state is SessionState.ESTABLISHED else 0)
+        admin.add_metric([p.address], 1 if p.admin_down else 0)
+    yield peer
+    yield admin
+    alarm = GaugeMetricFamily(
+        "announcer_bgp_peer_alarm",
+        "1 for a managed peer that is down (admin-down behind announcer's back, or its "
+        "session not established for 10 s), with why",
+        labels=["peer", "reason"],
+    )
+    for address, why in sorted(snap.peer_alarms.items()):
+        alarm.add_metric([address, why], 1)
+    yield alarm
+    yield _gauge(
+        "announcer_vip_loss_held_vips",
+        "VIPs kept although DataPlaneAPI's answers lack them, until the loss is confirmed",
+        snap.held,
+    )
+    yield _gauge(
+        "announcer_state_dir_usable",
+        "Whether drains are saved (the state directory passed its checks)",
+        int(snap.state_saved),
+    )
+    yield _gauge(
+        "announcer_dataplaneapi_up", "DataPlaneAPI answered the last poll", int(snap.dataplane_ok)
+    )
+    yield _gauge(
+        "announcer_dataplaneapi_last_success_timestamp_seconds",
+        "When DataPlaneAPI last answered (Unix time)",
+        snap.dataplane_last_ok or 0,
+    )
+    if snap.last_sync is not None:
         yield _gauge(
-            "announcer_vips_healthy",
-            "VIPs announced as healthy",
-            sum(n for s, n in counts.items() if hm.announced(s)),
+            "announcer_gobgp_last_sync_timestamp_seconds",
+            "When the last reconcile with gobgpd succeeded (Unix time)",
+            snap.last_sync,
         )
-        yield _gauge("announcer_paths_desired", "Routes announcer wants in gobgpd", len(desired))
-        report_routes = svc._actual
-        yield _gauge(
-            "announcer_paths_announced",
-            "Routes announcer has in gobgpd (as last read or applied)",
-            len(report_routes) if report_routes is not None else 0,
-        )
-        host = GaugeMetricFamily(
-            "announcer_host_drained", "Whether the whole host is drained", labels=["cause"]
-        )
-        host.add_metric(["operator"], 1 if svc._drain_host is not None else 0)
-        host.add_metric(["disable_file"], 1 if svc._drain_file is not None else 0)
-        host.add_metric(["stopping"], 1 if svc._drain_stop is not None else 0)
-        yield host
-        yield _gauge(
-            "announcer_gobgp_up", "gobgpd answered the last reconcile", 1 if svc.gobgp_ok else 0
-        )
-        yield _gauge(
-            "announcer_synced",
-            "A first full sync with gobgpd is done",
-            1 if svc.synced.is_set() else 0,
-        )
-        peer = GaugeMetricFamily(
-            "announcer_bgp_peer_established", "gobgpd's session to a router is up", labels=["peer"]
-        )
-        admin = GaugeMetricFamily(
-            "announcer_bgp_peer_admin_down", "gobgpd holds the peer admin-down", labels=["peer"]
-        )
-        for p in svc.peers:
-            peer.add_metric([p.address], 1 if p.state is SessionState.ESTABLISHED else 0)
-            admin.add_metric([p.address], 1 if p.admin_down else 0)
-        yield peer
-        yield admin
-        yield _gauge(
-            "announcer_dataplaneapi_up",
-            "DataPlaneAPI answered the last poll",
-            1 if svc.dataplane_ok else 0,
-        )
-        yield _gauge(
-            "announcer_dataplaneapi_last_success_timestamp_seconds",
-            "When DataPlaneAPI last answered (Unix time)",
-            svc.dataplane_last_ok or 0,
-        )
-        if svc.last_sync is not None:
-            yield _gauge(
-                "announcer_gobgp_last_sync_timestamp_seconds",
-                "When the last reconcile with gobgpd succeeded (Unix time)",
-                svc.last_sync,
-            )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-async def serve(metrics: Metrics, host: str, port: int) -> asyncio.Server:
-    """GET /metrics on host:port, answered from the event loop."""
+@dataclass(frozen=True)
+class Limits:
+    """What one client may cost the server (metrics.max_connections, metrics.timeout)."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    max_connections: int = 16
+    timeout: float = 5.0  # seconds for a whole connection: request, render, response
+
+
+async def serve(metrics: Metrics, address: str, limits: Limits | None = None) -> asyncio.Server:
+    """GET /metrics on `address`: host:port (TCP) or unix:///path (a socket, mode 0660)."""
+    server = _Server(metrics, limits or Limits())
+    loop = asyncio.get_running_loop()
+    if address.startswith(UNIX_PREFIX):
+        path = Path(address[len(UNIX_PREFIX) :])
+        _take_over(path)
+        srv = await loop.create_unix_server(server.protocol, str(path))
+        # Root and the service's group only: the page lists every VIP and peer.
+        os.chmod(path, 0o660)
+        return srv
+    host, _, port = address.rpartition(":")
+    return await loop.create_server(server.protocol, host.strip("[]"), int(port))
+
+
+def _take_over(path: Path) -> None:
+    """Remove a stale socket left by a killed announcer; refuse to steal a live one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(f"{path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
         try:
-            async with asyncio.timeout(5):
-                head = await reader.readuntil(b"\r\n\r\n")
-            line = head.split(b"\r\n", 1)[0].split()
-            if len(line) < 2 or line[0] not in (b"GET", b"HEAD"):
-                status, body, ctype = "405 Method Not Allowed", b"GET only\n", "text/plain"
-            elif line[1].split(b"?")[0] in (b"/metrics", b"/"):
-                started = time.perf_counter()
-                status, body, ctype = "200 OK", metrics.render(), CONTENT_TYPE_LATEST
-                log.debug("scrape rendered in %.1f ms", (time.perf_counter() - started) * 1e3)
-            else:
-                status, body, ctype = "404 Not Found", b"try /metrics\n", "text/plain"
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            )
-            if line and line[0] != b"HEAD":
-                writer.write(body)
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            pass
-        finally:
-            writer.close()
+            s.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody listens: a leftover
+            return
+    raise OSError(f"{path}: another announcer is running and listening on it")
 
-    return await asyncio.start_server(handle, host, port, limit=16384)
+
+class _Server:
+    """The connections of one listening socket, and their limits."""
+
+    def __init__(self, metrics: Metrics, limits: Limits) -> None:
+        self.metrics = metrics
+        self.limits = limits
+        self.open: set[_Connection] = set()
+        self._warned = float("-inf")
+
+    def protocol(self) -> _Connection:
+        return _Connection(self)
+
+    def refuse(self, why: str) -> None:
+        self.metrics.scrapes.labels(why).inc()
+        now = time.monotonic()
+        if now - self._warned >= 60:  # a flood of them must not flood the log
+            self._warned = now
+            log.warning("metrics: refusing connections (%s)", why.replace("_", " "))
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 exchange: a request head in, one response out, then close.
+
+    A Protocol rather than asyncio streams: a connection refused costs an accept and
+    an abort, and no task is made unless a scrape has to wait for a render.
+    """
+
+    def __init__(self, server: _Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.head = bytearray()
+        self.answered = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        t = self.transport = cast(asyncio.Transport, transport)
+        srv = self.server
+        sock = t.get_extra_info("socket")
+        if len(srv.open) >= srv.limits.max_connections:
+            srv.refuse("too_many")
+        elif sock is not None and not fds.admit(sock.fileno()):
+            srv.refuse("fd_reserve")
+        else:
+            srv.open.add(self)
+            loop = asyncio.get_running_loop()
+            # One deadline for everything: a client that sends slowly, or reads slowly,
+            # or not at all, is cut off (slowloris).
+            self.timer = loop.call_later(srv.limits.timeout, self._expire)
+            return
+        self.answered = True
+        t.abort()  # no FIN handshake, no TIME_WAIT on our side
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered:
+            return  # a body, or more pipelined requests: ignored (we close)
+        start = max(0, len(self.head) - 3)
+        self.head += data
+        end = self.head.find(b"\r\n\r\n", start)
+        if end < 0:
+            if len(self.head) > MAX_REQUEST:
+                self._respond("431 Request Header Fields Too Large", b"request too large\n")
+            return
+        if end > MAX_REQUEST:
+            self._respond("431 Request Header Fields Too Large", b"request too large\n")
+            return
+        line = bytes(self.head[: self.head.find(b"\r\n")]).split()
+        if len(line) < 2 or line[0] not in (b"GET", b"HEAD"):
+            self._respond("405 Method Not Allowed", b"GET only\n")
+        elif line[1].split(b"?")[0] not in (b"/metrics", b"/"):
+            self._respond("404 Not Found", b"try /metrics\n")
+        else:
+            head_only = line[0] == b"HEAD"
+            metrics = self.server.metrics
+            page = metrics.cached(asyncio.get_running_loop().time())
+            if page is not None:
+                self._respond("200 OK", page, CONTENT_TYPE_LATEST, head_only)
+            else:
+                self.answered = True
+                self.task = asyncio.get_running_loop().create_task(self._scrape(head_only))
+
+    async def _scrape(self, head_only: bool) -> None:
+        try:
+            page = await self.server.metrics.page()
+        except Exception:
+            log.error("metrics: rendering failed", exc_info=True)
+            self._respond("500 Internal Server Error", b"rendering failed\n", force=True)
+            return
+        self._respond("200 OK", page, CONTENT_TYPE_LATEST, head_only, force=True)
+
+    def _respond(
+        self,
+        status: str,
+        body: bytes,
+        ctype: str = "text/plain",
+        head_only: bool = False,
+        force: bool = False,
+    ) -> None:
+        t = self.transport
+        if (self.answered and not force) or t is None or t.is_closing():
+            return
+        self.answered = True
+        self.server.metrics.scrapes.labels("served" if status == "200 OK" else "bad").inc()
+        t.write(
+            f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        )
+        if not head_only:
+            t.write(body)
+        t.close()  # after the buffer is sent; the deadline still aborts a slow reader
+
+    def _expire(self) -> None:
+        self.server.metrics.scrapes.labels("timeout").inc()
+        assert self.transport is not None
+        self.transport.abort()
+
+    def eof_received(self) -> bool:
+        # The client is done sending. Keep our side open while its page is rendered;
+        # otherwise close (an answer being sent is flushed first).
+        return self.task is not None and not self.task.done()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.open.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()

@@ -29,16 +29,17 @@ import logging
 import os
 import random
 import re
-import shlex
 import signal
 import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, cast
 
 from . import __version__
+from .checks import REQUEST_TOKEN, command_argv
 from .model import CheckResult, CheckSpec
 
 log = logging.getLogger("announcer.probes")
@@ -72,10 +73,80 @@ _NOT_REUSABLE = re.compile(rb"\r\n(?:connection:[^\r\n]*close|transfer-encoding:
 _DEADLINE_TICK = 0.02
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: [^\r\n]*)?\r?\n")
-# Visible ASCII only: a space, CR or LF in the path or Host would break the request.
-_REQUEST_TOKEN = re.compile(r"[\x21-\x7e]+")
+_REQUEST_TOKEN = REQUEST_TOKEN  # checks.py: config.py validates with the same rule
 
 _Outcome = tuple[bool, str]
+
+# Failures that say nothing about the VIP: this process is out of descriptors,
+# socket buffers or memory (EAGAIN: fork failed for a command check). A probe that
+# meets one reports `local`, and the service keeps the VIP's state (issue 11: a
+# /metrics client holding descriptors made checks fail with EMFILE).
+_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_LOCAL_FORK_ERRNOS = _LOCAL_ERRNOS | {errno.EAGAIN}
+# A timeout is ours, not the VIP's, when the event loop stalled for longer than this
+# while the probe was in flight: the answer may have been waiting in the socket while
+# nothing ran (a blocked loop timed out 1 708 of 2 000 healthy VIPs in 30 s). Normal
+# loop iterations at 10 000 checks a second are milliseconds.
+STALL = 0.1
+# Local failures are logged at most this often (they come in bursts of thousands).
+_LOCAL_LOG_EVERY = 10.0
+
+
+class _Local(Exception):
+    """A probe failed for a reason of this process, not of the VIP (caught by the callers
+    of the probe functions and turned into a `CheckResult` with `local` set)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class _Stalls:
+    """When the event loop was last seen late by more than STALL (loop.time())."""
+
+    last = float("-inf")
+
+    @classmethod
+    def late(cls, now: float, due: float) -> bool:
+        """Note a timer or deadline due at `due` that ran at `now`; True if it ran late."""
+        if now - due > STALL:
+            cls.last = now
+            return True
+        return False
+
+
+def _timed_out(spec: CheckSpec, deadline: float, outcome: _Outcome) -> _Outcome:
+    """A timeout's outcome, or _Local if the loop stalled while the probe was in flight."""
+    now = asyncio.get_running_loop().time()
+    # A stall seen after the probe started overlapped it (a stall is seen when it ends).
+    if _Stalls.late(now, deadline) or _Stalls.last > deadline - spec.timeout:
+        raise _Local("loop_stall", f"{outcome[1]} while the event loop stalled")
+    return outcome
+
+
+def _local_error(exc: BaseException, phase: str, errnos: frozenset[int] = _LOCAL_ERRNOS) -> None:
+    """Raise _Local if `exc` is a shortage of this process's resources."""
+    if isinstance(exc, OSError) and exc.errno in errnos:
+        raise _Local(errno.errorcode[exc.errno].lower(), _describe(exc, phase)) from exc
+
+
+_local_logged = [float("-inf"), 0]  # when the last line was logged, failures since
+
+
+def _local_result(e: _Local, duration: float) -> CheckResult:
+    """The result of a local failure; logs a line at most every _LOCAL_LOG_EVERY seconds."""
+    _local_logged[1] += 1
+    now = time.monotonic()
+    if now - _local_logged[0] >= _LOCAL_LOG_EVERY:
+        log.warning(
+            "%d check(s) failed for a reason of ours, not the VIPs' (not counted, retried): "
+            "latest %s",
+            _local_logged[1],
+            e.detail,
+        )
+        _local_logged[0], _local_logged[1] = now, 0
+    return CheckResult(False, f"not counted: {e.detail}", duration, local=e.reason)
 
 
 async def probe(spec: CheckSpec, *, pool: ConnectionPool | None = None) -> CheckResult:
@@ -93,6 +164,8 @@ async def probe(spec: CheckSpec, *, pool: ConnectionPool | None = None) -> Check
             ok, detail = False, f"unknown check kind {spec.kind!r}"
         else:
             ok, detail = await run(spec, start + spec.timeout, pool)
+    except _Local as e:
+        return _local_result(e, loop.time() - start)
     except Exception as exc:  # a bug in a probe must fail the check, not kill the scheduler
         log.warning("probe %s crashed", spec.target, exc_info=True)
         ok, detail = False, f"probe error: {type(exc).__name__}: {exc}"
@@ -163,6 +236,8 @@ class Prober:
                 async with self._sockets:
                     start = loop.time()
                     outcome = await _http_connect(spec, start + spec.timeout, pool)
+        except _Local as e:
+            return _local_result(e, loop.time() - start)
         except Exception as exc:  # a bug in a probe must fail the check, not kill the scheduler
             log.warning("probe %s crashed", spec.target, exc_info=True)
             outcome = False, f"probe error: {type(exc).__name__}: {exc}"
@@ -338,6 +413,7 @@ class ConnectionPool:
         self._inflight: dict[_HttpConnection, float] = {}  # reused connection -> deadline
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._sweep_due = 0.0
         self._next_sweep = 0.0
         self.reused = 0  # counters for tests and benchmarks
         self.opened = 0
@@ -408,8 +484,8 @@ class ConnectionPool:
         outcome = _verdict(spec, conn)
         if conn.timed_out:
             _abort(conn)
-        else:
-            self.put(spec, conn, conn.loop.time())
+            return _timed_out(spec, deadline, outcome)
+        self.put(spec, conn, conn.loop.time())
         return outcome
 
     def watch(self, conn: _HttpConnection, deadline: float) -> None:
@@ -418,7 +494,8 @@ class ConnectionPool:
         # (A sweep left on another loop, one that has ended, would never run.)
         if self._timer is None or self._timer_loop is not conn.loop:
             self._timer_loop = conn.loop
-            self._timer = conn.loop.call_later(_DEADLINE_TICK, self._expire, conn.loop)
+            self._sweep_due = conn.loop.time() + _DEADLINE_TICK
+            self._timer = conn.loop.call_at(self._sweep_due, self._expire, conn.loop)
 
     def unwatch(self, conn: _HttpConnection) -> None:
         self._inflight.pop(conn, None)
@@ -428,10 +505,13 @@ class ConnectionPool:
         if not self._inflight:
             return
         now = loop.time()
+        # The sweep doubles as the loop's stall detector while requests are in flight.
+        _Stalls.late(now, self._sweep_due)
         for conn, deadline in list(self._inflight.items()):
             if deadline <= now:
                 conn.expire()
-        self._timer = loop.call_later(_DEADLINE_TICK, self._expire, loop)
+        self._sweep_due = now + _DEADLINE_TICK
+        self._timer = loop.call_at(self._sweep_due, self._expire, loop)
 
     def _sweep(self, now: float) -> None:
         """Close connections idle too long (their check was removed or slowed down)."""
@@ -531,19 +611,26 @@ async def _connect_and_get(
             if sock is not None:
                 transport = await _transport(loop, conn, sock, context, target, deadline)
             if transport is None or conn.timed_out:
-                return False, f"timeout after {spec.timeout}s (connecting)"
+                return _timed_out(
+                    spec, deadline, (False, f"timeout after {spec.timeout}s (connecting)")
+                )
             if timer is not None:
                 # It may have fired while nothing waited (and so ended nothing): again
                 # for the exchange, at once if the deadline has passed.
                 timer.cancel()
                 timer = loop.call_at(deadline, conn.expire)
             transport.write(target.request)
+        except _Local:
+            raise
         except Exception as exc:
+            _local_error(exc, "connecting")
             return False, _describe(exc, "connecting")
         await conn.done
         if pool is not None:
             pool.opened += 1
         outcome = _verdict(spec, conn)
+        if conn.timed_out:
+            return _timed_out(spec, deadline, outcome)
         if pool is not None and not conn.timed_out and conn.reusable:
             pool.put(spec, conn, loop.time())
             transport = None  # the pool owns it now
@@ -746,9 +833,12 @@ async def _tcp(spec: CheckSpec, deadline: float) -> _Outcome:
             )
     except TimeoutError as exc:
         if limit.expired():
-            return False, f"timeout after {spec.timeout}s (connecting)"
+            return _timed_out(
+                spec, deadline, (False, f"timeout after {spec.timeout}s (connecting)")
+            )
         return False, _describe(exc, "connecting")
     except Exception as exc:
+        _local_error(exc, "connecting")
         return False, _describe(exc, "connecting")
     transport.close()
     return True, "connected"
@@ -802,18 +892,26 @@ class _CommandProtocol(asyncio.SubprocessProtocol):
         return " ".join(raw.decode("utf-8", "replace").split())
 
 
+# The PATH a command check gets when announcer itself has none.
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _command_env() -> dict[str, str]:
+    """The whole environment of a command check: PATH and LANG, nothing else.
+
+    announcer's own environment holds what a check must not see: the DataPlaneAPI
+    password (`password_env`), systemd's CREDENTIALS_DIRECTORY and NOTIFY_SOCKET
+    (with which a check could tell systemd we are ready or stopping).
+    """
+    return {
+        "PATH": os.environ.get("PATH") or _DEFAULT_PATH,
+        "LANG": os.environ.get("LANG") or "C.UTF-8",
+    }
+
+
 def _command_argv(spec: CheckSpec) -> list[str]:
     """The argv to run, with every `%s` replaced by the VIP; raises ValueError."""
-    if not spec.command:
-        raise ValueError("no command configured")
-    address = str(spec.address)
-    if spec.shell:
-        return ["/bin/sh", "-c", spec.command.replace("%s", address)]
-    # Split first, then substitute: the address can never change the word boundaries.
-    argv = [word.replace("%s", address) for word in shlex.split(spec.command)]
-    if not argv:
-        raise ValueError("empty command")
-    return argv
+    return command_argv(spec.command, spec.shell, str(spec.address))
 
 
 async def _command(spec: CheckSpec, deadline: float) -> _Outcome:
@@ -830,6 +928,7 @@ async def _command(spec: CheckSpec, deadline: float) -> _Outcome:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=_command_env(),
             # Its own process group, so that a timeout kills everything the check
             # started, not just the shell (ExaBGP healthcheck PR #188: timed-out
             # checks left their children running and they piled up).
@@ -840,6 +939,7 @@ async def _command(spec: CheckSpec, deadline: float) -> _Outcome:
     except PermissionError:
         return False, f"permission denied: {argv[0]}"
     except OSError as exc:
+        _local_error(exc, f"starting {argv[0]}", _LOCAL_FORK_ERRNOS)
         return False, f"cannot run {argv[0]}: {exc.strerror or exc}"
 
     try:
@@ -852,7 +952,9 @@ async def _command(spec: CheckSpec, deadline: float) -> _Outcome:
         await _end_command(transport, protocol, argv[0])
 
     if returncode is None:
-        return False, f"timeout after {spec.timeout}s (process group killed)"
+        return _timed_out(
+            spec, deadline, (False, f"timeout after {spec.timeout}s (process group killed)")
+        )
     if returncode == 0:
         return True, "exit 0"
     reason = f"killed by signal {-returncode}" if returncode < 0 else f"exit {returncode}"

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
+import os
 import socket
 import ssl
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -938,3 +941,156 @@ def test_a_prober_used_again_on_a_new_loop_still_times_out() -> None:
     result = asyncio.run(second())
     prober.close()
     assert (result.ok, result.detail) == (False, "timeout after 0.3s (waiting for status line)")
+
+
+# ------------------------------------------------- failures that are ours, not the VIP's
+
+EMFILE_SCRIPT = r"""
+import asyncio, ipaddress, json, os, resource
+from announcer.model import CheckSpec
+from announcer.probes import Prober, probe
+
+V4 = ipaddress.ip_address("127.0.0.1")
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+async def answer(reader, writer):
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(OK)
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    specs = [
+        CheckSpec("http", V4, port, timeout=0.5),
+        CheckSpec("tcp", V4, port, timeout=0.5),
+        CheckSpec("command", V4, None, timeout=0.5, command="true"),
+    ]
+    prober = Prober(max_sockets=4)
+    held = []
+    try:
+        while True:  # every free descriptor, as a client holding connections would
+            held.append(os.dup(0))
+    except OSError:
+        pass
+    results = [await prober.run(s) for s in specs] + [await probe(specs[0])]
+    for fd in held:
+        os.close(fd)
+    # With descriptors free again, the same checks pass.
+    results += [await prober.run(s) for s in specs]
+    prober.close()
+    server.close()
+    print(json.dumps([(r.ok, r.detail, r.local) for r in results]))
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+asyncio.run(main())
+"""
+
+
+def test_out_of_descriptors_is_a_local_failure() -> None:
+    """EMFILE while probing (a real one: RLIMIT_NOFILE lowered and filled in a child)."""
+    root = Path(__file__).resolve().parents[1]
+    cp = subprocess.run(
+        [sys.executable, "-c", EMFILE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert cp.returncode == 0, cp.stderr
+    results = json.loads(cp.stdout)
+    starved, freed = results[:4], results[4:]
+    for ok, detail, local in starved:
+        assert not ok
+        assert local == "emfile", detail
+        assert "Too many open files" in detail and detail.startswith("not counted: ")
+    assert [ok for ok, _, _ in freed] == [True, True, True], freed
+    assert all(local is None for _, _, local in freed)
+
+
+def block_loop_at(delay: float, seconds: float) -> None:
+    """Make the running loop stall: a callback that sleeps (as a slow render did)."""
+    asyncio.get_running_loop().call_later(delay, time.sleep, seconds)
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_timeout_while_the_loop_stalled_is_a_local_failure(pooled: bool) -> None:
+    async def go() -> CheckResult:
+        async with serve(silent) as server:
+            spec = http(server.port, timeout=0.3)
+            block_loop_at(0.05, 0.4)
+            if pooled:
+                prober = Prober()
+                try:
+                    return await prober.run(spec)
+                finally:
+                    prober.close()
+            return await probe(spec)
+
+    result = asyncio.run(go())
+    assert (result.ok, result.local) == (False, "loop_stall")
+    assert result.detail.startswith("not counted: timeout after 0.3s")
+
+
+def test_a_stall_before_the_probe_does_not_excuse_its_timeout() -> None:
+    async def go() -> CheckResult:
+        async with serve(silent) as server:
+            block_loop_at(0, 0.3)
+            await asyncio.sleep(0.35)  # the stall is over (and seen) before the probe
+            prober = Prober()
+            try:
+                return await prober.run(http(server.port, timeout=0.2))
+            finally:
+                prober.close()
+
+    result = asyncio.run(go())
+    assert (result.ok, result.local) == (False, None)
+    assert result.detail == "timeout after 0.2s (waiting for status line)"
+
+
+def test_a_tcp_and_a_command_timeout_while_the_loop_stalled_are_local() -> None:
+    async def go() -> list[CheckResult]:
+        block_loop_at(0.05, 0.4)
+        cmd = await probe(command("sleep 5", timeout=0.2))
+        with full_backlog() as port:
+            block_loop_at(0.05, 0.4)
+            tcp = await probe(CheckSpec("tcp", V4, port, timeout=0.2))
+        return [cmd, tcp]
+
+    for result in asyncio.run(go()):
+        assert (result.ok, result.local) == (False, "loop_stall"), result
+
+
+def test_ordinary_failures_are_not_local() -> None:
+    result, _ = asyncio.run(probe_server(silent, timeout=0.2))
+    assert (result.ok, result.local) == (False, None)
+    with closed_port() as port:
+        refused = asyncio.run(probe(http(port)))
+    assert (refused.ok, refused.detail, refused.local) == (False, "connect refused", None)
+    failed = asyncio.run(probe(command("false")))
+    assert (failed.ok, failed.local) == (False, None)
+
+
+# ------------------------------------------------------------- command environment
+
+
+def test_a_command_check_sees_only_path_and_lang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of announcer's environment leaks: no password, no systemd sockets."""
+    monkeypatch.setenv("ANNOUNCER_DPAPI_PASSWORD", "secret")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/announcer.service")
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    out = tmp_path / "env.json"
+    script = tmp_path / "dump.py"
+    script.write_text(
+        "import json, os, sys\nopen(sys.argv[1], 'w').write(json.dumps(dict(os.environ)))\n"
+    )
+    result = asyncio.run(probe(command(f"{sys.executable} -I {script} {out}")))
+    assert result.ok, result.detail
+    env = json.loads(out.read_text())
+    assert env == {"PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
+    # and `env` itself (what the issue asked): its output ends up in the failure detail
+    shown = asyncio.run(probe(command("sh -c 'env; exit 1'", shell=False)))
+    assert "secret" not in shown.detail and "NOTIFY_SOCKET" not in shown.detail
