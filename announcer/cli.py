@@ -15,13 +15,18 @@ from typing import Any
 
 from . import __version__
 from .config import Config, ServiceConfig, load_config, read_password
+from .dataplane import parse_target
 from .errors import AnnouncerError, ConfigError
+from .instance import AlreadyRunning
+from .text import printable
 
 EX_OK = 0
 EX_USAGE = 64
 EX_DATAERR = 65  # the service refused a control request (unknown VIP, ...)
 EX_UNAVAILABLE = 69  # the service is not running or not reachable
 EX_SOFTWARE = 70
+EX_IOERR = 74  # a drain or undrain took effect but could not be saved
+EX_TEMPFAIL = 75  # another announcer runs (instance lock held)
 EX_CONFIG = 78  # systemd: RestartPreventExitStatus=78, a bad config is not retried
 
 log = logging.getLogger("announcer")
@@ -75,11 +80,23 @@ def _check_config(path: str) -> int:
     cfg = load_config(path)
     read_password(cfg.dataplaneapi)  # same code as `run`: an unreadable password fails here too
     nets = ", ".join(map(str, cfg.allowed_prefixes))
-    print(
-        f"{path}: OK (allowed prefixes {nets}; DataPlaneAPI {cfg.dataplaneapi.url}; "
-        f"gobgpd {cfg.gobgp.address})"
-    )
+    # The parsed form: load_config refuses credentials in the URL, and this form could
+    # not show them anyway.
+    api = parse_target(cfg.dataplaneapi.url).base
+    print(f"{path}: OK (allowed prefixes {nets}; DataPlaneAPI {api}; gobgpd {cfg.gobgp.address})")
     return EX_OK
+
+
+class _Printable(logging.Filter):
+    """Escapes control characters in every message (text.py): a frontend name with a
+    newline must not forge a log line. Tracebacks are added later and keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        safe = printable(message)
+        if safe is not message:
+            record.msg, record.args = safe, None
+        return True
 
 
 def _setup_logging(level: str) -> None:
@@ -88,6 +105,15 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Printable())
+
+
+def _scrub_environment(cfg: Config) -> None:
+    """Secrets leave the environment once read: the keeper and command checks inherit it
+    (and `env` in a command check used to print the DataPlaneAPI password)."""
+    if cfg.dataplaneapi.password_env is not None:
+        os.environ.pop(cfg.dataplaneapi.password_env, None)
 
 
 def _peers_down(args: argparse.Namespace) -> int:
@@ -144,6 +170,13 @@ def _control(args: argparse.Namespace) -> int:
             print(f"undrained {scope or 'nothing'}")
         if result.get("warning"):
             print(f"warning: {result['warning']}", file=sys.stderr)
+        if result.get("unsaved"):
+            print(
+                f"announcer {args.command}: ERROR: in effect now, but NOT SAVED "
+                f"({result['unsaved']}): a restart of announcer would undo it",
+                file=sys.stderr,
+            )
+            return EX_IOERR
     return EX_OK
 
 
@@ -176,23 +209,23 @@ def _raise_fd_limit() -> None:
             log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, e)
 
 
-def _host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 async def _serve(cfg: Config, config_path: str) -> None:
     # Imported here so that `check-config` works without grpc or requests loaded.
-    from . import control
+    from . import control, fds
     from . import metrics as m
     from .dataplane import DataPlaneClient
     from .gobgp import GobgpClient
+    from .instance import InstanceLock, lock_path
     from .keeper import Keeper
     from .probes import Prober
     from .sdnotify import Notifier
     from .service import Service
 
+    # Before anything else: a second announcer must touch nothing (instance.py).
+    lock = InstanceLock(lock_path(cfg.service.control_socket))
+    lock.acquire()
     _raise_fd_limit()
+    fds.configure(cfg.metrics.fd_reserve)  # for the control and metrics servers
     dp = cfg.dataplaneapi
     verify: bool | str = str(dp.ca_file) if dp.ca_file is not None else dp.tls_verify
     source = DataPlaneClient(
@@ -201,7 +234,12 @@ async def _serve(cfg: Config, config_path: str) -> None:
         password=read_password(dp),
         api_version=dp.api_version,
         timeout=dp.timeout,
+        discovery_timeout=dp.discovery_timeout,
         verify=verify,
+        max_response_bytes=dp.max_response_bytes,
+        max_frontends=dp.max_frontends,
+        max_binds=dp.max_binds,
+        server_users=dp.server_users,
     )
     table = GobgpClient(
         cfg.gobgp.address,
@@ -213,19 +251,15 @@ async def _serve(cfg: Config, config_path: str) -> None:
         max_commands=cfg.service.max_concurrent_commands,
         max_sockets=cfg.service.max_concurrent_probes,
     )
-    # The keeper first: from here on, a dead announcer takes this LB's routes with it.
-    try:
-        keeper = Keeper(cfg.gobgp) if cfg.gobgp.fate_sharing else None
-    except OSError as e:
-        raise AnnouncerError(f"cannot start the fate-sharing keeper: {e}") from None
+    _scrub_environment(cfg)  # the password is read: before the keeper is spawned
     notifier = Notifier.from_env()
-    metrics = m.Metrics() if cfg.metrics.enabled else None
+    mc = cfg.metrics
+    metrics = m.Metrics(min_interval=mc.min_render_interval) if mc.enabled else None
     svc = Service(
         cfg,
         source=source,
         table=table,
         prober=prober,
-        keeper=keeper,
         notifier=notifier,
         metrics=metrics,
     )
@@ -233,14 +267,22 @@ async def _serve(cfg: Config, config_path: str) -> None:
     sock = cfg.service.control_socket
     try:
         hooks = os.environ.get("ANNOUNCER_TEST_HOOKS") == "1"
-        servers.append(await control.serve(sock, svc, test_hooks=hooks))
+        ctl = await control.serve(sock, svc, test_hooks=hooks)
     except OSError as e:
-        log.error("control socket %s: %s; `announcer status` and drain will not work", sock, e)
+        # Fatal, and before the keeper or gobgpd are touched: a service nobody can
+        # drain or inspect is not one to run on an LB.
+        raise AnnouncerError(f"control socket {sock}: {e}") from None
+    # The keeper next: from here on, a dead announcer takes this LB's routes with it.
+    try:
+        svc.keeper = Keeper(cfg.gobgp) if cfg.gobgp.fate_sharing else None
+    except OSError as e:
+        ctl.close()
+        raise AnnouncerError(f"cannot start the fate-sharing keeper: {e}") from None
     if metrics is not None:
         metrics.attach(svc)
-        host, port = _host_port(cfg.metrics.address)
         try:
-            servers.append(await m.serve(metrics, host, port))
+            limits = m.Limits(mc.max_connections, mc.timeout)
+            servers.append(await m.serve(metrics, mc.address, limits))
         except OSError as e:
             log.error("metrics on %s: %s; no metrics", cfg.metrics.address, e)
     stop, hurry = asyncio.Event(), asyncio.Event()
@@ -266,9 +308,10 @@ async def _serve(cfg: Config, config_path: str) -> None:
     finally:
         for srv in servers:
             srv.close()
-        if servers and sock.is_socket():
-            sock.unlink(missing_ok=True)
+        ctl.close()
         table.close()
+        await source.aclose()
+        lock.release()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in e.problems:
             print(f"  {problem}", file=sys.stderr)
         return EX_CONFIG
+    except AlreadyRunning as e:
+        print(f"announcer: {e}", file=sys.stderr)
+        return EX_TEMPFAIL
     except AnnouncerError as e:
         log.critical("%s", e)
         return EX_SOFTWARE

@@ -11,6 +11,7 @@ can fail at run time, and the password must never travel on a command line.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import ipaddress
 import math
@@ -23,6 +24,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from .checks import command_argv, request_token_ok
+from .dataplane import parse_target
 from .errors import ConfigError
 from .health import HealthParams
 from .model import (
@@ -35,6 +38,8 @@ from .model import (
     Origin,
 )
 from .planner import Adjust, RoutePolicy, VipPolicy
+from .shrink import ShrinkPolicy
+from .text import printable
 
 T = TypeVar("T")
 
@@ -49,18 +54,33 @@ class DataPlaneConfig:
     username: str = "admin"
     password_file: Path | None = None
     password_env: str | None = None
+    # The total deadline of one request (connect, server proof, headers and body), not a
+    # per-read timeout: a server dripping one byte a second cannot stretch it.
     timeout: float = 5.0
-    tls_verify: bool = True
+    tls_verify: bool = True  # false is refused: the certificate is an https server's proof
     ca_file: Path | None = None
+    discovery_timeout: float = 30.0  # the deadline of one whole discovery (all its requests)
+    max_response_bytes: int = 32 * 1024 * 1024  # read for one answer, headers included
+    max_frontends: int = 20_000  # v2 makes one request per frontend
+    max_binds: int = 100_000
+    # Who may own the DataPlaneAPI socket (http:// loopback and unix://): names or uids.
+    # The password is sent only after the server end proves to be one of them.
+    server_users: tuple[str | int, ...] = ("root", "haproxy")
     poll_interval: float = 2.0  # how often the cheap configuration version is read
     full_refresh_interval: float = 60.0  # full re-read even if the version did not move
     include_frontends: tuple[str, ...] = ("*",)
     exclude_frontends: tuple[str, ...] = ()
+    # A discovery losing more than max_fraction of the VIPs at once is held until
+    # confirmed (shrink.py): one empty or truncated answer must not withdraw them.
+    vip_loss: ShrinkPolicy = field(default_factory=ShrinkPolicy)
 
 
 @dataclass(frozen=True)
 class GobgpConfig:
-    address: str = "127.0.0.1:50051"  # host:port or unix:///path
+    # host:port or unix:///path. The default is the socket of the shipped gobgpd drop-in,
+    # reachable only by root and the announcer-gobgp group: gobgpd's API has no
+    # authentication, and on TCP any local user could steer the routers through it.
+    address: str = "unix:///run/gobgpd/api.sock"
     timeout: float = 5.0
     batch_size: int = 500
     resync_interval: float = 30.0  # full read-back of gobgpd's paths
@@ -69,6 +89,10 @@ class GobgpConfig:
     # set is injected, and have the keeper disable them if announcer dies.
     fate_sharing: bool = True
     peers: tuple[str, ...] = ()  # the neighbors fate-sharing manages; empty: all
+    # A managed peer found admin-down that announcer had enabled: someone (an operator
+    # with `gobgp neighbor X disable`) took this LB off that router. false: leave it
+    # so and raise the alarm (ERROR, status, metrics); true: enable it again.
+    reenable_peers: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,7 +143,14 @@ class DrainConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool = True
-    address: str = "127.0.0.1:9642"  # host:port of the Prometheus endpoint
+    # host:port of the Prometheus endpoint, or unix:///path for a socket (mode 0660)
+    address: str = "127.0.0.1:9642"
+    min_render_interval: float = 2.0  # scrapes within this share one rendered page
+    max_connections: int = 16  # more at once are closed at once
+    timeout: float = 5.0  # a connection's whole life: request, render, response
+    # File descriptors below RLIMIT_NOFILE kept for the probes: the metrics and
+    # control servers refuse connections that would use them (announcer/fds.py).
+    fd_reserve: int = 512
 
 
 @dataclass(frozen=True)
@@ -348,9 +379,22 @@ def _large_community(v: object, path: str) -> LargeCommunity:
 
 def _url(v: object, path: str) -> str:
     s = _str(v, path)
-    if not re.match(r"^https?://[^/\s]+(/\S*)?$", s):
-        raise _Bad(path, f"{s!r} is not an http:// or https:// URL")
+    try:
+        parse_target(s)  # the client's own parser: what passes here, the client accepts
+    except ValueError as e:
+        raise _Bad(path, str(e)) from None  # the message never repeats credentials
     return s.rstrip("/")
+
+
+def _server_user(v: object, path: str) -> str | int:
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not 0 <= v < UINT32_MAX:
+            raise _Bad(path, f"{v} is not a uid")
+        return v
+    s = _str(v, path)
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$", s):
+        raise _Bad(path, f"{s!r} is not a user name or uid")
+    return s
 
 
 def _http_path(v: object, path: str) -> str:
@@ -408,12 +452,20 @@ def _dataplane(s: _Section) -> DataPlaneConfig:
         timeout=s.get("timeout", _seconds(0.1, 120), d.timeout),
         tls_verify=tls.get("verify", _bool, d.tls_verify),
         ca_file=tls.get("ca_file", _path, d.ca_file),
+        discovery_timeout=s.get("discovery_timeout", _seconds(1, 3600), d.discovery_timeout),
+        max_response_bytes=s.get(
+            "max_response_bytes", _int_in(4096, 1 << 34), d.max_response_bytes
+        ),
+        max_frontends=s.get("max_frontends", _int_in(1, 10_000_000), d.max_frontends),
+        max_binds=s.get("max_binds", _int_in(1, 100_000_000), d.max_binds),
+        server_users=s.get("server_users", _list(_server_user), d.server_users),
         poll_interval=s.get("poll_interval", _seconds(0.1, 3600), d.poll_interval),
         full_refresh_interval=s.get(
             "full_refresh_interval", _seconds(1, 86400), d.full_refresh_interval
         ),
         include_frontends=fe.get("include", _list(_str), d.include_frontends),
         exclude_frontends=fe.get("exclude", _list(_str), d.exclude_frontends),
+        vip_loss=_vip_loss(s.sub("vip_loss")),
     )
     tls.finish()
     fe.finish()
@@ -422,6 +474,36 @@ def _dataplane(s: _Section) -> DataPlaneConfig:
         s.problems.add(s.key("password_file"), "give password_file or password_env, not both")
     if cfg.password_file is None and cfg.password_env is None:
         s.problems.add(s.path, "password_file or password_env is required")
+    if not cfg.tls_verify and cfg.url.startswith("https:"):
+        s.problems.add(
+            tls.key("verify"),
+            "false would send the password to any server that answers; pin the server's "
+            "CA with tls.ca_file instead",
+        )
+    with contextlib.suppress(ValueError):  # a bad url is reported by _url already
+        pinned = parse_target(cfg.url).pinned
+        if pinned is not None and cfg.api_version not in ("auto", pinned):
+            s.problems.add(s.key("api_version"), f"{cfg.api_version} but url ends in /v{pinned}")
+    if not cfg.server_users and not cfg.url.startswith("https:"):
+        s.problems.add(s.key("server_users"), "must name at least one user or uid")
+    return cfg
+
+
+def _fraction(v: object, path: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+        raise _Bad(path, f"expected a fraction from 0 to 1, got {v!r}")
+    return float(v)
+
+
+def _vip_loss(s: _Section) -> ShrinkPolicy:
+    d = ShrinkPolicy()
+    cfg = ShrinkPolicy(
+        enabled=s.get("enabled", _bool, d.enabled),
+        max_fraction=s.get("max_fraction", _fraction, d.max_fraction),
+        confirmations=s.get("confirmations", _int_in(1, 1000), d.confirmations),
+        min_seconds=s.get("min_seconds", _seconds(0, 86400), d.min_seconds),
+    )
+    s.finish()
     return cfg
 
 
@@ -443,6 +525,7 @@ def _gobgp(s: _Section) -> GobgpConfig:
         api_version=s.get("api_version", _choice("auto", 3, 4), d.api_version),
         fate_sharing=s.get("fate_sharing", _bool, d.fate_sharing),
         peers=s.get("peers", _list(_peer_address), d.peers),
+        reenable_peers=s.get("reenable_peers", _bool, d.reenable_peers),
     )
     s.finish()
     return cfg
@@ -468,6 +551,16 @@ def _health(s: _Section, d: CheckConfig) -> CheckConfig:
     s.finish()
     if len(s.problems.items) > before:
         return cfg  # cross-checks on defaults that replaced bad values would mislead
+    # The probes' own rules (checks.py): what they could not send, we do not accept.
+    if cfg.host is not None and not request_token_ok(cfg.host):
+        s.problems.add(s.key("host"), f"{printable(cfg.host)!r}: visible ASCII only, no spaces")
+    if cfg.path is not None and not request_token_ok(cfg.path):
+        s.problems.add(s.key("path"), f"{printable(cfg.path)!r}: visible ASCII only, no spaces")
+    if cfg.command is not None:
+        try:
+            command_argv(cfg.command, cfg.shell, "192.0.2.1")
+        except ValueError as e:
+            s.problems.add(s.key("command"), f"cannot be split into words: {e}")
     if cfg.type == "command" and cfg.command is None:
         s.problems.add(s.key("command"), "required when type is command")
     if cfg.command is not None and cfg.type != "command":
@@ -546,11 +639,26 @@ def _host_port(v: object, path: str) -> str:
     return s
 
 
+def _metrics_address(v: object, path: str) -> str:
+    s = _str(v, path)
+    if not s.startswith("unix://"):
+        return _host_port(v, path)
+    if not s[len("unix://") :].startswith("/"):
+        raise _Bad(path, f"{s!r}: a unix socket needs an absolute path (unix:///run/...)")
+    return s
+
+
 def _metrics(s: _Section) -> MetricsConfig:
     d = MetricsConfig()
     cfg = MetricsConfig(
         enabled=s.get("enabled", _bool, d.enabled),
-        address=s.get("address", _host_port, d.address),
+        address=s.get("address", _metrics_address, d.address),
+        min_render_interval=s.get(
+            "min_render_interval", _seconds(0, 3600), d.min_render_interval
+        ),
+        max_connections=s.get("max_connections", _int_in(1, 1024), d.max_connections),
+        timeout=s.get("timeout", _seconds(0.1, 600), d.timeout),
+        fd_reserve=s.get("fd_reserve", _int_in(0, 1 << 20), d.fd_reserve),
     )
     s.finish()
     return cfg

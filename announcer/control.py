@@ -26,8 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import fds
 from .errors import AnnouncerError
 from .service import ControlError, Service
+from .text import printable
 
 log = logging.getLogger("announcer.control")
 
@@ -41,11 +43,38 @@ class ControlUnavailable(AnnouncerError):
 # ------------------------------------------------------------------- server
 
 
-async def serve(path: Path, service: Service, *, test_hooks: bool = False) -> asyncio.Server:
-    """Listen on `path`; raises OSError if it cannot (another announcer holds it, ...)."""
+class ControlSocket:
+    """The listening control socket, removed on close only if the path is still ours."""
+
+    def __init__(self, server: asyncio.Server, path: Path, inode: tuple[int, int]) -> None:
+        self.server = server
+        self.path = path
+        self._inode = inode
+
+    def close(self) -> None:
+        self.server.close()
+        try:
+            st = self.path.lstat()
+        except OSError:
+            return
+        # Another process may have put its own socket there since (it should not: the
+        # instance lock says who owns the path); never delete what is not ours.
+        if (st.st_dev, st.st_ino) == self._inode:
+            self.path.unlink(missing_ok=True)
+
+
+async def serve(path: Path, service: Service, *, test_hooks: bool = False) -> ControlSocket:
+    """Listen on `path`; raises OSError if it cannot.
+
+    Call with the instance lock held (instance.py): whatever is at `path` then is a
+    leftover of a previous run of ours, and is replaced.
+    """
     _take_over(path)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not fds.admit(writer.get_extra_info("socket").fileno()):
+            writer.transport.abort()  # it would take a descriptor the probes need
+            return
         try:
             async with asyncio.timeout(10):
                 line = await reader.readline()
@@ -62,32 +91,28 @@ async def serve(path: Path, service: Service, *, test_hooks: bool = False) -> as
 
     server = await asyncio.start_unix_server(handle, str(path), limit=MAX_REQUEST)
     os.chmod(path, 0o660)
-    return server
+    st = path.lstat()
+    return ControlSocket(server, path, (st.st_dev, st.st_ino))
 
 
 def _take_over(path: Path) -> None:
-    """Remove a stale socket left by a killed announcer; refuse to steal a live one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Clear the path for our socket: under the instance lock anything there is stale."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         st = path.lstat()
     except FileNotFoundError:
         return
+    if stat.S_ISDIR(st.st_mode):
+        raise OSError(f"{path} is a directory, not a place for the control socket")
     if not stat.S_ISSOCK(st.st_mode):
-        raise OSError(f"{path} exists and is not a socket")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(1)
-        try:
-            s.connect(str(path))
-        except OSError:
-            path.unlink()  # nobody listens: a leftover
-            return
-    raise OSError(f"{path}: another announcer is running and listening on it")
+        log.warning("replacing %s (not a socket) with the control socket", path)
+    path.unlink()
 
 
 async def _answer(line: bytes, service: Service, test_hooks: bool) -> dict[str, Any]:
     try:
         request = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         return {"ok": False, "error": "bad request: not a JSON object"}
     if not isinstance(request, dict):
         return {"ok": False, "error": "bad request: not a JSON object"}
@@ -194,9 +219,12 @@ def render(report: dict[str, Any], now: float | None = None) -> str:
                     result,
                 )
             )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    # Frontend names and details come from HAProxy's configuration and the network:
+    # escape control characters before they reach the operator's terminal.
+    safe = [[printable(cell) for cell in r] for r in rows]
+    widths = [max(len(r[i]) for r in safe) for i in range(len(safe[0]))]
     lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in safe
     ]
     g, d, dr = report["gobgp"], report["dataplaneapi"], report["drain"]
     lines.append("")
@@ -208,7 +236,8 @@ def render(report: dict[str, Any], now: float | None = None) -> str:
     for p in report["peers"]:
         up = f", up {p['uptime_s']:.0f}s" if p.get("uptime_s") else ""
         admin = " (admin-down)" if p["admin_down"] else ""
-        lines.append(f"  peer {p['address']} AS{p['asn']}: {p['state']}{admin}{up}")
+        alarm = f"  ALARM: {p['alarm']}" if p.get("alarm") else ""
+        lines.append(f"  peer {p['address']} AS{p['asn']}: {p['state']}{admin}{up}{alarm}")
     dstate = {True: "ok", False: f"FAILING ({d['error']})", None: "not tried yet"}
     lines.append(
         f"DataPlaneAPI {d['url']}: {dstate[d['ok']]}, configuration version {d['version']}, "
@@ -229,6 +258,15 @@ def render(report: dict[str, Any], now: float | None = None) -> str:
         lines.append(f"drain: {', '.join(dr['vips'])} (delay {dr['delay']}s)")
     else:
         lines.append("drain: none")
+    hold = report.get("vip_loss_hold")
+    if hold:
+        lines.append(
+            f"VIP-LOSS HOLD: DataPlaneAPI's answers lost {len(hold['vips'])} VIPs "
+            f"({_ago(hold['since'], now)}); kept until {hold['needed']} answers over "
+            f"{hold['min_seconds']:.0f}s agree ({hold['answers']} so far)"
+        )
+    if not dr.get("saved", True):
+        lines.append("drain state: NOT SAVED (state directory unusable, see the log)")
     if not report["synced"]:
         lines.append("not yet synced with gobgpd (waiting for discovery and first verdicts)")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

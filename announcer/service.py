@@ -20,9 +20,14 @@ loop, so no locks are needed:
   the routers then get the complete set in their first UPDATEs, never part of it.
 * drain: operator drains (`announcer drain`), the disable file and a graceful stop
   re-announce with GRACEFUL_SHUTDOWN, then withdraw after drain.delay.
-* peers, watchdog: gobgpd's sessions for status and metrics; systemd's watchdog.
+* peers: gobgpd's sessions for status and metrics, and the alarm when a managed
+  peer is down behind announcer's back (set admin-down by someone, or no session).
+* watchdog: systemd's watchdog is pinged while checks finish and reconciles end;
+  DataPlaneAPI is not asked (an API that hangs changes nothing, see stuck_reason).
 
-Blocking adapters (requests, grpc) run in threads via asyncio.to_thread.
+A discovery that loses most VIPs at once is held until confirmed (shrink.py).
+The DataPlaneAPI client is asyncio; the blocking gRPC adapter runs in threads via
+asyncio.to_thread.
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ import ipaddress
 import itertools
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import health as hm
+from . import shrink, statefile
 from .config import CheckConfig, Config
 from .discovery import vips_from_frontends
 from .errors import DataPlaneAuthError, DataPlaneError, GobgpError, InvalidRoute
@@ -60,6 +65,7 @@ from .model import (
     Probe,
     Route,
     RouteTable,
+    SessionState,
     Vip,
     VipSource,
     by_version,
@@ -136,6 +142,8 @@ class MetricsSink(Protocol):
 
     def dataplane_error(self, kind: str) -> None: ...
 
+    def check_local_failure(self, reason: str) -> None: ...
+
 
 # ------------------------------------------------------------------ pure bits
 
@@ -182,6 +190,70 @@ def drain_phase(starts: Iterable[float | None], now: float, delay: float) -> Dra
     if not present:
         return Drain.NONE
     return Drain.DRAINING if now - min(present) < delay else Drain.DRAINED
+
+
+PEER_POLL = 5.0  # how often gobgpd's peers are read (status, metrics, alarms)
+PEER_DOWN_GRACE = 10.0  # a session not established this long raises the alarm
+
+
+def peer_alarms(
+    peers: Iterable[PeerStatus],
+    managed: set[str],
+    *,
+    expect_enabled: bool,
+    now: float,
+    down_since: dict[str, float],
+    grace: float,
+) -> dict[str, str]:
+    """The managed peers that are down and why ("admin-down", "session <state>").
+
+    `down_since` (updated in place) remembers when each session was last seen not
+    established, so a session that is merely coming up is not an alarm.
+    """
+    out: dict[str, str] = {}
+    seen = set()
+    for p in peers:
+        if managed and p.address not in managed:
+            continue
+        seen.add(p.address)
+        if p.admin_down:
+            down_since.pop(p.address, None)
+            if expect_enabled:
+                out[p.address] = "admin-down"
+            continue
+        if p.state is SessionState.ESTABLISHED:
+            down_since.pop(p.address, None)
+            continue
+        since = down_since.setdefault(p.address, now)
+        if now - since >= grace:
+            out[p.address] = f"session {p.state.value}"
+    for gone in down_since.keys() - seen:
+        del down_since[gone]
+    return out
+
+
+# The watchdog stops pinging when no check produced a result for this long (or three
+# of the slowest check's interval + timeout), or one reconcile pass runs this long;
+# gRPC calls to gobgpd time out long before (gobgp.timeout per call).
+CHECKS_STUCK_AFTER = 10.0
+RECONCILE_STUCK_AFTER = 120.0
+
+
+def stuck_reason(
+    now: float,
+    *,
+    checks: int,
+    last_result: float,
+    check_bound: float,
+    reconcile_since: float | None,
+    reconcile_bound: float,
+) -> str | None:
+    """Why the daemon is stuck (the watchdog must stop pinging), or None."""
+    if checks and now - last_result > check_bound:
+        return f"no health check finished for {now - last_result:.0f}s ({checks} checks)"
+    if reconcile_since is not None and now - reconcile_since > reconcile_bound:
+        return f"a reconcile with gobgpd has been running for {now - reconcile_since:.0f}s"
+    return None
 
 
 @dataclass
@@ -307,7 +379,12 @@ class Service:
         self._drain_file: float | None = None
         self._drain_stop: float | None = None
         self._applied = 0  # reconciles done, for waiting on one
-        self._disc_tick = 0.0
+        self._state_ok = True  # the state directory passed statefile.check_dir
+        self._last_result = float("-inf")  # when a check last finished (the watchdog)
+        self.peer_alarms: dict[str, str] = {}  # managed peers that are down, and why
+        self._peer_down_since: dict[str, float] = {}
+        self._reconcile_since: float | None = None  # a reconcile pass in progress since
+        self._hold: shrink.Hold[IPAddress] | None = None  # a big VIP loss not yet confirmed
         self.resyncs = 0
         self.peers: list[PeerStatus] = []
         self.gobgp_ok: bool | None = None
@@ -327,7 +404,6 @@ class Service:
         drain.delay, or until `hurry` is set (a second SIGTERM), then withdraws.
         """
         self._started = self.clock()
-        self._disc_tick = self._started
         self._load_drains()
         log.info(
             "starting: DataPlaneAPI %s, gobgpd %s, allowed %s",
@@ -455,7 +531,7 @@ class Service:
         self.cfg = new
         self._outside_logged.clear()
         if self.discovered:
-            self._apply_discovery(self._frontends)
+            self._apply_discovery(self._frontends, guarded=False)
         self._mark_all()
         log.info("configuration reloaded: %d VIPs, %d checks", len(self.vips), len(self.checks))
         return ignored
@@ -469,13 +545,18 @@ class Service:
         failing = False
         while True:
             dp = self.cfg.dataplaneapi  # read each time: a reload may change it
-            self._disc_tick = self.clock()
             try:
-                version = await asyncio.to_thread(self.source.configuration_version)
-                if version != last_version or self.clock() - last_full >= dp.full_refresh_interval:
-                    found = await asyncio.to_thread(self.source.discover)
-                    self._frontends = found.frontends
-                    self._apply_discovery(found.frontends)
+                version = await self.source.configuration_version()
+                # During a VIP-loss hold every poll is an answer that may confirm or end it.
+                if (
+                    version != last_version
+                    or self.clock() - last_full >= dp.full_refresh_interval
+                    or self._hold is not None
+                ):
+                    found = await self.source.discover()
+                    if not await self._first_answer_held(found.frontends):
+                        self._frontends = found.frontends
+                        self._apply_discovery(found.frontends)
                     last_version = found.version if found.version is not None else version
                     last_full = self.clock()
                 if failing:
@@ -499,10 +580,12 @@ class Service:
                 failing = True
                 self.dataplane_ok, self.dataplane_error = False, str(e)
                 if self.metrics is not None:
-                    self.metrics.dataplane_error(_error_kind(e))
+                    self.metrics.dataplane_error(e.kind)
             await asyncio.sleep(delay)
 
-    def _apply_discovery(self, frontends: tuple[Frontend, ...]) -> None:
+    def _apply_discovery(self, frontends: tuple[Frontend, ...], guarded: bool = True) -> None:
+        """Take a discovery's VIPs; `guarded`: a big loss is held (shrink.py), as it is
+        for every answer of DataPlaneAPI (a reload's own changes are not held)."""
         dp = self.cfg.dataplaneapi
         found = vips_from_frontends(
             frontends, include=dp.include_frontends, exclude=dp.exclude_frontends
@@ -538,6 +621,12 @@ class Service:
             if old is not None:
                 vs.state, vs.since, vs.why, vs.settled = old.state, old.since, old.why, old.settled
             wanted[address] = vs
+        if guarded:
+            self._guard_loss(wanted)
+        elif self._hold is not None:  # a reload during a hold keeps holding
+            for a in self._hold.lost - wanted.keys():
+                if a in self.vips:
+                    wanted[a] = self.vips[a]
         added = wanted.keys() - self.vips.keys()
         removed = self.vips.keys() - wanted.keys()
         previous = self.vips
@@ -557,6 +646,73 @@ class Service:
             log_disc.info("first discovery: %d VIPs", len(wanted))
         self.discovered = True
         self._mark_all()  # policies may have changed too
+
+    async def _first_answer_held(self, frontends: tuple[Frontend, ...]) -> bool:
+        """Whether the first discovery of this process must wait for confirmation.
+
+        A restart of announcer while the routers still see gobgpd's routes (peers
+        enabled: withdraw_on_stop false, or no fate-sharing) has no VIPs of its own
+        to compare an answer with, so it compares with what gobgpd announces: an
+        empty or shrunken first answer is held like any other (nothing is touched)
+        until it is confirmed.
+        """
+        if self.discovered or not self.cfg.dataplaneapi.vip_loss.enabled:
+            return False
+        try:
+            routes = await asyncio.to_thread(self.table.local_routes)
+            if not routes or not await self._routers_see_gobgpd():
+                return False
+        except GobgpError:
+            return False  # gobgpd away: the reconcile will wait for it anyway
+        dp = self.cfg.dataplaneapi
+        found = vips_from_frontends(
+            frontends, include=dp.include_frontends, exclude=dp.exclude_frontends
+        )
+        known = frozenset(p.network_address for p in routes if allowed(p, self._owned))
+        before = self._hold
+        v = shrink.decide(known, frozenset(found.vips), before, self.clock(), dp.vip_loss)
+        self._hold = v.hold
+        if v.event == "held":
+            log_disc.error(
+                "DataPlaneAPI's first answer lacks %d of the %d VIPs gobgpd announces; "
+                "touching nothing until %d answers over %.0fs agree (dataplaneapi.vip_loss)",
+                len(known - found.vips.keys()),
+                len(known),
+                dp.vip_loss.confirmations,
+                dp.vip_loss.min_seconds,
+            )
+        elif v.event == "confirmed":
+            log_disc.warning("DataPlaneAPI's first answer confirmed: starting with it")
+        return v.hold is not None
+
+    def _guard_loss(self, wanted: dict[IPAddress, _VipState]) -> None:
+        """Keep the VIPs a suspiciously big loss would remove until it is confirmed."""
+        policy = self.cfg.dataplaneapi.vip_loss
+        before = self._hold
+        v = shrink.decide(frozenset(self.vips), frozenset(wanted), before, self.clock(), policy)
+        for a in v.keep - wanted.keys():
+            wanted[a] = self.vips[a]  # as it was: same checks, same state
+        self._hold = v.hold
+        if v.event == "held":
+            assert v.hold is not None
+            log_disc.error(
+                "DataPlaneAPI's answer lost %d of %d VIPs at once; keeping them until %d "
+                "answers over %.0fs agree (dataplaneapi.vip_loss)",
+                len(v.hold.lost),
+                len(self.vips),
+                policy.confirmations,
+                policy.min_seconds,
+            )
+        elif v.event == "confirmed":
+            assert before is not None
+            log_disc.warning(
+                "loss of %d VIPs confirmed by %d answers over %.0fs: removing them",
+                len(before.lost),
+                before.seen + 1,
+                self.clock() - before.since,
+            )
+        elif v.event == "released":
+            log_disc.warning("DataPlaneAPI's answer has the held VIPs again: hold released")
 
     def _sync_checks(self, previous: dict[IPAddress, _VipState]) -> None:
         """Start checks for new specs, stop checks nobody uses any more."""
@@ -630,7 +786,16 @@ class Service:
 
     def _record(self, c: _Check, result: CheckResult) -> None:
         now = self.clock()
+        self._last_result = now
         c.last, c.last_at = result, time.time()
+        if result.local is not None:
+            # Our failure, not the VIP's (out of descriptors, a stalled loop: probes.py
+            # logs them): the state stays and the check runs again soon. Counted, such
+            # failures withdrew 1 708 of 2 000 healthy VIPs in 30 s (issue 11).
+            c.health = replace(c.health, next_check=now + c.params.fast_interval)
+            if self.metrics is not None:
+                self.metrics.check_local_failure(result.local)
+            return
         if self.metrics is not None:
             self.metrics.check_done(c.spec.kind, result.ok, result.duration)
         c.health, t = hm.observe(c.health, result.ok, now, c.params, result.detail)
@@ -754,13 +919,16 @@ class Service:
             if a not in self._drain_vips:
                 self._drain_vips[a] = now
                 log_drain.info("VIP %s drained by the operator", a)
-        self._save_drains()
+        unsaved = self._save_drains()
         self._mark_all()
-        return {
+        out: dict[str, Any] = {
             "draining": [str(a) for a in targets],
             "all": everything,
             "delay": self.cfg.drain.delay,
         }
+        if unsaved:
+            out["unsaved"] = unsaved
+        return out
 
     def undrain(self, addresses: Iterable[str], everything: bool = False) -> dict[str, Any]:
         """Stop draining VIPs (or everything the operator drained)."""
@@ -773,9 +941,11 @@ class Service:
         for a in targets:
             if self._drain_vips.pop(a, None) is not None:
                 log_drain.info("VIP %s undrained by the operator", a)
-        self._save_drains()
+        unsaved = self._save_drains()
         self._mark_all()
         out: dict[str, Any] = {"undrained": [str(a) for a in targets], "all": everything}
+        if unsaved:
+            out["unsaved"] = unsaved
         if self._drain_file is not None:
             out["warning"] = (
                 f"{self.cfg.drain.disable_file} exists: the host stays drained until it is removed"
@@ -799,33 +969,44 @@ class Service:
 
     def _drain_file_path(self) -> Path | None:
         d = self.cfg.service.state_dir
-        return None if d is None else d / "drains.json"
+        return None if d is None or not self._state_ok else d / "drains.json"
 
-    def _save_drains(self) -> None:
+    def _save_drains(self) -> str | None:
+        """Persist the drains; returns why that failed (told to the CLI caller), or None."""
         path = self._drain_file_path()
         if path is None:
-            return
+            d = self.cfg.service.state_dir
+            return None if d is None else f"state directory {d} is unusable: not saved"
         doc = {"all": self._drain_host is not None, "vips": sorted(map(str, self._drain_vips))}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as e:
-            log_drain.error(
-                "cannot save drains to %s (they will not survive a restart): %s", path, e
-            )
+            statefile.write_atomic(path, (json.dumps(doc) + "\n").encode())
+        except statefile.StateError as e:
+            log_drain.error("%s: the drains as they are now will not survive a restart", e)
+            return str(e)
+        return None
 
     def _load_drains(self) -> None:
         """Drains from a previous run are restored as already drained (the delay passed)."""
-        path = self._drain_file_path()
-        if path is None or not path.exists():
+        d = self.cfg.service.state_dir
+        if d is None:
             return
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            statefile.check_dir(d)
+        except statefile.StateError as e:
+            # Nothing is read from a directory someone else could write (a planted
+            # drains.json would drain the host), and nothing is written there.
+            self._state_ok = False
+            log_drain.error("%s; drains are neither restored nor saved", e)
+            return
+        path = d / "drains.json"
+        try:
+            raw = statefile.read(path)
+            if raw is None:
+                return
+            doc = json.loads(raw)
             vips = [ipaddress.ip_address(v) for v in doc.get("vips", [])]
             everything = bool(doc.get("all", False))
-        except (OSError, ValueError, AttributeError, TypeError) as e:
+        except (statefile.StateError, ValueError, AttributeError, TypeError) as e:
             log_drain.error("ignoring unreadable drain state %s: %s", path, e)
             return
         long_ago = float("-inf")
@@ -937,8 +1118,12 @@ class Service:
                 await asyncio.sleep(0.1)
                 continue
             self._dirty.clear()
+            self._reconcile_since = self.clock()
             try:
-                await self.reconcile_once()
+                try:
+                    await self.reconcile_once()
+                finally:
+                    self._reconcile_since = None
                 if failing:
                     log_bgp.info("gobgpd reachable again; routes re-synced")
                 failing = False
@@ -1129,10 +1314,49 @@ class Service:
             await asyncio.sleep(backoff.next())
 
     async def _peer_loop(self) -> None:
+        """Keep gobgpd's sessions for status, and raise the alarm when a managed peer
+        is down: set admin-down by someone else, or its session not established."""
         while True:
-            await asyncio.sleep(5.0)
-            with contextlib.suppress(GobgpError):
+            await asyncio.sleep(PEER_POLL)
+            try:
                 self.peers = await asyncio.to_thread(self.table.peers)
+            except GobgpError:
+                continue
+            await self._watch_peers(self.clock())
+
+    async def _watch_peers(self, now: float) -> None:
+        g = self.cfg.gobgp
+        # With fate-sharing the peers are admin-down until we enable them: only from
+        # then on (in this gobgpd lifetime) is an admin-down peer someone else's doing.
+        expect_enabled = not g.fate_sharing or self._peers_epoch == self._epoch
+        alarms = peer_alarms(
+            self.peers,
+            set(g.peers),
+            expect_enabled=expect_enabled,
+            now=now,
+            down_since=self._peer_down_since,
+            grace=PEER_DOWN_GRACE,
+        )
+        for address, why in alarms.items():
+            if self.peer_alarms.get(address) != why:
+                hint = ""
+                if why == "admin-down" and not g.reenable_peers:
+                    hint = (
+                        " (announcer leaves it so: gobgp.reenable_peers is false; "
+                        f"`gobgp neighbor {address} enable` brings it back)"
+                    )
+                log_bgp.error(
+                    "peer %s is %s: this LB's routes do not reach it%s", address, why, hint
+                )
+        for address in self.peer_alarms.keys() - alarms.keys():
+            log_bgp.info("peer %s is up again", address)
+        self.peer_alarms = alarms
+        if g.reenable_peers and expect_enabled:
+            for address, why in alarms.items():
+                if why == "admin-down":
+                    with contextlib.suppress(GobgpError):
+                        await asyncio.to_thread(self.table.enable_peer, address)
+                        log_bgp.warning("peer %s re-enabled (gobgp.reenable_peers)", address)
 
     # ------------------------------------------------------------- watchdog
 
@@ -1141,6 +1365,7 @@ class Service:
         n = self.notifier
         interval = n.watchdog_interval if n is not None else None
         period = interval / 2 if interval else 1.0
+        stuck_logged = False
         while True:
             await asyncio.sleep(period)
             if self.keeper is not None and not self.keeper.alive():
@@ -1148,14 +1373,43 @@ class Service:
                 self.keeper.respawn()
             if n is None:
                 continue
-            dp = self.cfg.dataplaneapi
-            # The discovery loop ticks every poll_interval, or after a backoff of at
-            # most 30 s plus two request timeouts; past that it is stuck.
-            stuck_after = dp.poll_interval + 2 * dp.timeout + 40.0
-            if self.clock() - self._disc_tick < stuck_after:
+            why = self._stuck(self.clock())
+            if why is None:
                 if interval:
                     n.watchdog()
                 n.status(self._status_line())
+                stuck_logged = False
+            elif not stuck_logged:
+                log.error("not pinging systemd's watchdog: %s", why)
+                stuck_logged = True
+
+    def _stuck(self, now: float) -> str | None:
+        """Why the machinery that moves routes is stuck, or None if it is alive.
+
+        This loop running says the event loop is alive. What it also needs: checks
+        that produce results and reconciles that finish. DataPlaneAPI is *not* asked:
+        an API that hangs or drips changes nothing (the last VIP set stays), and a
+        watchdog abort over it would withdraw every route through the keeper.
+        """
+        return stuck_reason(
+            now,
+            checks=len(self.checks),
+            last_result=max(self._last_result, self._started),
+            check_bound=self._check_bound(),
+            reconcile_since=self._reconcile_since,
+            reconcile_bound=RECONCILE_STUCK_AFTER,
+        )
+
+    def _check_bound(self) -> float:
+        """How long without any check result means the scheduler is stuck."""
+        slowest = max(
+            (c.params.interval + c.spec.timeout for c in self._sample_checks()), default=1
+        )
+        return max(CHECKS_STUCK_AFTER, 3 * slowest)
+
+    def _sample_checks(self) -> Iterable[_Check]:
+        # The bound only needs the slowest settings, which live in the configs.
+        return itertools.islice(self.checks.values(), 0, 1000)
 
     def freeze(self, seconds: float) -> None:
         """Test hook (ANNOUNCER_TEST_HOOKS=1): block the event loop, as a hung loop would."""
@@ -1180,6 +1434,20 @@ class Service:
             )
             out.append(VipStatus(address, vs.vip.frontends, vs.state, checks))
         return out
+
+    def _hold_report(self) -> dict[str, Any] | None:
+        """The VIP-loss hold for status and metrics, None when nothing is held."""
+        h = self._hold
+        if h is None:
+            return None
+        policy = self.cfg.dataplaneapi.vip_loss
+        return {
+            "vips": sorted(map(str, h.lost), key=lambda a: by_version(ipaddress.ip_address(a))),
+            "since": time.time() - (self.clock() - h.since),
+            "answers": h.seen,
+            "needed": policy.confirmations,
+            "min_seconds": policy.min_seconds,
+        }
 
     async def report(self, fresh: bool = True) -> dict[str, Any]:
         """Everything `announcer status` shows, JSON-ready. `fresh` re-reads gobgpd."""
@@ -1237,6 +1505,7 @@ class Service:
                     "state": p.state.value,
                     "admin_down": p.admin_down,
                     "uptime_s": p.uptime_s,
+                    "alarm": self.peer_alarms.get(p.address),
                 }
                 for p in self.peers
             ],
@@ -1248,6 +1517,7 @@ class Service:
                 "resyncs": self.resyncs,
                 "last_sync": self.last_sync,
             },
+            "vip_loss_hold": self._hold_report(),
             "dataplaneapi": {
                 "url": self.cfg.dataplaneapi.url,
                 "ok": self.dataplane_ok,
@@ -1262,6 +1532,7 @@ class Service:
                 "stopping": self._drain_stop is not None,
                 "vips": sorted(map(str, self._drain_vips)),
                 "delay": self.cfg.drain.delay,
+                "saved": self._state_ok,
             },
             "synced": self.synced.is_set(),
         }
@@ -1288,11 +1559,3 @@ def _attrs(r: Route) -> str:
     if r.as_path_prepend:
         extra.append(f"prepend {r.as_path_prepend}")
     return f" ({', '.join(extra)})" if extra else ""
-
-
-def _error_kind(e: DataPlaneError) -> str:
-    if isinstance(e, DataPlaneAuthError):
-        return "auth"
-    if e.status is not None:
-        return f"http_{e.status}"
-    return "unreachable" if "connect" in str(e).lower() or "timed out" in str(e) else "bad_answer"

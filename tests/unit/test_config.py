@@ -54,7 +54,7 @@ def test_example_config_loads_and_documents_every_key() -> None:
 def test_minimal_config_gets_defaults() -> None:
     cfg = parse_config(minimal())
     assert cfg.health.rise == 3 and cfg.health.interval == 1.0
-    assert cfg.gobgp.address == "127.0.0.1:50051"
+    assert cfg.gobgp.address == "unix:///run/gobgpd/api.sock"
     assert cfg.dataplaneapi.password_env == "DPAPI_PW"
 
 
