@@ -190,3 +190,29 @@ def test_vip_loss_and_reenable_keys() -> None:
             {**BASE, "dataplaneapi": {"password_env": "X", "vip_loss": {"max_fraction": 2}}}
         )
     assert any("dataplaneapi.vip_loss.max_fraction" in p for p in e.value.problems)
+
+
+def test_log_lines_escape_what_comes_from_outside() -> None:
+    import io
+    import logging
+
+    from announcer.cli import _Printable
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(_Printable())
+    logger = logging.getLogger("announcer.test_printable")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("VIP %s (frontends %s)", "192.0.2.10", "fe\nCRITICAL forged line")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("with a traceback %s", "x\ty")
+    finally:
+        logger.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "VIP 192.0.2.10 (frontends fe\\x0aCRITICAL forged line)"
+    assert lines[1] == "with a traceback x\\x09y"
+    assert lines[2].startswith("Traceback")  # the traceback keeps its own lines
