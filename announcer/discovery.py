@@ -1,4 +1,7 @@
-"""From DataPlaneAPI JSON to VIPs: pure parsing and normalisation, no I/O.
+"""From DataPlaneAPI JSON to frontends and bind addresses: pure parsing, no I/O.
+
+What those frontends mean for announcer (which addresses are VIPs, their checks and
+policies) is vips.py's.
 
 Rules of this module:
 
@@ -18,9 +21,9 @@ Rules of this module:
 
 Decisions:
 
-* Port ranges (`bind 192.0.2.10:8000-8010`): one Listener on the first port (HAProxy binds
-  every port of the range with the same options, so checking one tells whether the proxy
-  serves the VIP); the range itself is kept in `VipSet.port_ranges`.
+* Port ranges (`bind 192.0.2.10:8000-8010`): the bind's first port is what vips.py
+  checks (HAProxy binds every port of the range with the same options, so checking one
+  tells whether the proxy serves the VIP).
 * IPv6 zone ids (`fe80::1%eth0`): rejected. A zone makes the address link-scoped, and a
   link-scoped address cannot be announced as a /128.
 * Loopback, link-local, multicast and IPv4-mapped IPv6 literals are skipped with a reason:
@@ -33,15 +36,14 @@ Decisions:
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from .errors import DataPlaneError
-from .model import Frontend, IPAddress, Listener, RawBind, Vip, by_version
+from .model import Frontend, IPAddress, RawBind
 
 Mode = Literal["http", "tcp"]
 AddressKind = Literal[
@@ -455,76 +457,3 @@ def unannounceable_reason(ip: IPAddress) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return "IPv4-mapped IPv6 address (bind the IPv4 address instead)"
     return None
-
-
-# ------------------------------------------------------------------------ VIPs
-
-
-class Skipped(NamedTuple):
-    """A frontend or bind that produced no VIP, and why (for an INFO/DEBUG log line)."""
-
-    frontend: str
-    bind: str | None  # None: the whole frontend was skipped
-    reason: str
-
-
-@dataclass(frozen=True)
-class VipSet:
-    """Every VIP of a discovery, plus what was skipped and the port ranges seen."""
-
-    vips: dict[IPAddress, Vip] = field(default_factory=dict)
-    skipped: list[Skipped] = field(default_factory=list)
-    # Listener (on the first port of the range) -> (first port, last port).
-    port_ranges: dict[Listener, tuple[int, int]] = field(default_factory=dict)
-
-
-def frontend_selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    """fnmatch (case-sensitive) on the frontend name; exclude wins over include."""
-    if any(fnmatch.fnmatchcase(name, pat) for pat in exclude):
-        return False
-    return any(fnmatch.fnmatchcase(name, pat) for pat in include)
-
-
-def vips_from_frontends(
-    frontends: Iterable[Frontend],
-    *,
-    include: Sequence[str] = ("*",),
-    exclude: Sequence[str] = (),
-) -> VipSet:
-    """Group the literal-IP listeners of enabled, selected frontends by address."""
-    listeners: dict[IPAddress, set[Listener]] = {}
-    skipped: list[Skipped] = []
-    ranges: dict[Listener, tuple[int, int]] = {}
-    for fe in frontends:
-        if fe.disabled:
-            skipped.append(Skipped(fe.name, None, "frontend is disabled"))
-            continue
-        if not frontend_selected(fe.name, include, exclude):
-            skipped.append(Skipped(fe.name, None, "frontend not selected by include/exclude"))
-            continue
-        for bind in fe.binds:
-            parsed = parse_bind_address(bind.address)
-            if parsed.ip is None:
-                skipped.append(Skipped(fe.name, bind.name, parsed.reason or parsed.kind))
-                continue
-            listener = Listener(
-                frontend=fe.name,
-                bind=bind.name,
-                port=bind.port,
-                ssl=bind.ssl,
-                accept_proxy=bind.accept_proxy,
-                mode=fe.mode,
-                monitor_uri=fe.monitor_uri,
-            )
-            listeners.setdefault(parsed.ip, set()).add(listener)
-            if bind.port is not None and bind.port_range_end is not None:
-                ranges[listener] = (bind.port, bind.port_range_end)
-    vips = {
-        ip: Vip(address=ip, listeners=tuple(sorted(lst, key=_listener_order)))
-        for ip, lst in sorted(listeners.items(), key=lambda kv: by_version(kv[0]))
-    }
-    return VipSet(vips=vips, skipped=skipped, port_ranges=ranges)
-
-
-def _listener_order(lst: Listener) -> tuple[str, int, str, bool, bool]:
-    return (lst.frontend, lst.port or 0, lst.bind, lst.ssl, lst.accept_proxy)

@@ -45,7 +45,8 @@ from .model import IPAddress, PeerStatus, SessionState
 from .planner import Drain
 
 if TYPE_CHECKING:
-    from .service import Service, _VipState
+    from .core import VipState
+    from .service import Service
 
 log = logging.getLogger("announcer.metrics")
 
@@ -248,7 +249,7 @@ def snapshot_now(svc: Service) -> Snapshot:
     return snap
 
 
-def _read_vips(svc: Service, vips: list[_VipState], snap: Snapshot) -> None:
+def _read_vips(svc: Service, vips: list[VipState], snap: Snapshot) -> None:
     now = svc.clock()
     want, phase = svc._want, svc.phase
     addresses, states, announced, drains = snap.addresses, snap.states, snap.announced, snap.drains
@@ -271,9 +272,9 @@ def _scalars(svc: Service) -> Snapshot:
         drains=[],
         paths=len(actual) if actual is not None else 0,
         drained=(
-            svc._drain_host is not None,
-            svc._drain_file is not None,
-            svc._drain_stop is not None,
+            svc.drains.host is not None,
+            svc.drains.file is not None,
+            svc.drains.stop is not None,
         ),
         gobgp_ok=bool(svc.gobgp_ok),
         synced=svc.synced.is_set(),

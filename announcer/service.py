@@ -34,25 +34,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import ipaddress
 import itertools
-import json
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
 
+from . import drains as drains_mod
 from . import health as hm
 from . import shrink, statefile
-from .config import CheckConfig, Config
-from .discovery import vips_from_frontends
+from .config import Config
+from .core import Change, CheckState, Core, VipState, addresses_of
+from .drains import Drains
 from .errors import DataPlaneAuthError, DataPlaneError, GobgpError, InvalidRoute
-from .health import Health, HealthParams, State
+from .health import State
 from .model import (
     CheckResult,
     CheckSpec,
@@ -60,17 +59,17 @@ from .model import (
     HostPrefix,
     IPAddress,
     IPNetwork,
-    Listener,
     PeerStatus,
     Probe,
     Route,
     RouteTable,
     SessionState,
-    Vip,
     VipSource,
     by_version,
 )
-from .planner import Drain, Plan, VipPolicy, advance, allowed, make_plan, route_for
+from .planner import Drain, Plan, advance, make_plan
+from .scheduler import Scheduler
+from .vips import vip_specs
 
 log = logging.getLogger("announcer.service")
 log_health = logging.getLogger("announcer.health")
@@ -80,7 +79,6 @@ log_drain = logging.getLogger("announcer.drain")
 
 PLAN_LOG_LIMIT = 50  # bigger plans are logged as one summary line
 _UNDECIDED = frozenset({State.INIT, State.RISING})
-_SCHEDULER_TICK = 0.005  # checks due this close together start in one wake-up
 
 
 class WatchableRouteTable(RouteTable, Protocol):
@@ -146,50 +144,6 @@ class MetricsSink(Protocol):
 
 
 # ------------------------------------------------------------------ pure bits
-
-
-def check_spec(address: IPAddress, listener: Listener, cfg: CheckConfig) -> CheckSpec | None:
-    """The check for one listener of a VIP, or None when it cannot be checked."""
-    kind = cfg.type
-    path = cfg.path or "/"
-    if kind == "auto":
-        if listener.accept_proxy:
-            kind = "tcp"  # a plain HTTP request would be refused by accept-proxy
-        elif listener.monitor_uri and listener.mode != "tcp":
-            kind, path = "http", listener.monitor_uri
-        elif cfg.path and listener.mode != "tcp":
-            kind = "http"
-        else:
-            kind = "tcp"
-    elif kind == "http" and listener.monitor_uri:
-        path = listener.monitor_uri
-    if kind == "command":
-        return CheckSpec(
-            "command", address, None, cfg.timeout, command=cfg.command, shell=cfg.shell
-        )
-    if listener.port is None:
-        return None
-    if kind == "tcp":
-        return CheckSpec("tcp", address, listener.port, cfg.timeout)
-    return CheckSpec(
-        "http",
-        address,
-        listener.port,
-        cfg.timeout,
-        path=path,
-        host=cfg.host,
-        expect_status=cfg.expect_status,
-        tls=listener.ssl,
-        tls_verify=cfg.tls_verify,
-    )
-
-
-def drain_phase(starts: Iterable[float | None], now: float, delay: float) -> Drain:
-    """The drain phase of a VIP from the start times of the drains that cover it."""
-    present = [s for s in starts if s is not None]
-    if not present:
-        return Drain.NONE
-    return Drain.DRAINING if now - min(present) < delay else Drain.DRAINED
 
 
 PEER_POLL = 5.0  # how often gobgpd's peers are read (status, metrics, alarms)
@@ -276,45 +230,6 @@ class Backoff:
 # ------------------------------------------------------------------ the state
 
 
-@dataclass
-class _Check:
-    spec: CheckSpec
-    health: Health
-    params: HealthParams
-    vips: set[IPAddress] = field(default_factory=set)
-    task: asyncio.Task[None] | None = None  # the probe in flight, if one is
-    retired: bool = False  # no VIP uses it any more: never scheduled again
-    last: CheckResult | None = None
-    last_at: float | None = None  # wall clock
-
-
-@dataclass
-class _VipState:
-    vip: Vip
-    specs: tuple[CheckSpec, ...]
-    check: CheckConfig
-    policy: VipPolicy
-    override: int | None
-    state: State = State.INIT
-    since: float = field(default_factory=time.time)  # wall clock, for status
-    why: str = ""
-    # route_for() memoised per (state, drain phase): at 10 000 VIPs rebuilding every
-    # route on every change blocked the loop for half a second (docs/performance.md).
-    # The policy never changes under it: a new discovery or reload makes a new _VipState.
-    cached: tuple[State, Drain, Route | None] | None = None
-    # A first verdict (UP or DOWN) reached in this process, or carried over from the
-    # VIP's previous settings; until then a start may keep what a previous run announced.
-    settled: bool = False
-
-    def route(self, phase: Drain) -> Route | None:
-        c = self.cached
-        if c is not None and c[0] is self.state and c[1] is phase:
-            return c[2]
-        r = route_for(self.vip.address, self.state, phase, self.policy)
-        self.cached = (self.state, phase, r)
-        return r
-
-
 class ControlError(Exception):
     """A control request that cannot be done (unknown VIP, bad address); told to the caller."""
 
@@ -337,26 +252,19 @@ class Service:
         self.cfg = cfg
         self.source = source
         self.table = table
-        self.prober = prober
         self.clock = clock
         self.keeper = keeper
         self.notifier = notifier
         self.metrics = metrics
-        self.vips: dict[IPAddress, _VipState] = {}
-        self.checks: dict[CheckSpec, _Check] = {}
-        self._due: list[tuple[float, int, _Check]] = []  # (due, tie-break, check): a heap
-        self._seq = itertools.count()
-        self._wake = asyncio.Event()  # a check is due earlier than the scheduler sleeps
+        # Every VIP and check, the start-up rule and what to plan (core.py, pure).
+        self.core = Core(0.0, cfg.service.startup_grace, random.Random())
+        self.scheduler = Scheduler(prober, clock, self._result)  # the probes run there
         self.discovered = False  # a first discovery succeeded
         self.synced = asyncio.Event()  # a first full reconcile succeeded
         self._dirty = asyncio.Event()
         self._gobgpd_back = asyncio.Event()  # its event stream opened: retry at once
         self._frontends: tuple[Frontend, ...] = ()  # the last good discovery
         self._actual: dict[HostPrefix, Route] | None = None  # None: re-read from gobgpd
-        # VIPs whose route may have changed since the last plan; None: plan everything.
-        # At 10 000 VIPs a full plan blocks the loop for about 50 ms, a failover's
-        # plan of one VIP for microseconds (docs/performance.md).
-        self._touched: set[IPAddress] | None = None
         # Whether the routers saw gobgpd's paths when we started (peers not admin-down,
         # or no fate-sharing): then the routes of VIPs without a first verdict are kept
         # as they are until they get one, so a restart of announcer flaps nothing.
@@ -365,7 +273,6 @@ class Service:
         self._last_read = float("-inf")
         self._started = 0.0
         self._outside_logged: set[IPAddress] = set()
-        self._rng = random.Random()
         # Every allow-list this process has run with: after a reload that shrinks
         # it, the routes it announced under the old one are still ours to withdraw.
         self._owned: tuple[IPNetwork, ...] = cfg.allowed_prefixes
@@ -373,18 +280,13 @@ class Service:
         # once per lifetime, so an operator's `gobgp neighbor X disable` holds.
         self._epoch = 1
         self._peers_epoch = 0
-        # Drains: start times (monotonic) of each cause; see drain_phase().
-        self._drain_vips: dict[IPAddress, float] = {}
-        self._drain_host: float | None = None
-        self._drain_file: float | None = None
-        self._drain_stop: float | None = None
+        self.drains = Drains(cfg.drain.delay)  # every drain cause in force (drains.py)
         self._applied = 0  # reconciles done, for waiting on one
         self._state_ok = True  # the state directory passed statefile.check_dir
         self._last_result = float("-inf")  # when a check last finished (the watchdog)
         self.peer_alarms: dict[str, str] = {}  # managed peers that are down, and why
         self._peer_down_since: dict[str, float] = {}
         self._reconcile_since: float | None = None  # a reconcile pass in progress since
-        self._hold: shrink.Hold[IPAddress] | None = None  # a big VIP loss not yet confirmed
         self.resyncs = 0
         self.peers: list[PeerStatus] = []
         self.gobgp_ok: bool | None = None
@@ -395,6 +297,26 @@ class Service:
         self.dataplane_last_ok: float | None = None  # wall clock
         self.dataplane_version: int | None = None
 
+    @property
+    def vips(self) -> dict[IPAddress, VipState]:
+        return self.core.vips
+
+    @property
+    def checks(self) -> dict[CheckSpec, CheckState]:
+        return self.core.checks
+
+    @property
+    def _hold(self) -> shrink.Hold[IPAddress] | None:
+        return self.core.hold
+
+    @property
+    def prober(self) -> Probe:
+        return self.scheduler.prober
+
+    @prober.setter
+    def prober(self, prober: Probe) -> None:
+        self.scheduler.prober = prober
+
     # ------------------------------------------------------------ lifecycle
 
     async def run(self, stop: asyncio.Event, hurry: asyncio.Event | None = None) -> None:
@@ -403,7 +325,7 @@ class Service:
         A graceful stop drains first (drain.on_stop): GRACEFUL_SHUTDOWN for
         drain.delay, or until `hurry` is set (a second SIGTERM), then withdraws.
         """
-        self._started = self.clock()
+        self._started = self.core.started = self.clock()
         self._load_drains()
         log.info(
             "starting: DataPlaneAPI %s, gobgpd %s, allowed %s",
@@ -419,7 +341,7 @@ class Service:
             asyncio.create_task(self._drain_loop(), name="drain"),
             asyncio.create_task(self._peer_loop(), name="peers"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
-            asyncio.create_task(self._check_scheduler(), name="checks"),
+            asyncio.create_task(self.scheduler.run(), name="checks"),
         ]
         stopped = asyncio.create_task(stop.wait())
 
@@ -428,7 +350,7 @@ class Service:
             self.table.cancel_watch()
             for t in [*loops, stopped]:
                 t.cancel()
-            self._cancel_checks()
+            self.scheduler.cancel_all()
             await asyncio.gather(*loops, stopped, return_exceptions=True)
 
         try:
@@ -459,7 +381,7 @@ class Service:
             return
         if not self.synced.is_set() or not self.desired():
             return  # nothing announced: nothing to move traffic away from
-        self._drain_stop = self.clock()
+        self.drains.stop = self.clock()
         applied = self._applied
         self._mark_all()
         with contextlib.suppress(TimeoutError):
@@ -485,11 +407,6 @@ class Service:
                 log_bgp.info("withdrew %d routes on stop", len(plan.withdraw))
         except (GobgpError, TimeoutError) as e:
             log_bgp.error("could not withdraw routes on stop within %.0fs: %s", deadline, e)
-
-    def _cancel_checks(self) -> None:
-        for c in self.checks.values():
-            if c.task is not None:
-                c.task.cancel()
 
     # --------------------------------------------------------------- reload
 
@@ -529,6 +446,7 @@ class Service:
             log.warning("reload: %s changed; it takes effect at the next restart", k)
         self._owned = tuple(dict.fromkeys((*self._owned, *new.allowed_prefixes)))
         self.cfg = new
+        self.drains.delay = new.drain.delay
         self._outside_logged.clear()
         if self.discovered:
             self._apply_discovery(self._frontends, guarded=False)
@@ -586,66 +504,53 @@ class Service:
     def _apply_discovery(self, frontends: tuple[Frontend, ...], guarded: bool = True) -> None:
         """Take a discovery's VIPs; `guarded`: a big loss is held (shrink.py), as it is
         for every answer of DataPlaneAPI (a reload's own changes are not held)."""
-        dp = self.cfg.dataplaneapi
-        found = vips_from_frontends(
-            frontends, include=dp.include_frontends, exclude=dp.exclude_frontends
+        found = vip_specs(frontends, self.cfg)
+        for sk in found.skipped:
+            log_disc.debug("frontend %s bind %s: no VIP (%s)", sk.frontend, sk.bind, sk.reason)
+        for address, names in found.outside.items():
+            if address not in self._outside_logged:
+                self._outside_logged.add(address)
+                log_disc.warning(
+                    "VIP %s (frontends %s) is outside allowed_prefixes: never announced",
+                    address,
+                    ", ".join(names),
+                )
+        for u in found.unchecked:
+            log_disc.warning(
+                "VIP %s frontend %s bind %s has no port: cannot check it",
+                u.address,
+                u.frontend,
+                u.bind,
+            )
+        known = len(self.vips)
+        before = self.core.hold
+        done = self.core.apply(
+            found.specs,
+            self.clock(),
+            self._phase_now(),
+            vip_loss=self.cfg.dataplaneapi.vip_loss if guarded else None,
         )
-        for s in found.skipped:
-            log_disc.debug("frontend %s bind %s: no VIP (%s)", s.frontend, s.bind, s.reason)
-        wanted: dict[IPAddress, _VipState] = {}
-        for address, vip in found.vips.items():
-            if not allowed(vip.prefix, self.cfg.allowed_prefixes):
-                if address not in self._outside_logged:
-                    self._outside_logged.add(address)
-                    log_disc.warning(
-                        "VIP %s (frontends %s) is outside allowed_prefixes: never announced",
-                        address,
-                        ", ".join(vip.frontends),
-                    )
-                continue
-            check, policy, override = self.cfg.settings_for(address, vip.frontends)
-            specs: list[CheckSpec] = []
-            for lst in vip.listeners:
-                spec = check_spec(address, lst, check)
-                if spec is None:
-                    log_disc.warning(
-                        "VIP %s frontend %s bind %s has no port: cannot check it",
-                        address,
-                        lst.frontend,
-                        lst.bind,
-                    )
-                elif spec not in specs:
-                    specs.append(spec)
-            old = self.vips.get(address)
-            vs = _VipState(vip, tuple(specs), check, policy, override)
-            if old is not None:
-                vs.state, vs.since, vs.why, vs.settled = old.state, old.since, old.why, old.settled
-            wanted[address] = vs
-        if guarded:
-            self._guard_loss(wanted)
-        elif self._hold is not None:  # a reload during a hold keeps holding
-            for a in self._hold.lost - wanted.keys():
-                if a in self.vips:
-                    wanted[a] = self.vips[a]
-        added = wanted.keys() - self.vips.keys()
-        removed = self.vips.keys() - wanted.keys()
-        previous = self.vips
-        self.vips = wanted
-        self._sync_checks(previous)
+        if done.hold is not None:
+            self._log_hold(done.hold, before, known)
+        for spec in done.retired:
+            self.scheduler.retire(spec)
+        for c in done.new_checks:
+            self._schedule(c)
         # Thousands of VIPs found at once (a start) are summed up in one line.
+        added, removed = done.added, done.removed
         each = log_disc.info if len(added) + len(removed) <= PLAN_LOG_LIMIT else log_disc.debug
         for a in sorted(added, key=by_version):
-            each("VIP %s discovered (frontends %s)", a, ", ".join(wanted[a].vip.frontends))
+            each("VIP %s discovered (frontends %s)", a, ", ".join(self.vips[a].vip.frontends))
         for a in sorted(removed, key=by_version):
             each("VIP %s is gone from HAProxy's configuration", a)
         if each is log_disc.debug and self.discovered:
             log_disc.info("%d VIPs discovered, %d gone", len(added), len(removed))
-        for vs in wanted.values():
-            self._update_vip_state(vs)
+        for change in done.changes:
+            self._changed(change)
         if not self.discovered:
-            log_disc.info("first discovery: %d VIPs", len(wanted))
+            log_disc.info("first discovery: %d VIPs", len(self.vips))
         self.discovered = True
-        self._mark_all()  # policies may have changed too
+        self._dirty.set()
 
     async def _first_answer_held(self, frontends: tuple[Frontend, ...]) -> bool:
         """Whether the first discovery of this process must wait for confirmation.
@@ -664,42 +569,34 @@ class Service:
                 return False
         except GobgpError:
             return False  # gobgpd away: the reconcile will wait for it anyway
-        dp = self.cfg.dataplaneapi
-        found = vips_from_frontends(
-            frontends, include=dp.include_frontends, exclude=dp.exclude_frontends
-        )
-        known = frozenset(p.network_address for p in routes if allowed(p, self._owned))
-        before = self._hold
-        v = shrink.decide(known, frozenset(found.vips), before, self.clock(), dp.vip_loss)
-        self._hold = v.hold
+        policy = self.cfg.dataplaneapi.vip_loss
+        found = frozenset(vip_specs(frontends, self.cfg).specs)
+        known = addresses_of(routes, self._owned)
+        v = self.core.first_answer(known, found, self.clock(), policy)
         if v.event == "held":
             log_disc.error(
                 "DataPlaneAPI's first answer lacks %d of the %d VIPs gobgpd announces; "
                 "touching nothing until %d answers over %.0fs agree (dataplaneapi.vip_loss)",
-                len(known - found.vips.keys()),
+                len(known - found),
                 len(known),
-                dp.vip_loss.confirmations,
-                dp.vip_loss.min_seconds,
+                policy.confirmations,
+                policy.min_seconds,
             )
         elif v.event == "confirmed":
             log_disc.warning("DataPlaneAPI's first answer confirmed: starting with it")
         return v.hold is not None
 
-    def _guard_loss(self, wanted: dict[IPAddress, _VipState]) -> None:
-        """Keep the VIPs a suspiciously big loss would remove until it is confirmed."""
+    def _log_hold(
+        self, v: shrink.Verdict[IPAddress], before: shrink.Hold[IPAddress] | None, known: int
+    ) -> None:
         policy = self.cfg.dataplaneapi.vip_loss
-        before = self._hold
-        v = shrink.decide(frozenset(self.vips), frozenset(wanted), before, self.clock(), policy)
-        for a in v.keep - wanted.keys():
-            wanted[a] = self.vips[a]  # as it was: same checks, same state
-        self._hold = v.hold
         if v.event == "held":
             assert v.hold is not None
             log_disc.error(
                 "DataPlaneAPI's answer lost %d of %d VIPs at once; keeping them until %d "
                 "answers over %.0fs agree (dataplaneapi.vip_loss)",
                 len(v.hold.lost),
-                len(self.vips),
+                known,
                 policy.confirmations,
                 policy.min_seconds,
             )
@@ -714,140 +611,64 @@ class Service:
         elif v.event == "released":
             log_disc.warning("DataPlaneAPI's answer has the held VIPs again: hold released")
 
-    def _sync_checks(self, previous: dict[IPAddress, _VipState]) -> None:
-        """Start checks for new specs, stop checks nobody uses any more."""
-        users: dict[CheckSpec, tuple[set[IPAddress], HealthParams]] = {}
-        for address, vs in self.vips.items():
-            for spec in vs.specs:
-                users.setdefault(spec, (set(), vs.check.params))[0].add(address)
-        for spec in list(self.checks):
-            if spec not in users:
-                gone = self.checks.pop(spec)
-                gone.retired = True
-                if gone.task is not None:
-                    gone.task.cancel()
-        now = self.clock()
-        for spec, (addresses, params) in users.items():
-            c = self.checks.get(spec)
-            if c is None:
-                # Splay first checks over one interval so thousands of VIPs found at
-                # once do not all connect in the same millisecond.
-                first = now + self._rng.uniform(0, min(params.interval, 1.0))
-                before = previous.get(spec.address)
-                h = hm.seeded(before.state, now, first) if before else hm.initial(now, first)
-                c = _Check(spec, h, params)
-                self._schedule(c)
-                self.checks[spec] = c
-            c.vips = addresses
-            c.params = params  # rise/fall/interval edits apply from the next result on
-
     # --------------------------------------------------------------- checks
 
-    # One scheduler for every check rather than a task per check sleeping between
-    # probes: at 10 000 checks a second the sleeps' futures and timers were a third
-    # of the loop's work, and 10 000 idle tasks with their frames cost memory. A
-    # task exists only while a probe is in flight.
+    def _schedule(self, c: CheckState) -> None:
+        self.scheduler.add(c.spec, c.health.next_check)
 
-    def _schedule(self, c: _Check) -> None:
-        due = c.health.next_check
-        heap = self._due
-        if not heap or due < heap[0][0]:
-            self._wake.set()  # earlier than what the scheduler sleeps until
-        heapq.heappush(heap, (due, next(self._seq), c))
-
-    async def _check_scheduler(self) -> None:
-        heap = self._due
-        loop = asyncio.get_running_loop()
-        while True:
-            # Checks due within the next tick start together: one wake-up for many.
-            horizon = self.clock() + _SCHEDULER_TICK
-            while heap and heap[0][0] <= horizon:
-                c = heapq.heappop(heap)[2]
-                if not c.retired and c.task is None:
-                    c.task = loop.create_task(self._run_check(c))
-            self._wake.clear()
-            if not heap:
-                await self._wake.wait()
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), heap[0][0] - self.clock())
-
-    async def _run_check(self, c: _Check) -> None:
-        try:
-            result = await self.prober.run(c.spec)
-        except Exception as e:  # a bug: the check fails and goes on, it does not freeze
-            log_health.error("check %s crashed", c.spec.target, exc_info=True)
-            result = CheckResult(False, f"probe error: {type(e).__name__}: {e}", 0.0)
-        finally:
-            c.task = None
-        if not c.retired:
-            self._record(c, result)
-            self._schedule(c)
-
-    def _record(self, c: _Check, result: CheckResult) -> None:
+    def _result(self, spec: CheckSpec, result: CheckResult) -> float | None:
+        """A probe's result (from the scheduler); returns when to run the check again."""
         now = self.clock()
         self._last_result = now
-        c.last, c.last_at = result, time.time()
-        if result.local is not None:
-            # Our failure, not the VIP's (out of descriptors, a stalled loop: probes.py
-            # logs them): the state stays and the check runs again soon. Counted, such
-            # failures withdrew 1 708 of 2 000 healthy VIPs in 30 s (issue 11).
-            c.health = replace(c.health, next_check=now + c.params.fast_interval)
-            if self.metrics is not None:
-                self.metrics.check_local_failure(result.local)
-            return
+        done = self.core.record(spec, result, now, self._phase_now(now))
+        if done is None:
+            return None  # retired while the probe ran
         if self.metrics is not None:
-            self.metrics.check_done(c.spec.kind, result.ok, result.duration)
-        c.health, t = hm.observe(c.health, result.ok, now, c.params, result.detail)
+            if result.local is not None:
+                self.metrics.check_local_failure(result.local)
+            else:
+                self.metrics.check_done(spec.kind, result.ok, result.duration)
         if log_health.isEnabledFor(logging.DEBUG):
             log_health.debug(
                 "%s: %s %s in %.3fs",
-                c.spec.target,
+                spec.target,
                 "ok" if result.ok else "FAIL",
                 result.detail,
                 result.duration,
             )
-        if t is not None:
+        if done.check is not None:
             # The VIP's line (INFO, below) names the check and the reason; this one
             # would double the log at 10 000 VIPs.
-            log_health.debug("check %s: %s", c.spec.target, t)
-            for address in c.vips:
-                vs = self.vips.get(address)
-                if vs is not None:
-                    self._update_vip_state(vs, f"{c.spec.target} {t.reason}")
+            log_health.debug("check %s: %s", spec.target, done.check)
+        for change in done.changes:
+            self._changed(change)
+        return self.checks[spec].health.next_check
 
-    def _update_vip_state(self, vs: _VipState, why: str = "") -> None:
-        states = [self.checks[s].health.state for s in vs.specs if s in self.checks]
-        new = hm.combine(states, vs.check.combine)
-        if new is vs.state:
-            return
-        old, vs.state, vs.since, vs.why = vs.state, new, time.time(), why
-        first = not vs.settled and new not in _UNDECIDED
+    def _changed(self, change: Change) -> None:
+        """Log, count and plan one VIP's change of state."""
         starting = not self.synced.is_set()
         # A start with thousands of VIPs logs its first verdicts as a progress line
         # once a second (below) instead of two lines per VIP.
-        quiet = starting and not vs.settled and len(self.vips) > PLAN_LOG_LIMIT
+        quiet = starting and not change.was_settled and len(self.vips) > PLAN_LOG_LIMIT
         (log_health.debug if quiet else log_health.info)(
-            "VIP %s: %s -> %s%s", vs.vip.address, old, new, f" ({why})" if why else ""
+            "VIP %s: %s -> %s%s",
+            change.address,
+            change.old,
+            change.new,
+            f" ({change.why})" if change.why else "",
         )
         if self.metrics is not None:
-            self.metrics.transition(old, new)
-        a = vs.vip.address
-        if first:
-            vs.settled = True
-            if starting:
-                self._mark(a)  # the start may be complete now
-                self._log_progress(quiet)
-        phase = self.phase(a)
-        if route_for(a, old, phase, vs.policy) != route_for(a, new, phase, vs.policy):
-            self._mark(a)
+            self.metrics.transition(change.old, change.new)
+        if change.first and starting:
+            self._log_progress(quiet)
+        self._dirty.set()
 
     def _log_progress(self, quiet: bool) -> None:
         now = self.clock()
         if not quiet or now - self._progress_at < 1.0:
             return
         self._progress_at = now
-        up, down, undecided = self._verdicts()
+        up, down, undecided = self.core.verdicts()
         log_health.info(
             "start-up: %d of %d VIPs have a verdict (%d UP, %d DOWN) after %.1fs",
             up + down,
@@ -857,68 +678,28 @@ class Service:
             now - self._started,
         )
 
-    def _verdicts(self) -> tuple[int, int, int]:
-        """VIPs announced, VIPs not announced, and VIPs without a first verdict yet."""
-        up = down = undecided = 0
-        for vs in self.vips.values():
-            if not vs.settled:
-                undecided += 1
-            elif hm.announced(vs.state):
-                up += 1
-            else:
-                down += 1
-        return up, down, undecided
-
-    def _grace_left(self) -> float:
-        return self._started + self.cfg.service.startup_grace - self.clock()
-
-    def _started_up(self) -> bool:
-        """Every VIP has a first verdict, or startup_grace is over."""
-        return self._grace_left() <= 0 or all(vs.settled for vs in self.vips.values())
-
-    def _mark(self, address: IPAddress) -> None:
-        """The route of one VIP may have changed: plan it."""
-        if self._touched is not None:
-            self._touched.add(address)
-        self._dirty.set()
-
     def _mark_all(self) -> None:
         """Anything else changed (VIP set, policies, drains, gobgpd): plan everything."""
-        self._touched = None
+        self.core.mark_all()
         self._dirty.set()
+
+    def _phase_now(self, now: float | None = None) -> Callable[[IPAddress], Drain]:
+        """The drain phase of each VIP at `now` (default: the clock's now)."""
+        at = self.clock() if now is None else now
+        drains = self.drains
+        return lambda address: drains.phase(address, at)
 
     # ---------------------------------------------------------------- drain
 
     def phase(self, address: IPAddress, now: float | None = None) -> Drain:
-        """The drain phase of one VIP now."""
-        if not self._any_drain():
-            return Drain.NONE  # the common case, asked for every VIP on every reconcile
-        now = self.clock() if now is None else now
-        starts = (self._drain_vips.get(address), self._drain_host, self._drain_file)
-        phase = drain_phase(starts, now, self.cfg.drain.delay)
-        if phase is Drain.NONE and self._drain_stop is not None:
-            return Drain.DRAINING  # a stop ends with _withdraw_all(), not with a phase change
-        return phase
-
-    def _any_drain(self) -> bool:
-        return bool(
-            self._drain_vips
-            or self._drain_host is not None
-            or self._drain_file is not None
-            or self._drain_stop is not None
-        )
+        """The drain phase of one VIP now (drains.py)."""
+        return self.drains.phase(address, self.clock() if now is None else now)
 
     def drain(self, addresses: Iterable[str], everything: bool = False) -> dict[str, Any]:
         """Start draining VIPs (or the host); raises ControlError for an unknown VIP."""
-        now = self.clock()
         targets = self._parse_vips(addresses)
-        if everything and self._drain_host is None:
-            self._drain_host = now
-            log_drain.info("host drained by the operator: every VIP drains")
-        for a in targets:
-            if a not in self._drain_vips:
-                self._drain_vips[a] = now
-                log_drain.info("VIP %s drained by the operator", a)
+        for line in self.drains.drain(targets, everything, self.clock()):
+            log_drain.info("%s", line)
         unsaved = self._save_drains()
         self._mark_all()
         out: dict[str, Any] = {
@@ -932,21 +713,15 @@ class Service:
 
     def undrain(self, addresses: Iterable[str], everything: bool = False) -> dict[str, Any]:
         """Stop draining VIPs (or everything the operator drained)."""
-        targets = self._parse_vips(addresses)
-        if everything:
-            targets = list(self._drain_vips)
-            if self._drain_host is not None:
-                log_drain.info("host undrained by the operator")
-            self._drain_host = None
-        for a in targets:
-            if self._drain_vips.pop(a, None) is not None:
-                log_drain.info("VIP %s undrained by the operator", a)
+        targets, lines = self.drains.undrain(self._parse_vips(addresses), everything)
+        for line in lines:
+            log_drain.info("%s", line)
         unsaved = self._save_drains()
         self._mark_all()
         out: dict[str, Any] = {"undrained": [str(a) for a in targets], "all": everything}
         if unsaved:
             out["unsaved"] = unsaved
-        if self._drain_file is not None:
+        if self.drains.file is not None:
             out["warning"] = (
                 f"{self.cfg.drain.disable_file} exists: the host stays drained until it is removed"
             )
@@ -959,7 +734,7 @@ class Service:
                 a = ipaddress.ip_address(text)
             except ValueError:
                 raise ControlError(f"{text!r} is not an IP address") from None
-            if a not in self.vips and a not in self._drain_vips:
+            if a not in self.vips and a not in self.drains.vips:
                 raise ControlError(
                     f"{a} is not a VIP announcer knows ({len(self.vips)} discovered; "
                     "see `announcer status`)"
@@ -967,19 +742,15 @@ class Service:
             out.append(a)
         return out
 
-    def _drain_file_path(self) -> Path | None:
-        d = self.cfg.service.state_dir
-        return None if d is None or not self._state_ok else d / "drains.json"
-
     def _save_drains(self) -> str | None:
         """Persist the drains; returns why that failed (told to the CLI caller), or None."""
-        path = self._drain_file_path()
-        if path is None:
-            d = self.cfg.service.state_dir
-            return None if d is None else f"state directory {d} is unusable: not saved"
-        doc = {"all": self._drain_host is not None, "vips": sorted(map(str, self._drain_vips))}
+        d = self.cfg.service.state_dir
+        if d is None:
+            return None
+        if not self._state_ok:
+            return f"state directory {d} is unusable: not saved"
         try:
-            statefile.write_atomic(path, (json.dumps(doc) + "\n").encode())
+            drains_mod.save(d, self.drains)
         except statefile.StateError as e:
             log_drain.error("%s: the drains as they are now will not survive a restart", e)
             return str(e)
@@ -998,26 +769,20 @@ class Service:
             self._state_ok = False
             log_drain.error("%s; drains are neither restored nor saved", e)
             return
-        path = d / "drains.json"
+        path = drains_mod.state_path(d)
         try:
-            raw = statefile.read(path)
-            if raw is None:
+            if not drains_mod.load(d, self.drains):
                 return
-            doc = json.loads(raw)
-            vips = [ipaddress.ip_address(v) for v in doc.get("vips", [])]
-            everything = bool(doc.get("all", False))
-        except (statefile.StateError, ValueError, AttributeError, TypeError) as e:
+        except (statefile.StateError, ValueError) as e:
             log_drain.error("ignoring unreadable drain state %s: %s", path, e)
             return
-        long_ago = float("-inf")
-        self._drain_vips = dict.fromkeys(vips, long_ago)
-        if everything:
-            self._drain_host = long_ago
-        if vips or everything:
+        if self.drains.vips or self.drains.host is not None:
             log_drain.warning(
                 "restored drains from %s: %s",
                 path,
-                "the whole host" if everything else ", ".join(map(str, vips)),
+                "the whole host"
+                if self.drains.host is not None
+                else ", ".join(map(str, self.drains.vips)),
             )
 
     async def _drain_loop(self) -> None:
@@ -1027,79 +792,33 @@ class Service:
             now = self.clock()
             f = self.cfg.drain.disable_file
             present = f is not None and f.exists()
-            if present and self._drain_file is None:
-                self._drain_file = now
-                log_drain.warning("%s exists: draining every VIP of this host", f)
+            if self.drains.disable_file(present, now):
+                if present:
+                    log_drain.warning("%s exists: draining every VIP of this host", f)
+                else:
+                    log_drain.warning("%s is gone: the host is no longer drained by it", f)
                 self._mark_all()
-            elif not present and self._drain_file is not None:
-                self._drain_file = None
-                log_drain.warning("%s is gone: the host is no longer drained by it", f)
-                self._mark_all()
-            phases: dict[IPAddress, Drain] = {}
-            if self._any_drain():  # no scan of every VIP each second when nothing drains
-                for a in self.vips:
-                    if (p := self.phase(a, now)) is not Drain.NONE:
-                        phases[a] = p
+            phases = self.drains.phases(self.vips, now)
             if phases != last_phases:
                 for a, p in phases.items():
                     if last_phases.get(a) is not p and p is Drain.DRAINED:
                         log_drain.info("VIP %s drained: drain delay over", a)
                 last_phases = phases
                 self._mark_all()
-            await asyncio.sleep(self._next_drain_wake(now))
-
-    def _next_drain_wake(self, now: float) -> float:
-        starts = [*self._drain_vips.values(), self._drain_host, self._drain_file]
-        ends = [s + self.cfg.drain.delay for s in starts if s is not None]
-        pending = [e - now for e in ends if e > now]
-        return max(0.01, min([1.0, *pending]))
+            await asyncio.sleep(self.drains.next_wake(now))
 
     # ------------------------------------------------------------ reconcile
 
     def desired(self, keep: dict[HostPrefix, Route] | None = None) -> dict[HostPrefix, Route]:
-        """The complete set of routes announcer wants in gobgpd now.
-
-        `keep` (during a start, see _inherit): the routes gobgpd has, kept for the
-        VIPs that have no first verdict yet.
-        """
-        now = self.clock()
-        routes: dict[HostPrefix, Route] = {}
-        for vs in self.vips.values():
-            if (r := self._want(vs, now, keep)) is not None:
-                routes[r.prefix] = r
-        return routes
+        """The complete set of routes announcer wants in gobgpd now (core.desired)."""
+        return self.core.desired(self._phase_now(), self.cfg.allowed_prefixes, keep)
 
     def _want(
-        self, vs: _VipState, now: float, keep: dict[HostPrefix, Route] | None
+        self, vs: VipState, now: float, keep: dict[HostPrefix, Route] | None
     ) -> Route | None:
-        """The route one VIP should have in gobgpd, None if none (or outside the allow-list)."""
-        phase = self.phase(vs.vip.address, now)
-        if keep is not None and not vs.settled and phase is Drain.NONE:
-            r = keep.get(vs.vip.prefix)
-        else:
-            r = vs.route(phase)
-        return r if r is not None and allowed(r.prefix, self.cfg.allowed_prefixes) else None
-
-    def _plan_some(
-        self,
-        touched: set[IPAddress],
-        actual: dict[HostPrefix, Route],
-        keep: dict[HostPrefix, Route] | None,
-    ) -> Plan:
-        """The plan for a few VIPs: the complete plan restricted to their prefixes."""
-        now = self.clock()
-        want: dict[HostPrefix, Route] = {}
-        have: dict[HostPrefix, Route] = {}
-        for a in touched:
-            vs = self.vips.get(a)
-            if vs is None:
-                continue  # gone: discovery planned everything
-            p = vs.vip.prefix
-            if (r0 := actual.get(p)) is not None:
-                have[p] = r0
-            if (r := self._want(vs, now, keep)) is not None:
-                want[r.prefix] = r
-        return make_plan(want, have, self._owned)
+        """The route one VIP should have in gobgpd now, None if none (core.want)."""
+        phase = self.drains.phase(vs.vip.address, now)
+        return self.core.want(vs, phase, keep, self.cfg.allowed_prefixes)
 
     async def _reconcile_loop(self) -> None:
         # A short cap: once gobgpd is back it must be re-synced within about 2 s, and
@@ -1109,7 +828,7 @@ class Service:
         while True:
             timeout = self._until_resync()
             if not self.synced.is_set():  # wake when startup_grace ends
-                timeout = max(0.0, min(timeout, self._grace_left()))
+                timeout = max(0.0, min(timeout, self.core.grace_left(self.clock())))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
             if not self.discovered:
@@ -1166,7 +885,7 @@ class Service:
         if self._actual is None or self._until_resync() <= 0:
             self._actual = dict(await asyncio.to_thread(self.table.local_routes))
             self._last_read = self.clock()
-            self._touched = None
+            self.core.mark_all()
         actual = self._actual
         starting = not self.synced.is_set()
         started = True
@@ -1174,19 +893,17 @@ class Service:
         if starting:
             if self._inherit is None:
                 self._inherit = await self._routers_see_gobgpd()
-            started = self._started_up()
+            started = self.core.started_up(self.clock())
             if started:
-                self._touched = None  # the kept routes are decided now: plan everything
+                self.core.mark_all()  # the kept routes are decided now: plan everything
             elif self._inherit:
                 keep = actual
-        touched, self._touched = self._touched, set()
         try:
-            if touched is None:
-                plan = make_plan(self.desired(keep), actual, self._owned)
-            else:
-                plan = self._plan_some(touched, actual, keep)
+            plan = self.core.plan(
+                actual, self._phase_now(), self.cfg.allowed_prefixes, self._owned, keep
+            )
         except BaseException:
-            self._touched = None
+            self.core.mark_all()
             raise
         if plan:
             # One line per route, or a summary for a big plan (a start or a re-sync
@@ -1206,7 +923,7 @@ class Service:
                 await asyncio.to_thread(self.table.apply, plan.withdraw, plan.announce)
             except BaseException:
                 self._actual = None  # partly applied: read back next time
-                self._touched = None
+                self.core.mark_all()
                 raise
             advance(actual, plan)
             if self.metrics is not None:
@@ -1223,7 +940,7 @@ class Service:
         self.last_sync = time.time()
         self._applied += 1
         if starting and started:
-            up, down, undecided = self._verdicts()
+            up, down, undecided = self.core.verdicts()
             log_bgp.info(
                 "start-up done after %.2fs: %d VIPs UP, %d not announced%s; %d routes in gobgpd",
                 self.clock() - self._started,
@@ -1407,7 +1124,7 @@ class Service:
         )
         return max(CHECKS_STUCK_AFTER, 3 * slowest)
 
-    def _sample_checks(self) -> Iterable[_Check]:
+    def _sample_checks(self) -> Iterable[CheckState]:
         # The bound only needs the slowest settings, which live in the configs.
         return itertools.islice(self.checks.values(), 0, 1000)
 
@@ -1451,6 +1168,11 @@ class Service:
 
     async def report(self, fresh: bool = True) -> dict[str, Any]:
         """Everything `announcer status` shows, JSON-ready. `fresh` re-reads gobgpd."""
+        offset = time.time() - self.clock()
+
+        def wall(monotonic: float) -> float:  # the core keeps monotonic times
+            return monotonic + offset
+
         routes = self._actual
         if fresh:
             try:
@@ -1476,7 +1198,7 @@ class Service:
                         "ok": None if c.last is None else c.last.ok,
                         "detail": _detail(c),
                         "duration_ms": None if c.last is None else round(c.last.duration * 1000, 1),
-                        "at": c.last_at,
+                        "at": None if c.last_at is None else wall(c.last_at),
                     }
                 )
             in_gobgp = routes.get(prefix) if routes is not None else None
@@ -1485,10 +1207,10 @@ class Service:
                     "address": str(address),
                     "frontends": list(vs.vip.frontends),
                     "state": str(vs.state),
-                    "since": vs.since,
+                    "since": wall(vs.since),
                     "why": vs.why,
                     "drain": str(self.phase(address, now)),
-                    "override": vs.override,
+                    "override": vs.spec.override,
                     "wanted": prefix in desired,
                     "in_gobgp": None if routes is None else in_gobgp is not None,
                     "in_sync": None if routes is None else desired.get(prefix) == in_gobgp,
@@ -1526,11 +1248,11 @@ class Service:
                 "version": self.dataplane_version,
             },
             "drain": {
-                "host_by_operator": self._drain_host is not None,
-                "host_by_file": self._drain_file is not None,
+                "host_by_operator": self.drains.host is not None,
+                "host_by_file": self.drains.file is not None,
                 "disable_file": str(self.cfg.drain.disable_file or ""),
-                "stopping": self._drain_stop is not None,
-                "vips": sorted(map(str, self._drain_vips)),
+                "stopping": self.drains.stop is not None,
+                "vips": sorted(map(str, self.drains.vips)),
                 "delay": self.cfg.drain.delay,
                 "saved": self._state_ok,
             },
@@ -1548,7 +1270,7 @@ class VipStatus:
     checks: tuple[tuple[str, State, str], ...]
 
 
-def _detail(c: _Check) -> str:
+def _detail(c: CheckState) -> str:
     return c.last.detail if c.last else ""
 
 

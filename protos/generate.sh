@@ -36,7 +36,7 @@ PY
 
 mkdir -p "$out"
 # -I"$here" makes the registered file names "gobgp_v3.proto" and "gobgp_v4.proto"
-# (no directory part), which the freshness test in tests/unit/test_protos.py
+# (no directory part), which the freshness test in tests/packaging/test_protos.py
 # relies on. The two share no file name and no package (apipb, api), so both
 # modules load side by side in one process.
 "$venv/bin/python" -m grpc_tools.protoc -I"$here" \

@@ -92,7 +92,7 @@ systemctl reload-or-restart haproxy
 # ------------------------------------------------------------------ DataPlaneAPI
 # The emulator stands in for DataPlaneAPI here as in the netns lab: it serves the
 # installed haproxy.cfg over DataPlaneAPI's v3 API (users: lb.cfg's userlist).
-install -D -m 0755 "$REPO/tests/integration/dpapi_emulator.py" \
+install -D -m 0755 "$REPO/tests/support/dpapi_emulator.py" \
   /usr/local/libexec/announcer-lab/dpapi_emulator.py
 simple_service announcer-lab-dpapi "Announcer lab: DataPlaneAPI emulator" \
   /usr/bin/python3 /usr/local/libexec/announcer-lab/dpapi_emulator.py \

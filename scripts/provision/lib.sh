@@ -4,7 +4,7 @@
 # Vagrant uploads a provisioning script to /tmp and runs it as root there, so the
 # scripts cannot find the repository from their own path: they get it as $REPO
 # (the synced folder, /vagrant) and write every repo file as "$REPO/...". The CI
-# test tests/unit/test_vagrantfile.py relies on that spelling to check that every
+# test tests/packaging/test_vagrantfile.py relies on that spelling to check that every
 # file referenced this way exists.
 
 say() { echo "== provision ${LAB_NODE:-?}: $*"; }

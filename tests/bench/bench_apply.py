@@ -3,7 +3,7 @@
     .venv/bin/python tests/bench/bench_apply.py [--versions 3 4] [--v6 10000] [--v4 768]
         [--rounds 3] [--batch-size 500] [--modes old nocache cold warm]
 
-Starts a real gobgpd (tests/gobgpd_proc.py, loopback only) per API version and
+Starts a real gobgpd (tests/support/gobgpd_proc.py, loopback only) per API version and
 times the apply of every route into an empty gobgpd, as after a gobgpd restart:
 10 000 IPv6 /128s from 2001:db8:be::/64 plus up to 768 IPv4 /32s from the three
 documentation networks. gobgpd is restarted before every timed apply (untimed).
@@ -44,7 +44,7 @@ from announcer.errors import GobgpError
 from announcer.gobgp import GobgpClient
 from announcer.gobgp_codec import CODECS, PathCache
 from announcer.model import Community, Route, validate_route
-from tests.gobgpd_proc import BINARIES, GobgpdProc
+from tests.support.gobgpd_proc import BINARIES, GobgpdProc
 
 ASN = 65001
 V6_NET = ipaddress.ip_network("2001:db8:be::/64")

@@ -3,7 +3,7 @@
     .venv/bin/python tests/bench/bench_metrics.py [--vips 2000 10000] [--scrapes 20]
         [--burst 64] [--bursts 5]
 
-A real Service with fake adapters (tests/unit/test_service.py) holds `--vips` VIPs,
+A real Service with fake adapters (tests/support/fakes.py) holds `--vips` VIPs,
 all UP. A probe of the loop wakes every millisecond and records how late it woke:
 that lateness is the time the loop could run nothing else (no check, no timer).
 Each size is scraped two ways, over loopback TCP by a child process (so that the
@@ -43,7 +43,7 @@ from announcer import metrics as m
 from announcer.health import State
 from announcer.model import Discovery
 from announcer.service import Service
-from tests.unit import test_service as ts
+from tests.support import fakes as ts
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -57,7 +57,7 @@ from tests.bench.topo import (
 from tests.integration.lab import LabError, Proc, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-EMULATOR = REPO / "tests" / "integration" / "dpapi_emulator.py"
+EMULATOR = REPO / "tests" / "support" / "dpapi_emulator.py"
 RESULTS = REPO / "bench-results"
 # Two HAProxy processes share the wildcard listener (see gen.responder_cfg), each
 # with room for 9000 connections: 2 x 9000 + a few fds fit the 20 000 hard limit.

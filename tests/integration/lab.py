@@ -143,7 +143,7 @@ GOBGPD_UMASK = 0o007  # UMask= of the production drop-in: api.sock becomes 0770
 LAB_API_GID = 60999
 # gobgpd per major version: (gobgpd, gobgp CLI, flags). 3 is bookworm's 3.10 on PATH,
 # 4 is sid's 4.8.0 that scripts/fetch-gobgp4 unpacks under .cache/gobgp4 (not
-# installed; the same table as tests/gobgpd_proc.py, which this stdlib-only file
+# installed; the same table as tests/support/gobgpd_proc.py, which this stdlib-only file
 # cannot import). 4.x serves Prometheus metrics on localhost:6060 even with
 # --pprof-disable unless the metrics path is empty.
 GOBGP4_BIN = Path(os.environ.get("GOBGP4_ROOT", REPO / ".cache" / "gobgp4" / "root")) / "usr/bin"

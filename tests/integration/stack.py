@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 HAPROXY_CFG = HERE / "haproxy" / "lb.cfg"
 ANNOUNCER_CFG = HERE / "announcer"
-EMULATOR = HERE / "dpapi_emulator.py"
+EMULATOR = REPO / "tests" / "support" / "dpapi_emulator.py"
 PASSWORD = "lab-only-secret"  # the emulator's userlist in haproxy/lb.cfg
 
 VIPS = ("192.0.2.10/32", "192.0.2.11/32", "192.0.2.12/32", "192.0.2.200/32", "2001:db8:0:1::10/128")

@@ -22,46 +22,24 @@ import pytest
 
 from tests.integration.lab import Lab, kernel_route, wait_until
 from tests.integration.stack import LbStack
+from tests.support.labroutes import (
+    NH4,
+    NH6,
+    ROUTERS,
+    V4_VIPS,
+    V6_VIP,
+    nexthops,
+    routers_have,
+    wait_routers,
+)
 
 pytestmark = pytest.mark.lab
 
 LBS = ("lb1", "lb2")
-ROUTERS = ("r1", "r2")
-NH4 = {"lb1": "198.51.100.11", "lb2": "198.51.100.12"}
-NH6 = {"lb1": "2001:db8:ff::11", "lb2": "2001:db8:ff::12"}
-V4_VIPS = ("192.0.2.10/32", "192.0.2.11/32", "192.0.2.12/32")
-V6_VIP = "2001:db8:0:1::10/128"
 OUTSIDE = "192.0.2.200/32"  # bound by HAProxy, outside announcer's allow-list
 # From tests/integration/announcer/lbN.yaml: interval 0.5 s, rise 2, fall 3.
 INTERVAL, RISE, FALL = 0.5, 2, 3
 FAILOVER_BOUND = FALL * INTERVAL + 1.0
-
-
-def nexthops(lab: Lab, prefix: str) -> dict[str, tuple[set[str], set[str]]]:
-    """Per router: (next hops in FRR's RIB, gateways of the kernel route)."""
-    out = {}
-    for r in ROUTERS:
-        kernel = kernel_route(lab.ns(r), prefix)
-        gws: set[str] = set()
-        if kernel is not None:
-            gws = {h["gateway"] for h in kernel.get("nexthops", [])} or {kernel.get("gateway", "")}
-        out[r] = (lab.frr_nexthops(r, prefix), gws)
-    return out
-
-
-def routers_have(lab: Lab, prefix: str, want: set[str]) -> bool:
-    return all(rib == want and kern == want for rib, kern in nexthops(lab, prefix).values())
-
-
-def wait_routers(lab: Lab, prefix: str, want: set[str], timeout: float = 20.0) -> float:
-    """Poll both routers until `prefix` has exactly the next hops `want`; returns when."""
-    wait_until(
-        partial(routers_have, lab, prefix, want),
-        timeout=timeout,
-        interval=0.05,
-        what=f"{prefix} -> {sorted(want)} at r1 and r2",
-    )
-    return time.monotonic()
 
 
 def gobgp_prefixes(lab: Lab, lb: str, family: str = "ipv4") -> set[str]:

@@ -6,8 +6,9 @@ lasts the routers' BGP tables are sampled: not one route of lb1 or lb2 moves, an
 logs the fault (a total deadline or the byte cap, within its DataPlaneAPI timeout of
 2 s), and once the emulator behaves again announcer says so.
 
-The lab, its helpers and the router sampler are test_faults.py's (same fixture shape:
-two routers, two LBs with HAProxy, the emulator, gobgpd and announcer).
+The lab, its helpers and the router sampler are test_faults.py's, from
+tests/support/labfaults.py (same fixture shape: two routers, two LBs with HAProxy,
+the emulator, gobgpd and announcer).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import time
 
 import pytest
 
-from tests.integration import test_faults as tf
 from tests.integration.lab import Lab, wait_until
+from tests.support import labfaults as tf
 
 pytestmark = pytest.mark.lab
 

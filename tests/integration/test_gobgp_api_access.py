@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.gobgpd_proc import VERSIONS, GobgpdProc
 from tests.integration.lab import (
     GOBGP_API_DIR_MODE,
     LAB_API_GID,
@@ -40,6 +39,7 @@ from tests.integration.lab import (
     wait_until,
 )
 from tests.integration.stack import ANNOUNCED_VIPS, LbStack, lb_nexthops, wait_vips_at_routers
+from tests.support.gobgpd_proc import VERSIONS, GobgpdProc
 
 pytestmark = pytest.mark.lab
 

@@ -1,8 +1,8 @@
 """Local attacks on announcer's metrics endpoint, judged by what the routers see.
 
-In the lab of test_faults.py (same fixture, same route sampling), an unprivileged
-user in lb1's namespace (uid/gid 65534, no groups) scrapes /metrics in bursts of
-parallel connections and holds idle connections open, for about 20 seconds
+In the lab of test_faults.py (same fixture, same route sampling: tests/support/labfaults.py),
+an unprivileged user in lb1's namespace (uid/gid 65534, no groups) scrapes /metrics in
+bursts of parallel connections and holds idle connections open, for about 20 seconds
 (bounded in time and in the number of connections, loopback only). Before issue 11
 this stalled announcer's event loop, timed checks out and withdrew healthy VIPs,
 and the held connections used up its descriptors (EMFILE). Now: no route changes
@@ -19,11 +19,11 @@ import pytest
 
 from tests.integration.lab import Lab
 from tests.integration.stack import ANNOUNCED_VIPS
-from tests.integration.test_faults import LBS, Sampler, lab, stack
+from tests.support.labfaults import LBS, Sampler, lab, stack
 
 pytestmark = pytest.mark.lab
 
-__all__ = ["lab"]  # the fixture, imported from test_faults (one lab for this module)
+__all__ = ["lab"]  # the fixture, from tests/support/labfaults.py (one lab for this module)
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 # The system Python (readable by nobody; the attack needs only the standard library).

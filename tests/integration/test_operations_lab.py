@@ -20,8 +20,8 @@ import pytest
 
 from tests.integration.lab import LBS, Lab, wait_until
 from tests.integration.stack import ANNOUNCED_VIPS, PASSWORD, REPO, LbStack, lb_nexthops
-from tests.integration.supervisor import Supervisor
-from tests.integration.test_announcer_lab import NH4, NH6, V4_VIPS, V6_VIP, wait_routers
+from tests.support.labroutes import NH4, NH6, V4_VIPS, V6_VIP, wait_routers
+from tests.support.supervisor import Supervisor
 
 pytestmark = pytest.mark.lab
 

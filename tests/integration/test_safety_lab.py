@@ -1,7 +1,8 @@
 """Issue 11 in the lab: single faults and local users that used to take lb1 off the network.
 
-Real FRR routers, HAProxy, gobgpd and announcer (test_faults.py's lab and helpers);
-each test reproduces the fault and judges by what the routers see:
+Real FRR routers, HAProxy, gobgpd and announcer (test_faults.py's lab and helpers,
+tests/support/labfaults.py); each test reproduces the fault and judges by what the
+routers see:
 
 * DataPlaneAPI answers a well-formed *empty* list (a half-written config, an impostor
   on its port): announcer holds the loss (dataplaneapi.vip_loss), not one route moves;
@@ -24,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from announcer.gobgp import GobgpClient
-from tests.integration import test_faults as tf
 from tests.integration.lab import Lab, wait_until
 from tests.integration.stack import PASSWORD, REPO
+from tests.support import labfaults as tf
 
 pytestmark = pytest.mark.lab
 

@@ -1,6 +1,6 @@
 """announcer.gobgp against a real gobgpd on 127.0.0.1 (no fakes), 3.10 and 4.8.0.
 
-Every test that runs a gobgpd runs once per version (tests/gobgpd_proc.py: bookworm's
+Every test that runs a gobgpd runs once per version (tests/support/gobgpd_proc.py: bookworm's
 3.10 and sid's 4.8.0 unpacked by scripts/fetch-gobgp4), with the client detecting the
 API version as it does in production. The tests at the end are about detection
 itself: pinning, a wrong pin, an upgrade under a running client.
@@ -34,7 +34,7 @@ from announcer.model import (
     RouteTable,
     SessionState,
 )
-from tests.gobgpd_proc import VERSIONS, GobgpdProc, Neighbor, free_port, wait_for
+from tests.support.gobgpd_proc import VERSIONS, GobgpdProc, Neighbor, free_port, wait_for
 
 pytestmark = pytest.mark.gobgpd
 

@@ -267,8 +267,8 @@ def broken_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
         ),
         (
             "scripts/provision/lb.sh",
-            '"$REPO/tests/integration/dpapi_emulator.py"',
-            "/vagrant/tests/integration/dpapi_emulator.py",
+            '"$REPO/tests/support/dpapi_emulator.py"',
+            "/vagrant/tests/support/dpapi_emulator.py",
             "names the synced folder",
         ),
     ],

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOBGP4_ROOT = Path(os.environ.get("GOBGP4_ROOT", REPO / ".cache" / "gobgp4" / "root"))
 # version -> (gobgpd, gobgp CLI)
 BINARIES: dict[int, tuple[Path, Path]] = {

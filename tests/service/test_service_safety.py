@@ -1,4 +1,4 @@
-"""Issue 11 in the service, against the fakes of test_service.py: a shrunken VIP list
+"""Issue 11 in the service, against the fakes of tests/support/fakes.py: a shrunken VIP list
 is held, the watchdog does not depend on DataPlaneAPI, peers taken down by someone
 else raise the alarm, drains that cannot be saved say so."""
 
@@ -15,7 +15,7 @@ import pytest
 from announcer import service as service_mod
 from announcer.metrics import Metrics
 from announcer.model import PeerStatus, SessionState
-from tests.unit.test_service import FakeSource, Harness, frontend, run, until
+from tests.support.fakes import FakeSource, Harness, frontend, run, until
 
 N = ipaddress.ip_network
 HOLD = {"vip_loss": {"confirmations": 3, "min_seconds": 1.0}}
@@ -189,7 +189,7 @@ def test_drains_are_neither_loaded_from_nor_saved_to_a_directory_others_can_writ
         src = FakeSource(frontend("a", "192.0.2.10"))
         async with Harness(src, service={"state_dir": str(state)}) as h:
             await until(lambda: len(h.table.routes) == 1)
-            assert h.svc._drain_host is None  # the planted file was not believed
+            assert h.svc.drains.host is None  # the planted file was not believed
             result = h.svc.drain(["192.0.2.10"])
             assert "unusable" in result["unsaved"]
 

@@ -1,4 +1,4 @@
-"""tests/integration/supervisor.py, the systemd emulation, with tiny Python services.
+"""tests/support/supervisor.py, the systemd emulation, with tiny Python services.
 
 The services speak through announcer.sdnotify.Notifier, so these tests also show our
 notifier working against a service manager that checks the sender's PID
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.supervisor import Supervisor, SupervisorError
+from tests.support.supervisor import Supervisor, SupervisorError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from announcer.metrics import Metrics
 from announcer.model import Community, PeerStatus, Route, SessionState
 from announcer.planner import GRACEFUL_SHUTDOWN
 from announcer.service import ControlError, Service
-from tests.unit.test_service import (
+from tests.support.fakes import (
     A,
     FakeProber,
     FakeSource,
@@ -149,13 +149,15 @@ def test_a_failover_plans_only_the_vip_that_changed() -> None:
         async with Harness(FakeSource(frontend("web", *addresses))) as h:
             await until(lambda: h.svc.synced.is_set() and len(h.table.routes) == 20)
             planned: list[int] = []
-            real = h.svc._plan_some
+            core = h.svc.core
+            real = core.plan
 
-            def spy(touched: Any, *args: Any) -> Any:
-                planned.append(len(touched))
-                return real(touched, *args)
+            def spy(*args: Any) -> Any:
+                if core.touched is not None:  # a plan of the touched VIPs only
+                    planned.append(len(core.touched))
+                return real(*args)
 
-            h.svc._plan_some = spy  # type: ignore[method-assign]
+            core.plan = spy  # type: ignore[method-assign]
             h.prober.bad.add("192.0.2.15")
             await until(lambda: N("192.0.2.15/32") not in h.table.routes)
             assert planned and max(planned) == 1
@@ -436,7 +438,7 @@ def test_status_metrics_and_control_socket(tmp_path: Path) -> None:
             assert "announcer_dataplaneapi_up 1.0" in page
         server.close()
         assert not sock.exists()  # ours: removed on close
-        # Under the instance lock (instance.py, tested in tests/test_local_state.py)
+        # Under the instance lock (instance.py, tested in tests/adapters/test_local_state.py)
         # whatever sits at the path is a leftover of ours: taken over.
         stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stale.bind(str(sock))

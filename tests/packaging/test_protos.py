@@ -17,7 +17,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
-from tests.gobgpd_proc import GOBGP4_ROOT
+from tests.support.gobgpd_proc import GOBGP4_ROOT
 
 REPO = Path(__file__).resolve().parents[2]
 GOOGLE_INCLUDE = str(importlib.resources.files("grpc_tools") / "_proto")

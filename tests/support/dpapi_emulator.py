@@ -11,7 +11,7 @@ frontend answering 200 with an empty list.
 
 Only the standard library is used: the lab runs this file as a plain script.
 
-    python tests/integration/dpapi_emulator.py --config haproxy.cfg --api-version 3 \\
+    python tests/support/dpapi_emulator.py --config haproxy.cfg --api-version 3 \\
         --listen 127.0.0.1:5555 [--userlist controller] [--unix-socket /run/dpapi.sock]
 
 With `--unix-socket PATH` it serves on that unix socket instead of TCP, like DPAPI's

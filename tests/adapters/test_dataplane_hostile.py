@@ -37,9 +37,9 @@ import pytest
 
 from announcer.dataplane import DataPlaneClient, resolve_server_users, socket_owner
 from announcer.errors import DataPlaneError
-from tests.integration.dpapi_emulator import start_emulator
+from tests.support.dpapi_emulator import start_emulator
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 PASSWORD = "hostile-test-Pa55"
 EMU_PASSWORD = "adminpwd"  # tests/fixtures/haproxy-vips.cfg
 CAP = 1 << 20  # max_response_bytes in these tests

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.gobgpd_proc import VERSIONS, GobgpdProc
+from tests.support.gobgpd_proc import VERSIONS, GobgpdProc
 
 pytestmark = pytest.mark.gobgpd
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEBIAN_PYTHON = "/usr/bin/python3"
 
 SCRIPT = r"""

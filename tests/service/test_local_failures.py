@@ -8,7 +8,7 @@ from announcer.health import State
 from announcer.metrics import Metrics
 from announcer.model import CheckResult, CheckSpec, Discovery
 from announcer.service import Service
-from tests.unit import test_service as ts
+from tests.support import fakes as ts
 
 
 class Source(ts.FakeSource):

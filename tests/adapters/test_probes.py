@@ -989,7 +989,7 @@ asyncio.run(main())
 
 def test_out_of_descriptors_is_a_local_failure() -> None:
     """EMFILE while probing (a real one: RLIMIT_NOFILE lowered and filled in a child)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     cp = subprocess.run(
         [sys.executable, "-c", EMFILE_SCRIPT],
         capture_output=True,

@@ -1,0 +1,196 @@
+"""Fakes for the service tests: DataPlaneAPI, gobgpd and the prober as the service sees them.
+
+They enforce the invariants and fail loudly on misuse (FakeTable refuses an empty plan,
+a withdraw of a path that is not there, anything outside ALLOW). Test modules import
+these from here, never from another test module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from announcer.config import parse_config
+from announcer.errors import GobgpError
+from announcer.model import (
+    CheckResult,
+    CheckSpec,
+    Discovery,
+    Frontend,
+    HostPrefix,
+    PeerStatus,
+    RawBind,
+    Route,
+    validate_route,
+)
+from announcer.planner import allowed
+from announcer.service import Service
+
+A = ipaddress.ip_address
+N = ipaddress.ip_network
+ALLOW = (N("192.0.2.0/24"),)
+
+
+def config(**over: Any) -> Any:
+    doc: dict[str, Any] = {
+        "allowed_prefixes": ["192.0.2.0/24"],
+        "dataplaneapi": {"password_env": "X", "poll_interval": 0.1},
+        "gobgp": {"resync_interval": 1},
+        "health": {"interval": 0.1, "fast_interval": 0.05, "timeout": 0.05, "rise": 2, "fall": 2},
+        "service": {"startup_grace": 1.0, "stop_timeout": 2, "state_dir": None},
+        "drain": {"delay": 0, "disable_file": None},
+        "metrics": {"enabled": False},
+    }
+    for k, v in over.items():
+        doc[k] = {**doc.get(k, {}), **v} if isinstance(v, dict) else v
+    return parse_config(doc)
+
+
+def frontend(name: str, *addresses: str, port: int = 80) -> Frontend:
+    return Frontend(
+        name,
+        "http",
+        monitor_uri="/healthz",
+        binds=tuple(RawBind(f"b{i}", a, port) for i, a in enumerate(addresses)),
+    )
+
+
+class FakeSource:
+    def __init__(self, *frontends: Frontend) -> None:
+        self.frontends = frontends
+        self.version = 1
+        self.fail: Exception | None = None
+        self.calls = 0
+
+    async def configuration_version(self) -> int:
+        self.calls += 1
+        if self.fail:
+            raise self.fail
+        return self.version
+
+    async def discover(self) -> Discovery:
+        if self.fail:
+            raise self.fail
+        return Discovery(self.version, self.frontends)
+
+    def set(self, *frontends: Frontend) -> None:
+        self.frontends = frontends
+        self.version += 1
+
+
+class FakeTable:
+    """gobgpd as a dict; refuses anything the real adapter must never be asked to do."""
+
+    def __init__(self) -> None:
+        self.routes: dict[HostPrefix, Route] = {}
+        self.applies: list[tuple[tuple[HostPrefix, ...], tuple[Route, ...]]] = []
+        self.withdrawn: list[HostPrefix] = []
+        self.down = False
+        self._closed = threading.Event()
+        self.reads = 0
+        self.peer_list: list[PeerStatus] = []
+        self.enabled: list[str] = []
+        self.expected = False  # enable_peer must find routes already injected
+        self.refused = 0  # calls refused while down
+        self.on_open: Callable[[], None] | None = None  # the last watcher's callback
+
+    def local_routes(self) -> dict[HostPrefix, Route]:
+        if self.down:
+            self.refused += 1
+            raise GobgpError("connection refused")
+        self.reads += 1
+        return dict(self.routes)
+
+    def apply(self, withdraw: Sequence[HostPrefix], announce: Sequence[Route]) -> None:
+        if self.down:
+            raise GobgpError("connection refused")
+        assert withdraw or announce, "empty plan sent to gobgpd"
+        for r in announce:
+            validate_route(r)
+            assert allowed(r.prefix, ALLOW), f"{r.prefix} announced outside the allow-list"
+        for p in withdraw:
+            assert allowed(p, ALLOW), f"withdraw of {p}, which is not ours"
+            assert p in self.routes, f"withdraw of {p}, which is not there"
+            del self.routes[p]
+            self.withdrawn.append(p)
+        for r in announce:
+            self.routes[r.prefix] = r
+        self.applies.append((tuple(withdraw), tuple(announce)))
+
+    def peers(self) -> list[PeerStatus]:
+        return list(self.peer_list)
+
+    def enable_peer(self, address: str) -> None:
+        assert self.routes or not self.expected, "peer enabled before the set was injected"
+        self.enabled.append(address)
+        self.peer_list = [
+            PeerStatus(p.address, p.peer_asn, p.state, False) if p.address == address else p
+            for p in self.peer_list
+        ]
+
+    def wait_closed(self, on_open: Callable[[], None] | None = None) -> None:
+        self.on_open = on_open
+        if on_open is not None and not self.down:
+            on_open()
+        self._closed.wait()
+        self._closed.clear()
+
+    def cancel_watch(self) -> None:
+        self._closed.set()
+
+    def restart(self) -> None:
+        """gobgpd restarted: every API path is gone and the event stream ends."""
+        self.routes.clear()
+        self._closed.set()
+
+
+class FakeProber:
+    def __init__(self) -> None:
+        self.bad: set[str] = set()
+        self.runs = 0
+        self.delay = 0.0  # seconds each probe takes
+
+    async def run(self, spec: CheckSpec) -> CheckResult:
+        self.runs += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        ok = str(spec.address) not in self.bad
+        return CheckResult(ok, "HTTP 200" if ok else "HTTP 503", 0.001)
+
+
+async def until(cond: Callable[[], object], timeout: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+class Harness:
+    def __init__(self, source: FakeSource, table: FakeTable | None = None, **cfg: Any) -> None:
+        self.source = source
+        self.table = table or FakeTable()
+        self.prober = FakeProber()
+        self.svc = Service(config(**cfg), source=source, table=self.table, prober=self.prober)
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Harness:
+        self.task = asyncio.create_task(self.svc.run(self.stop))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 5)
+
+    def prefixes(self) -> set[str]:
+        return {str(p) for p in self.table.routes}
+
+
+def run(coro: Any) -> None:
+    asyncio.run(coro)
