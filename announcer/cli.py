@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from .config import Config, ServiceConfig, load_config, read_password
 from .dataplane import parse_target
-from .errors import AnnouncerError, ConfigError
+from .errors import AnnouncerError, ConfigError, ControlError
 from .instance import AlreadyRunning
 from .text import printable
 
@@ -137,7 +137,6 @@ def _peers_down(args: argparse.Namespace) -> int:
 
 def _control(args: argparse.Namespace) -> int:
     from .control import ControlUnavailable, render, request
-    from .service import ControlError
 
     if args.socket is not None:
         path = args.socket

@@ -181,11 +181,6 @@ class Config:
     overrides: tuple[Override, ...] = ()
     log_level: str = "INFO"
 
-    @property
-    def bgp(self) -> RoutePolicy:
-        """The attributes of a healthy VIP's route."""
-        return self.policy.up
-
     def settings_for(
         self, address: IPAddress, frontends: tuple[str, ...]
     ) -> tuple[CheckConfig, VipPolicy, int | None]:

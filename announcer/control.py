@@ -24,12 +24,16 @@ import socket
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import fds
-from .errors import AnnouncerError
-from .service import ControlError, Service
+from .errors import AnnouncerError, ControlError
 from .text import printable
+
+if TYPE_CHECKING:
+    # Only the server half needs the service; the CLI's client half must not load it
+    # (nor grpc through it) just to print `announcer status`.
+    from .service import Service
 
 log = logging.getLogger("announcer.control")
 

@@ -377,11 +377,6 @@ class DataPlaneClient:
         self._drop()
         await asyncio.sleep(0)  # let the transport finish closing
 
-    @property
-    def base_url(self) -> str:
-        """The API root without /v2 or /v3."""
-        return self._base
-
     # ------------------------------------------------------------------ version
 
     async def api_version(self) -> ApiVersion:
@@ -410,13 +405,6 @@ class DataPlaneClient:
             status=404,
             kind="http_404",
         )
-
-    async def info(self) -> Mapping[str, Any]:
-        """The `/info` object (API version string, build date)."""
-        resp = await self._get(f"/v{await self.api_version()}/info")
-        if not isinstance(resp.body, dict):
-            raise DataPlaneError("info: expected object", url=resp.url, status=resp.status)
-        return resp.body
 
     async def configuration_version(self) -> int:
         """The configuration version (a bare integer); cheap enough to poll."""

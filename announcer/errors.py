@@ -67,3 +67,7 @@ class GobgpError(AnnouncerError):
 
 class InvalidRoute(AnnouncerError):
     """A route failed validation before being sent (gobgpd 3.10 can crash on malformed paths)."""
+
+
+class ControlError(AnnouncerError):
+    """A control request that cannot be done (unknown VIP, bad address); told to the caller."""

@@ -100,7 +100,7 @@ def _unimplemented(err: grpc.RpcError) -> bool:
 class Watch:
     """A WatchEvent(peer={}) stream: its end means gobgpd restarted or went away.
 
-    Iterate it (or call wait_closed()) in a thread. gobgpd first sends one INIT
+    GobgpClient.wait_closed() iterates it in a thread. gobgpd first sends one INIT
     event per configured peer, then END_OF_INIT (3.10 and 4.8 alike): from then on
     the watch is registered and no change is missed. When the stream ends for any
     reason other than cancel(), iteration raises GobgpError: the caller must re-read
@@ -127,10 +127,6 @@ class Watch:
         self._cancelled.set()
         self._call.cancel()
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
     def __iter__(self) -> Iterator[PeerEvent]:
         try:
             for response in self._call:
@@ -149,11 +145,6 @@ class Watch:
             _raise("WatchEvent", self._target, e)
         if not self._cancelled.is_set():
             raise GobgpError(f"WatchEvent on {self._target} ended: gobgpd closed the stream")
-
-    def wait_closed(self) -> None:
-        """Block until the stream ends: return after cancel(), raise GobgpError otherwise."""
-        for _ in self:
-            pass
 
 
 # ----------------------------------------------------------------- client
@@ -480,15 +471,6 @@ class GobgpClient:
         )
 
     # --------------------------------------------------------------- watch
-
-    def watch(self) -> Watch:
-        """Open WatchEvent(peer={}) now; see Watch for how its end signals a restart.
-
-        Raises GobgpError only when the API version is not known yet and gobgpd
-        cannot be reached to detect it; otherwise a gobgpd that is down makes the
-        first iteration raise.
-        """
-        return self._open_watch(self._current("WatchEvent"))
 
     def _open_watch(self, api: _Api) -> Watch:
         # No deadline: the stream is meant to live as long as gobgpd does.

@@ -2,7 +2,7 @@
 
 Rules (the whole of them):
 
-* A check is in one of INIT, RISING, UP, FALLING, DOWN, DISABLED.
+* A check is in one of INIT, RISING, UP, FALLING, DOWN.
 * Only UP and FALLING are *announced*. FALLING means "announced, but the last
   failures are counting toward a withdrawal"; RISING means "not announced, but the
   last successes are counting toward an announcement". So a route appears only after
@@ -15,8 +15,8 @@ Rules (the whole of them):
 * UP: a failure starts FALLING (or goes DOWN at once when fall == 1).
 * FALLING: a failure counts; at `fall` it is DOWN. A success goes back to UP.
 * DOWN: a success starts RISING (or UP at once when rise == 1).
-* DISABLED is entered and left only by `disable()`/`enable()`; results observed
-  while disabled are ignored. Leaving DISABLED restarts at INIT.
+* Maintenance is not a health state: a drain (drains.py) is applied on top of it
+  by the planner, and only ever makes a route worse or removes it.
 * While RISING or FALLING (and in INIT) the next check comes after
   `fast_interval`, otherwise after `interval`, so a verdict is reached quickly.
 
@@ -38,7 +38,6 @@ class State(enum.Enum):
     UP = "UP"
     FALLING = "FALLING"
     DOWN = "DOWN"
-    DISABLED = "DISABLED"
 
     def __str__(self) -> str:  # "UP", not "State.UP" (ExaBGP #1383 was this bug)
         return self.value
@@ -77,10 +76,6 @@ class Health:
     count: int = 0
     since: float = 0.0  # when `state` was entered
     next_check: float = 0.0  # when the next probe is due
-
-    @property
-    def announced(self) -> bool:
-        return self.state in ANNOUNCED
 
 
 @dataclass(frozen=True)
@@ -122,8 +117,6 @@ def observe(
     h: Health, ok: bool, now: float, p: HealthParams, detail: str = ""
 ) -> tuple[Health, Transition | None]:
     """Fold one probe result into the state; returns the new state and the transition, if any."""
-    if h.state is State.DISABLED:
-        return h, None
     what = "check passed" if ok else "check failed"
     if detail:
         what = f"{what}: {detail}"
@@ -150,22 +143,8 @@ def observe(
     return Health(new, count, now, _next(new, now, p)), Transition(s, new, what)
 
 
-def disable(h: Health, now: float, reason: str) -> tuple[Health, Transition | None]:
-    """Put a check in DISABLED (maintenance); idempotent."""
-    if h.state is State.DISABLED:
-        return h, None
-    return Health(State.DISABLED, 0, now, h.next_check), Transition(h.state, State.DISABLED, reason)
-
-
-def enable(h: Health, now: float, reason: str) -> tuple[Health, Transition | None]:
-    """Leave DISABLED for INIT, with a check due now; idempotent."""
-    if h.state is not State.DISABLED:
-        return h, None
-    return Health(State.INIT, 0, now, now), Transition(State.DISABLED, State.INIT, reason)
-
-
 # Worst first: with policy "all" the first state present wins, with "any" the last.
-_SEVERITY = (State.DISABLED, State.DOWN, State.INIT, State.RISING, State.FALLING, State.UP)
+_SEVERITY = (State.DOWN, State.INIT, State.RISING, State.FALLING, State.UP)
 
 
 def combine(states: Iterable[State], policy: Literal["all", "any"] = "all") -> State:

@@ -41,11 +41,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from . import __version__, fds
 from . import health as hm
 from .health import State
-from .model import IPAddress, PeerStatus, SessionState
+from .model import SessionState
 from .planner import Drain
+from .status import Snapshot, take, take_now
 
 if TYPE_CHECKING:
-    from .core import VipState
     from .service import Service
 
 log = logging.getLogger("announcer.metrics")
@@ -153,7 +153,7 @@ class Metrics:
     # Rendering
     def render(self) -> bytes:
         """A fresh page, all of it here and now (tests; the server uses `page`)."""
-        return self._generate(snapshot_now(self.service) if self.service is not None else None)
+        return self._generate(take_now(self.service) if self.service is not None else None)
 
     def _generate(self, snap: Snapshot | None) -> bytes:
         # Thread-safe: prometheus_client locks every counter and family it reads.
@@ -182,7 +182,7 @@ class Metrics:
         loop = asyncio.get_running_loop()
         try:
             started = loop.time()
-            snap = await snapshot(self.service) if self.service is not None else None
+            snap = await take(self.service) if self.service is not None else None
             taken = loop.time()
             page = await asyncio.to_thread(self._generate, snap)
             self._page, self._page_at = page, started
@@ -196,96 +196,6 @@ class Metrics:
             return page
         finally:
             self._rendering = None
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The service's state as plain values, read on the event loop."""
-
-    # Per VIP, in four parallel lists rather than a tuple each: 10 000 tuples made per
-    # scrape and kept past it gave the cyclic GC more to do (its full passes hold
-    # every thread for 100 ms at 10 000 VIPs).
-    addresses: list[IPAddress]
-    states: list[State]
-    announced: list[bool]
-    drains: list[Drain]
-    paths: int
-    drained: tuple[bool, bool, bool]  # the host by the operator, the disable file, stopping
-    gobgp_ok: bool
-    synced: bool
-    peers: list[PeerStatus]
-    dataplane_ok: bool
-    dataplane_last_ok: float | None
-    last_sync: float | None
-    peer_alarms: dict[str, str]  # managed peers that are down, and why
-    held: int  # VIPs the VIP-loss hold keeps (shrink.py)
-    state_saved: bool  # the state directory is usable
-
-
-# VIPs read per step of the loop: about 2 ms each (what `desired()` costs per VIP),
-# so that a scrape at 10 000 VIPs never holds the loop for 40 ms at once.
-CHUNK = 500
-
-
-async def snapshot(svc: Service) -> Snapshot:
-    """Read what the gauges show, CHUNK VIPs per step of the loop.
-
-    Each VIP's values are read in one step, so its series agree with each other and
-    with the counts by state; two VIPs may be read a few milliseconds apart.
-    """
-    vips = list(svc.vips.values())
-    snap = _scalars(svc)
-    for i in range(0, len(vips), CHUNK):
-        if i:
-            await asyncio.sleep(0)
-        _read_vips(svc, vips[i : i + CHUNK], snap)
-    return snap
-
-
-def snapshot_now(svc: Service) -> Snapshot:
-    """`snapshot` in one go (tests, and `Metrics.render`)."""
-    snap = _scalars(svc)
-    _read_vips(svc, list(svc.vips.values()), snap)
-    return snap
-
-
-def _read_vips(svc: Service, vips: list[VipState], snap: Snapshot) -> None:
-    now = svc.clock()
-    want, phase = svc._want, svc.phase
-    addresses, states, announced, drains = snap.addresses, snap.states, snap.announced, snap.drains
-    for vs in vips:
-        a = vs.vip.address
-        addresses.append(a)
-        states.append(vs.state)
-        # What `desired()` holds for the VIP, without building all of it.
-        announced.append(want(vs, now, None) is not None)
-        drains.append(phase(a, now))
-
-
-def _scalars(svc: Service) -> Snapshot:
-    """A snapshot of everything but the VIPs (read into it by `_read_vips`)."""
-    actual = svc._actual
-    return Snapshot(
-        addresses=[],
-        states=[],
-        announced=[],
-        drains=[],
-        paths=len(actual) if actual is not None else 0,
-        drained=(
-            svc.drains.host is not None,
-            svc.drains.file is not None,
-            svc.drains.stop is not None,
-        ),
-        gobgp_ok=bool(svc.gobgp_ok),
-        synced=svc.synced.is_set(),
-        peers=list(svc.peers),
-        dataplane_ok=bool(svc.dataplane_ok),
-        dataplane_last_ok=svc.dataplane_last_ok,
-        last_sync=svc.last_sync,
-        peer_alarms=dict(svc.peer_alarms),
-        held=len(svc._hold.lost) if svc._hold is not None else 0,
-        state_saved=svc._state_ok,
-    )
 
 
 class _Page:
@@ -321,11 +231,12 @@ def _vip_text(snap: Snapshot) -> str:
     heads = [f"# HELP {name} {doc}\n# TYPE {name} gauge\n" for name, doc in _VIP_FAMILIES]
     state, announced, drain = [heads[0]], [heads[1]], [heads[2]]
     for address, vip_state, wanted, phase in zip(
-        snap.addresses, snap.states, snap.announced, snap.drains, strict=True
+        snap.addresses, snap.states, snap.wanted, snap.drains, strict=True
     ):
         a = str(address)
         state.append(f'announcer_vip_state{{state="{vip_state.value}",vip="{a}"}} 1.0\n')
-        announced.append(f'announcer_vip_announced{{vip="{a}"}} {"1.0" if wanted else "0.0"}\n')
+        on = "0.0" if wanted is None else "1.0"
+        announced.append(f'announcer_vip_announced{{vip="{a}"}} {on}\n')
         if phase is not Drain.NONE:
             drain.append(f'announcer_vip_drain{{phase="{phase.value}",vip="{a}"}} 1.0\n')
     return "".join(state) + "".join(announced) + "".join(drain)
@@ -336,7 +247,7 @@ def _gauges(snap: Snapshot) -> Iterator[Metric]:
     counts: dict[State, int] = dict.fromkeys(State, 0)
     for vip_state in snap.states:
         counts[vip_state] += 1
-    desired = sum(snap.announced)
+    desired = sum(1 for w in snap.wanted if w is not None)
     by_state = GaugeMetricFamily("announcer_vips", "VIPs by state", labels=["state"])
     for s, n in counts.items():
         by_state.add_metric([str(s)], n)

@@ -127,7 +127,7 @@ class Drain(enum.Enum):
 def route_for(address: IPAddress, state: State, drain: Drain, policy: VipPolicy) -> Route | None:
     """The route announcing one VIP in a health state and drain phase, or None (withdrawn).
 
-    INIT and DISABLED are never announced: nothing is known yet. A drain only ever
+    INIT is never announced: nothing is known yet. A drain only ever
     makes a route worse or removes it; it never announces a VIP that health would not.
     """
     if state in ANNOUNCED:
@@ -159,29 +159,6 @@ def _allowed(prefix: IPNetwork, allow_list: tuple[IPNetwork, ...]) -> bool:
 
 
 @dataclass(frozen=True)
-class Desired:
-    """The desired routes, and the VIPs refused because they are outside the allow-list."""
-
-    routes: dict[HostPrefix, Route]
-    refused: tuple[IPAddress, ...]
-
-
-def desired_routes(
-    announce: Iterable[tuple[IPAddress, RoutePolicy]], allow_list: Sequence[IPNetwork]
-) -> Desired:
-    """Build the desired set from the VIPs to announce (each with its policy)."""
-    routes: dict[HostPrefix, Route] = {}
-    refused: list[IPAddress] = []
-    for address, policy in announce:
-        prefix = host_prefix(address)
-        if not allowed(prefix, allow_list):
-            refused.append(address)
-            continue
-        routes[prefix] = policy.route(address)
-    return Desired(routes, tuple(sorted(refused, key=by_version)))
-
-
-@dataclass(frozen=True)
 class Plan:
     """Changes to make in gobgpd: withdraws first, then announces."""
 
@@ -208,7 +185,7 @@ def make_plan(desired: RouteMap, actual: RouteMap, allow_list: Sequence[IPNetwor
     """
     for p in desired:
         if not (is_host_prefix(p) and allowed(p, allow_list)):
-            # desired_routes() filters already; this guards a bug, never policy.
+            # The core filters already (vips.py, core.py); this guards a bug, never policy.
             raise ValueError(f"desired route {p} is outside the allow-list")
     mine = owned(actual, allow_list)
     withdraw = sorted((p for p in mine if p not in desired), key=by_version)
@@ -218,15 +195,11 @@ def make_plan(desired: RouteMap, actual: RouteMap, allow_list: Sequence[IPNetwor
     return Plan(tuple(withdraw), tuple(announce))
 
 
-def after(actual: RouteMap, plan: Plan) -> dict[HostPrefix, Route]:
-    """What gobgpd holds once `plan` has been applied to `actual` in full."""
-    result = dict(actual)
-    advance(result, plan)
-    return result
-
-
 def advance(actual: dict[HostPrefix, Route], plan: Plan) -> None:
-    """`after`, in place: O(size of the plan), not of the table (a failover at 10 000)."""
+    """Turn `actual` into what gobgpd holds once `plan` is applied in full.
+
+    In place: O(size of the plan), not of the table (a failover at 10 000).
+    """
     for p in plan.withdraw:
         actual.pop(p, None)
     for r in plan.announce:

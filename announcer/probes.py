@@ -17,6 +17,10 @@ of the probe (tests/bench/bench_probes.py and docs/performance.md measure both).
 A new connection is made with our own non-blocking connect to the IP literal and
 handed to the event loop as a connected socket: on loopback, where HAProxy's VIPs
 are, that halves the CPU of a check's first probe, which at start is every check's.
+Response heads are parsed by httptools (llhttp, or http-parser in its 0.1 releases,
+the one Debian ships): it tells the status, whether the server keeps the connection
+open, and where a Content-Length or chunked body ends, so that the connection can
+carry the next request.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ import functools
 import logging
 import os
 import random
-import re
 import signal
 import socket
 import ssl
@@ -36,7 +39,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
+
+import httptools
 
 from . import __version__
 from .checks import REQUEST_TOKEN, command_argv
@@ -46,7 +51,7 @@ log = logging.getLogger("announcer.probes")
 
 USER_AGENT = f"announcer/{__version__}"
 
-# The most of a response head we keep; a status line must fit in it.
+# The most of an incomplete response head we keep; a status line must fit in it.
 _HEAD_LIMIT = 16 * 1024
 # What one read from a probe socket takes at most (into a buffer shared by all).
 _READ_SIZE = 64 * 1024
@@ -65,14 +70,13 @@ KEEPALIVE_IDLE = 4.0
 # File descriptors left for everything but idle probe connections.
 _FD_RESERVE = 256
 
-# Headers that decide whether a keep-alive connection can carry the next request.
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)[ \t]*\r\n", re.IGNORECASE)
-_NOT_REUSABLE = re.compile(rb"\r\n(?:connection:[^\r\n]*close|transfer-encoding:)", re.IGNORECASE)
 # How often in-flight keep-alive requests are checked against their deadline: a
 # timeout is reported at most this late, and no timer is set per request.
 _DEADLINE_TICK = 0.02
 
-_STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: [^\r\n]*)?\r?\n")
+# What httptools raises on a malformed answer (HttpParserUpgrade, for a 101 answer
+# that switches protocols, is no subclass of HttpParserError).
+_PARSE_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 _REQUEST_TOKEN = REQUEST_TOKEN  # checks.py: config.py validates with the same rule
 
 _Outcome = tuple[bool, str]
@@ -270,15 +274,21 @@ class _HttpConnection(asyncio.BufferedProtocol):
     """One HTTP/1.1 connection carrying one request at a time.
 
     A BufferedProtocol: the transport reads into one buffer shared by all probe
-    connections, and only the response head is copied out. With a plain Protocol
-    every read allocates a 256 KiB bytes object and shrinks it, which costs the
-    kernel an mmap, an mremap and a munmap (about 12 us, a quarter of a keep-alive
-    probe) whenever malloc hands such sizes to mmap.
+    connections, which the parser reads in place (a head is copied out only while it
+    is incomplete). With a plain Protocol every read allocates a 256 KiB bytes
+    object and shrinks it, which costs the kernel an mmap, an mremap and a munmap
+    (about 12 us, a quarter of a keep-alive probe) whenever malloc hands such sizes
+    to mmap.
 
-    `done` fires at the end of a response head, at EOF or when the connection is
-    lost. `reusable` says whether it may carry the next request: only when the
-    whole response (head and a Content-Length body) arrived, nothing more came, and
-    neither side asked to close.
+    It is also the callback object of its httptools parser, which lives as long as
+    the connection and parses one response after the other. `done` fires at the end
+    of a response head (the status is all a verdict needs), at a malformed answer,
+    at EOF or when the connection is lost. The body is skipped by the parser as it
+    arrives, possibly after `done`: `keep` says the server lets the connection carry
+    another request, `finished` that the response is over. The pool keeps a
+    connection that is `keep`, and reuses it only once it is `finished` as well
+    (so a body still to come, or one that never ends, costs a new connection, not a
+    check), and not if anything arrived after the response.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tls: bool, request: bytes) -> None:
@@ -286,33 +296,39 @@ class _HttpConnection(asyncio.BufferedProtocol):
         self.tls = tls
         self.request = request  # what every exchange on it sends (it serves one check)
         self.transport: asyncio.Transport | None = None
+        # Made when the connection is, dropped when it is lost: it refers back to its
+        # connection, and a cycle would leave every closed connection to the garbage
+        # collector.
+        self.parser: Any = None
+        # Per exchange: the status once the head is complete, else 0 and what arrived
+        # of the head (for the detail of an answer that is cut short or malformed).
+        self.status = 0
         self.head = bytearray()
+        self.keep = False
+        self.finished = False  # the response is over: any byte after it is out of step
         self.error: Exception | None = None  # kept here, not in a future nobody may read
         # Fires when the socket connects (if it did not at once), then per exchange.
         # Whatever arrives before the first request counts as the first answer.
         self.done: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
         self.closed = False  # EOF or lost: never send on it again
-        self.reusable = False
         # Set by the deadline sweep or timer, never reset: a connection that timed out
         # is aborted, not reused.
         self.timed_out = False
         self.born = loop.time()
         self.expires = float("inf")  # set by the pool: when to replace it
         self.idle_since = 0.0
-        # The last complete answer that left the connection reusable, and its outcome:
-        # a monitor-uri answers the same bytes every time, judged once.
-        self.known = b""
-        self.known_outcome: _Outcome = (False, "")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.parser = httptools.HttpResponseParser(self)
 
     def send(self) -> asyncio.Future[None]:
         """Start the next exchange on this (reused) connection."""
         assert self.transport is not None
+        self.status = 0
         self.head = bytearray()
-        self.reusable = False
+        self.keep = self.finished = False
         self.done = self.loop.create_future()
         self.transport.write(self.request)
         return self.done
@@ -321,7 +337,8 @@ class _HttpConnection(asyncio.BufferedProtocol):
         """The deadline passed with no complete response head (or no connection yet)."""
         if not self.done.done():
             self.timed_out = True
-            self.reusable = False
+            self.keep = False
+            self.finished = True
             self.done.set_result(None)
 
     def writable(self) -> None:
@@ -338,32 +355,63 @@ class _HttpConnection(asyncio.BufferedProtocol):
         self.received(_read_buffer()[:nbytes])
 
     def received(self, data: bytes | memoryview) -> None:
-        if self.done.done():
-            # The body after a judged head, anything after a timeout, or bytes on an
-            # idle connection: the connection is out of step, so it is not reused.
-            self.reusable = False
+        if self.finished:
+            # Anything after the response, a malformed answer or a timeout, or bytes on
+            # an idle connection: the connection is out of step, so it is not reused.
+            self.keep = False
             return
-        start = max(0, len(self.head) - 3)
-        self.head += data
-        # The whole head, not just the status line, so that the server sees its
-        # response consumed before we hang up.
-        end = self.head.find(b"\r\n\r\n", start)
-        if end >= 0:
-            self.reusable = self.head == self.known or _complete_keepalive(self.head, end)
+        try:
+            self.parser.feed_data(data)
+        except _PARSE_ERRORS:
+            # Judged on what arrived: a bad status line fails the check, a bad header
+            # after a good one does not (the status decides, whatever followed it).
+            self.keep = False
+            self.finished = True
+            if not self.status:
+                self.head += data
+            if not self.done.done():
+                self.done.set_result(None)
+            return
+        if not self.status:
+            # The head is not complete yet: keep it for the detail if it never is. We
+            # wait for the whole head, not just the status line, so that the server
+            # sees its response consumed before we hang up.
+            self.head += data
+            if len(self.head) >= _HEAD_LIMIT and not self.done.done():
+                self.finished = True
+                self.done.set_result(None)
+
+    # httptools callbacks (it looks up which of them exist when the parser is made).
+
+    def on_headers_complete(self) -> None:
+        if self.finished:  # a second response: the connection is out of step
+            self.keep = False
+            return
+        status: int = self.parser.get_status_code()
+        if status >= 100:
+            self.status = status
+            self.keep = self.parser.should_keep_alive()
+        else:  # a one- or two-digit status that http-parser (httptools 0.1) lets pass
+            self.finished = True
+        if not self.done.done():
             self.done.set_result(None)
-        elif len(self.head) >= _HEAD_LIMIT:
-            self.done.set_result(None)
+
+    def on_message_complete(self) -> None:
+        if self.finished:
+            self.keep = False
+        self.finished = True
 
     def eof_received(self) -> bool:
         self.closed = True
-        self.reusable = False
+        self.keep = False
         if not self.done.done():
             self.done.set_result(None)
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.reusable = False
+        self.keep = False
+        self.parser = None
         self.error = exc
         if not self.done.done():
             self.done.set_result(None)
@@ -392,16 +440,6 @@ def _read_buffer() -> memoryview:
         return cast(memoryview, _local.read_buffer)
 
 
-def _complete_keepalive(buf: bytearray, end: int) -> bool:
-    """Whether a response whose head ends at `end` is complete and leaves the connection usable."""
-    if not buf.startswith(b"HTTP/1.1 "):
-        return False  # HTTP/1.0 closes by default
-    if _NOT_REUSABLE.search(buf, 0, end + 2) is not None:
-        return False  # `Connection: close`, or a chunked body we do not read
-    lengths = _CONTENT_LENGTH.findall(buf, 0, end + 2)
-    return len(lengths) == 1 and len(buf) - (end + 4) == int(lengths[0])
-
-
 class ConnectionPool:
     """Idle keep-alive HTTP connections, at most one per check, with an age and idle limit."""
 
@@ -426,7 +464,12 @@ class ConnectionPool:
         conn = self._idle.pop(spec, None)
         if conn is None:
             return None
-        if conn.closed or now - conn.idle_since > self.idle_timeout or now >= conn.expires:
+        if (
+            not (conn.keep and conn.finished)  # its body never ended, or more came
+            or conn.closed
+            or now - conn.idle_since > self.idle_timeout
+            or now >= conn.expires
+        ):
             conn.shut()
             return None
         return conn
@@ -437,7 +480,7 @@ class ConnectionPool:
             # Spread replacements: connections opened together (at start, thousands)
             # must not all reconnect in the same second max_age later.
             conn.expires = conn.born + self.max_age * random.uniform(0.75, 1.0)
-        if conn.closed or not conn.reusable or now >= conn.expires:
+        if conn.closed or not conn.keep or now >= conn.expires:
             conn.shut()
         else:
             conn.idle_since = now
@@ -475,7 +518,7 @@ class ConnectionPool:
             raise
         finally:
             del self._inflight[conn]
-        if not conn.timed_out and not conn.head and conn.closed:
+        if not conn.timed_out and not conn.status and not conn.head and conn.closed:
             # The server had closed the idle connection as we sent (its keep-alive
             # timeout raced our request): not the VIP's fault; the caller reconnects.
             conn.shut()
@@ -631,7 +674,7 @@ async def _connect_and_get(
         outcome = _verdict(spec, conn)
         if conn.timed_out:
             return _timed_out(spec, deadline, outcome)
-        if pool is not None and not conn.timed_out and conn.reusable:
+        if pool is not None and not conn.timed_out and conn.keep:
             pool.put(spec, conn, loop.time())
             transport = None  # the pool owns it now
         return outcome
@@ -733,38 +776,45 @@ async def _connect(
 
 
 def _verdict(spec: CheckSpec, conn: _HttpConnection) -> _Outcome:
-    """`_judge`, remembered for the connection's last reusable answer."""
-    if conn.timed_out:
-        return _judge(spec, conn, True)
-    if conn.known and conn.head == conn.known:
-        return conn.known_outcome
-    outcome = _judge(spec, conn, False)
-    if conn.reusable:  # a complete answer, whose outcome depends on its bytes alone
-        conn.known = bytes(conn.head)
-        conn.known_outcome = outcome
-    return outcome
-
-
-def _judge(spec: CheckSpec, exchange: _HttpConnection, timed_out: bool) -> _Outcome:
     """The outcome from what arrived: the status line decides, whatever followed it."""
-    head = exchange.head
+    status = conn.status
+    if status:  # a complete head, the common case
+        return status in spec.expect_status, _status_detail(status)
+    head = conn.head
     end = head.find(b"\n", 0, _HEAD_LIMIT)
     if end < 0:
         if len(head) >= _HEAD_LIMIT:
             return False, "bad status line (too long)"
-        if timed_out:
+        if conn.timed_out:
             return False, f"timeout after {spec.timeout}s (waiting for status line)"
-        if exchange.error is not None:
-            return False, _describe(exchange.error, "waiting for status line")
+        if conn.error is not None:
+            return False, _describe(conn.error, "waiting for status line")
         if not head:
             return False, "connection closed before status line"
         return False, f"bad status line {bytes(head[:40])!r}"
-    match = _STATUS_LINE.fullmatch(head, 0, end + 1)
-    if match is None:
+    # A server that stalls, resets or sends a malformed header after a good status
+    # line still gave its answer.
+    status = _status_line(head[: end + 1])
+    if not status:
         return False, f"bad status line {bytes(head[: min(end + 1, 40)])!r}"
-    # A server that stalls or resets after a good status line still gave its answer.
-    status = int(match.group(1))
-    return status in spec.expect_status, f"HTTP {status}"
+    return status in spec.expect_status, _status_detail(status)
+
+
+def _status_line(line: bytearray) -> int:
+    """The status of a response's first line (with its line end); 0 if it is malformed."""
+    parser = httptools.HttpResponseParser(None)
+    try:
+        parser.feed_data(line)
+    except _PARSE_ERRORS:
+        return 0
+    status: int = parser.get_status_code()
+    return status if status >= 100 else 0
+
+
+@functools.cache
+def _status_detail(status: int) -> str:
+    """`HTTP 200`: formatted once per status, not once per probe."""
+    return f"HTTP {status}"
 
 
 def _http_request(spec: CheckSpec, address: str, keepalive: bool) -> bytes | None:

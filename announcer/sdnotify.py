@@ -104,11 +104,6 @@ class Notifier:
         return cls(address, watchdog_seconds(usec, pid, os.getpid()))
 
     @property
-    def enabled(self) -> bool:
-        """True when a service manager listens (NOTIFY_SOCKET was set)."""
-        return self._address is not None
-
-    @property
     def watchdog_interval(self) -> float | None:
         """WatchdogSec in seconds when the watchdog is enabled for us; ping at half of it."""
         return self._watchdog_interval
@@ -135,10 +130,6 @@ class Notifier:
     def reloading(self) -> bool:
         """RELOADING=1 with MONOTONIC_USEC; send ready() again when the reload is done."""
         return self.notify("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}")
-
-    def extend_timeout(self, seconds: float) -> bool:
-        """EXTEND_TIMEOUT_USEC: ask for `seconds` more before the start/stop timeout fires."""
-        return self.notify(f"EXTEND_TIMEOUT_USEC={max(0, round(seconds * 1e6))}")
 
     def notify(self, *assignments: str) -> bool:
         """Send KEY=VALUE lines as one datagram; True if sent, False if disabled or failed."""

@@ -41,16 +41,17 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from . import drains as drains_mod
-from . import health as hm
-from . import shrink, statefile
+from . import shrink, statefile, status
+from .backoff import Backoff
 from .config import Config
 from .core import Change, CheckState, Core, VipState, addresses_of
 from .drains import Drains
-from .errors import DataPlaneAuthError, DataPlaneError, GobgpError, InvalidRoute
+from .errors import ControlError, DataPlaneAuthError, DataPlaneError, GobgpError, InvalidRoute
+from .gobgp_sync import GobgpSync, WatchableRouteTable
 from .health import State
 from .model import (
     CheckResult,
@@ -59,15 +60,12 @@ from .model import (
     HostPrefix,
     IPAddress,
     IPNetwork,
-    PeerStatus,
     Probe,
     Route,
-    RouteTable,
-    SessionState,
     VipSource,
     by_version,
 )
-from .planner import Drain, Plan, advance, make_plan
+from .planner import Drain, Plan
 from .scheduler import Scheduler
 from .vips import vip_specs
 
@@ -78,24 +76,6 @@ log_bgp = logging.getLogger("announcer.gobgp")
 log_drain = logging.getLogger("announcer.drain")
 
 PLAN_LOG_LIMIT = 50  # bigger plans are logged as one summary line
-_UNDECIDED = frozenset({State.INIT, State.RISING})
-
-
-class WatchableRouteTable(RouteTable, Protocol):
-    """gobgpd as the service needs it: routes, peers, and a stream whose end means a restart."""
-
-    def enable_peer(self, address: str) -> None:
-        """Bring an admin-down neighbor up."""
-        ...
-
-    def wait_closed(self, on_open: Callable[[], None] | None = None) -> None:
-        """Block until gobgpd's event stream ends (it restarted or went away);
-        call `on_open` once the stream is established (gobgpd is serving)."""
-        ...
-
-    def cancel_watch(self) -> None:
-        """Make a blocked wait_closed() return."""
-        ...
 
 
 class KeeperHandle(Protocol):
@@ -146,46 +126,6 @@ class MetricsSink(Protocol):
 # ------------------------------------------------------------------ pure bits
 
 
-PEER_POLL = 5.0  # how often gobgpd's peers are read (status, metrics, alarms)
-PEER_DOWN_GRACE = 10.0  # a session not established this long raises the alarm
-
-
-def peer_alarms(
-    peers: Iterable[PeerStatus],
-    managed: set[str],
-    *,
-    expect_enabled: bool,
-    now: float,
-    down_since: dict[str, float],
-    grace: float,
-) -> dict[str, str]:
-    """The managed peers that are down and why ("admin-down", "session <state>").
-
-    `down_since` (updated in place) remembers when each session was last seen not
-    established, so a session that is merely coming up is not an alarm.
-    """
-    out: dict[str, str] = {}
-    seen = set()
-    for p in peers:
-        if managed and p.address not in managed:
-            continue
-        seen.add(p.address)
-        if p.admin_down:
-            down_since.pop(p.address, None)
-            if expect_enabled:
-                out[p.address] = "admin-down"
-            continue
-        if p.state is SessionState.ESTABLISHED:
-            down_since.pop(p.address, None)
-            continue
-        since = down_since.setdefault(p.address, now)
-        if now - since >= grace:
-            out[p.address] = f"session {p.state.value}"
-    for gone in down_since.keys() - seen:
-        del down_since[gone]
-    return out
-
-
 # The watchdog stops pinging when no check produced a result for this long (or three
 # of the slowest check's interval + timeout), or one reconcile pass runs this long;
 # gRPC calls to gobgpd time out long before (gobgp.timeout per call).
@@ -210,28 +150,7 @@ def stuck_reason(
     return None
 
 
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter, reset on success."""
-
-    first: float = 0.5
-    cap: float = 30.0
-    current: float = 0.0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def next(self) -> float:
-        self.current = self.first if self.current == 0 else min(self.cap, self.current * 2)
-        return self.current * self.rng.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        self.current = 0.0
-
-
 # ------------------------------------------------------------------ the state
-
-
-class ControlError(Exception):
-    """A control request that cannot be done (unknown VIP, bad address); told to the caller."""
 
 
 class Service:
@@ -262,36 +181,23 @@ class Service:
         self.discovered = False  # a first discovery succeeded
         self.synced = asyncio.Event()  # a first full reconcile succeeded
         self._dirty = asyncio.Event()
-        self._gobgpd_back = asyncio.Event()  # its event stream opened: retry at once
         self._frontends: tuple[Frontend, ...] = ()  # the last good discovery
-        self._actual: dict[HostPrefix, Route] | None = None  # None: re-read from gobgpd
         # Whether the routers saw gobgpd's paths when we started (peers not admin-down,
         # or no fate-sharing): then the routes of VIPs without a first verdict are kept
         # as they are until they get one, so a restart of announcer flaps nothing.
         self._inherit: bool | None = None
         self._progress_at = float("-inf")
-        self._last_read = float("-inf")
         self._started = 0.0
         self._outside_logged: set[IPAddress] = set()
         # Every allow-list this process has run with: after a reload that shrinks
         # it, the routes it announced under the old one are still ours to withdraw.
         self._owned: tuple[IPNetwork, ...] = cfg.allowed_prefixes
-        # gobgpd lifetimes: +1 each time its event stream ends. Peers are enabled
-        # once per lifetime, so an operator's `gobgp neighbor X disable` holds.
-        self._epoch = 1
-        self._peers_epoch = 0
+        # gobgpd: the actual set, its lifetimes and peers (gobgp_sync.py).
+        self.sync = GobgpSync(table, lambda: self.cfg, clock, stale=self._mark_all, metrics=metrics)
         self.drains = Drains(cfg.drain.delay)  # every drain cause in force (drains.py)
-        self._applied = 0  # reconciles done, for waiting on one
         self._state_ok = True  # the state directory passed statefile.check_dir
         self._last_result = float("-inf")  # when a check last finished (the watchdog)
-        self.peer_alarms: dict[str, str] = {}  # managed peers that are down, and why
-        self._peer_down_since: dict[str, float] = {}
         self._reconcile_since: float | None = None  # a reconcile pass in progress since
-        self.resyncs = 0
-        self.peers: list[PeerStatus] = []
-        self.gobgp_ok: bool | None = None
-        self.gobgp_error = ""
-        self.last_sync: float | None = None  # wall clock
         self.dataplane_ok: bool | None = None
         self.dataplane_error = ""
         self.dataplane_last_ok: float | None = None  # wall clock
@@ -308,6 +214,14 @@ class Service:
     @property
     def _hold(self) -> shrink.Hold[IPAddress] | None:
         return self.core.hold
+
+    @property
+    def peer_alarms(self) -> dict[str, str]:
+        return self.sync.peer_alarms
+
+    @property
+    def resyncs(self) -> int:
+        return self.sync.resyncs
 
     @property
     def prober(self) -> Probe:
@@ -337,9 +251,9 @@ class Service:
         loops = [
             asyncio.create_task(self._discovery_loop(), name="discovery"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
-            asyncio.create_task(self._watch_loop(watch_stop), name="watch"),
+            asyncio.create_task(self.sync.watch(watch_stop), name="watch"),
             asyncio.create_task(self._drain_loop(), name="drain"),
-            asyncio.create_task(self._peer_loop(), name="peers"),
+            asyncio.create_task(self.sync.poll_peers(), name="peers"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
             asyncio.create_task(self.scheduler.run(), name="checks"),
         ]
@@ -366,7 +280,7 @@ class Service:
         # Ordered shutdown: stop producing changes, then withdraw, then close.
         await halt()
         if self.cfg.service.withdraw_on_stop:
-            await self._withdraw_all()
+            await self.sync.withdraw_all(self._owned, self.cfg.service.stop_timeout)
         for t in crashed:  # a crashed loop must end the process so systemd restarts it
             if not t.cancelled() and t.exception() is not None:
                 # No release(): the keeper sees announcer die and disables the peers.
@@ -382,11 +296,11 @@ class Service:
         if not self.synced.is_set() or not self.desired():
             return  # nothing announced: nothing to move traffic away from
         self.drains.stop = self.clock()
-        applied = self._applied
+        applied = self.sync.applied
         self._mark_all()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.cfg.service.stop_timeout):
-                while self._applied == applied:
+                while self.sync.applied == applied:
                     await asyncio.sleep(0.02)
         log_drain.info(
             "stopping: routes re-announced with GRACEFUL_SHUTDOWN; withdrawing in %.1fs "
@@ -395,18 +309,6 @@ class Service:
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(hurry.wait(), timeout=d.delay)
-
-    async def _withdraw_all(self) -> None:
-        deadline = self.cfg.service.stop_timeout
-        try:
-            async with asyncio.timeout(deadline):
-                actual = await asyncio.to_thread(self.table.local_routes)
-                plan = make_plan({}, actual, self._owned)
-                if plan:
-                    await asyncio.to_thread(self.table.apply, plan.withdraw, ())
-                log_bgp.info("withdrew %d routes on stop", len(plan.withdraw))
-        except (GobgpError, TimeoutError) as e:
-            log_bgp.error("could not withdraw routes on stop within %.0fs: %s", deadline, e)
 
     # --------------------------------------------------------------- reload
 
@@ -565,7 +467,7 @@ class Service:
             return False
         try:
             routes = await asyncio.to_thread(self.table.local_routes)
-            if not routes or not await self._routers_see_gobgpd():
+            if not routes or not await self.sync.routers_see_gobgpd():
                 return False
         except GobgpError:
             return False  # gobgpd away: the reconcile will wait for it anyway
@@ -813,9 +715,7 @@ class Service:
         """The complete set of routes announcer wants in gobgpd now (core.desired)."""
         return self.core.desired(self._phase_now(), self.cfg.allowed_prefixes, keep)
 
-    def _want(
-        self, vs: VipState, now: float, keep: dict[HostPrefix, Route] | None
-    ) -> Route | None:
+    def _want(self, vs: VipState, now: float, keep: dict[HostPrefix, Route] | None) -> Route | None:
         """The route one VIP should have in gobgpd now, None if none (core.want)."""
         phase = self.drains.phase(vs.vip.address, now)
         return self.core.want(vs, phase, keep, self.cfg.allowed_prefixes)
@@ -826,7 +726,7 @@ class Service:
         backoff = Backoff(first=0.25, cap=2.0)
         failing = False
         while True:
-            timeout = self._until_resync()
+            timeout = self.sync.until_resync()
             if not self.synced.is_set():  # wake when startup_grace ends
                 timeout = max(0.0, min(timeout, self.core.grace_left(self.clock())))
             with contextlib.suppress(TimeoutError):
@@ -846,21 +746,19 @@ class Service:
                 if failing:
                     log_bgp.info("gobgpd reachable again; routes re-synced")
                 failing = False
-                self.gobgp_ok, self.gobgp_error = True, ""
+                self.sync.ok, self.sync.error = True, ""
                 backoff.reset()
             except GobgpError as e:
                 delay = backoff.next()
                 log_bgp.warning("%s; health checks go on, retrying in %.1fs", e, delay)
                 failing = True
-                self.gobgp_ok, self.gobgp_error = False, str(e)
+                self.sync.ok, self.sync.error = False, str(e)
                 if self.metrics is not None:
                     self.metrics.gobgp_error()
-                self._actual = None
+                self.sync.invalidate()
                 # ...or as soon as gobgpd's event stream opens again: a restarted
                 # gobgpd is re-synced the moment it serves, not after the backoff.
-                self._gobgpd_back.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._gobgpd_back.wait(), timeout=delay)
+                if await self.sync.wait_back(delay):
                     log_bgp.info("gobgpd serves again: re-syncing now")
                     backoff.reset()
                 self._mark_all()
@@ -869,9 +767,6 @@ class Service:
                 log_bgp.error("refused to send a route: %s; retrying in %.1fs", e, delay)
                 await asyncio.sleep(delay)
                 self._mark_all()
-
-    def _until_resync(self) -> float:
-        return max(0.0, self._last_read + self.cfg.gobgp.resync_interval - self.clock())
 
     async def reconcile_once(self) -> Plan:
         """One pass: read gobgpd if due, plan, apply, enable peers if due.
@@ -882,17 +777,15 @@ class Service:
         `rise`. When the routers did see gobgpd (_inherit), the routes of VIPs still
         without a verdict stay as they are until they get one or startup_grace ends.
         """
-        if self._actual is None or self._until_resync() <= 0:
-            self._actual = dict(await asyncio.to_thread(self.table.local_routes))
-            self._last_read = self.clock()
+        actual, fresh = await self.sync.read()
+        if fresh:
             self.core.mark_all()
-        actual = self._actual
         starting = not self.synced.is_set()
         started = True
         keep: dict[HostPrefix, Route] | None = None
         if starting:
             if self._inherit is None:
-                self._inherit = await self._routers_see_gobgpd()
+                self._inherit = await self.sync.routers_see_gobgpd()
             started = self.core.started_up(self.clock())
             if started:
                 self.core.mark_all()  # the kept routes are decided now: plan everything
@@ -905,30 +798,12 @@ class Service:
         except BaseException:
             self.core.mark_all()
             raise
-        if plan:
-            # One line per route, or a summary for a big plan (a start or a re-sync
-            # of thousands); every route still at DEBUG.
-            each = log_bgp.info if len(plan) <= PLAN_LOG_LIMIT else log_bgp.debug
-            if len(plan) > PLAN_LOG_LIMIT:
-                log_bgp.info(
-                    "applying %d withdrawals and %d announcements",
-                    len(plan.withdraw),
-                    len(plan.announce),
-                )
-            for p in plan.withdraw:
-                each("withdraw %s", p)
-            for r in plan.announce:
-                each("announce %s%s", r.prefix, _attrs(r))
-            try:
-                await asyncio.to_thread(self.table.apply, plan.withdraw, plan.announce)
-            except BaseException:
-                self._actual = None  # partly applied: read back next time
-                self.core.mark_all()
-                raise
-            advance(actual, plan)
-            if self.metrics is not None:
-                self.metrics.applied(len(plan.withdraw), len(plan.announce))
-        if starting and self._applied == 0:
+        try:
+            await self.sync.apply(plan)
+        except BaseException:
+            self.core.mark_all()
+            raise
+        if starting and self.sync.applied == 0:
             log_bgp.info(
                 "first sync with gobgpd done: %d routes announced%s",
                 len(actual),
@@ -936,9 +811,8 @@ class Service:
             )
         # Peers come up once gobgpd holds the set: after a restart of gobgpd the
         # complete set, at a start whatever has a verdict (the rest follows).
-        await self._enable_peers()
-        self.last_sync = time.time()
-        self._applied += 1
+        await self.sync.enable_peers()
+        self.sync.synced()
         if starting and started:
             up, down, undecided = self.core.verdicts()
             log_bgp.info(
@@ -953,127 +827,6 @@ class Service:
             if self.notifier is not None:
                 self.notifier.ready(self._status_line())
         return plan
-
-    async def _routers_see_gobgpd(self) -> bool:
-        """Whether gobgpd's paths reach the routers now (see _inherit)."""
-        if not self.cfg.gobgp.fate_sharing:
-            return True
-        peers = await asyncio.to_thread(self.table.peers)
-        managed = set(self.cfg.gobgp.peers)
-        mine = [p for p in peers if not managed or p.address in managed]
-        if not mine:
-            return True  # nobody to flap to; keeping is the careful choice
-        seen = any(not p.admin_down for p in mine)
-        if seen:
-            log_bgp.info(
-                "gobgpd's peers are enabled: routes it has keep their state until their "
-                "VIP's checks decide (at most startup_grace)"
-            )
-        return seen
-
-    async def _enable_peers(self) -> None:
-        if not self.cfg.gobgp.fate_sharing or self._peers_epoch == self._epoch:
-            return
-        epoch = self._epoch
-        peers = await asyncio.to_thread(self.table.peers)
-        managed = set(self.cfg.gobgp.peers)
-        for p in peers:
-            if p.admin_down and (not managed or p.address in managed):
-                await asyncio.to_thread(self.table.enable_peer, p.address)
-                log_bgp.info("peer %s enabled: gobgpd has the complete set", p.address)
-        self._peers_epoch = epoch
-        self.peers = peers
-
-    # ---------------------------------------------------------------- watch
-
-    async def _watch_loop(self, stop: threading.Event) -> None:
-        """Notice a gobgpd restart at once: its event stream ends, and it forgot every path."""
-        # A short cap: reopening the stream is what tells us gobgpd is back.
-        backoff = Backoff(first=0.1, cap=1.0)
-        loop = asyncio.get_running_loop()
-        failed = False  # the last attempt never got a stream: gobgpd was away
-        is_open = False  # this attempt got one (set in the worker thread)
-
-        def back() -> None:
-            if failed:
-                # A gobgpd we have not watched since it started: perhaps a second
-                # restart after a re-sync; its peers are admin-down again.
-                self._epoch += 1
-                self._actual = None
-                self._mark_all()
-            self._gobgpd_back.set()
-
-        def opened() -> None:  # in the worker thread, at END_OF_INIT
-            nonlocal is_open
-            is_open = True
-            loop.call_soon_threadsafe(back)
-
-        while not stop.is_set():
-            started = self.clock()
-            is_open = False
-            try:
-                await asyncio.to_thread(self.table.wait_closed, opened)
-            except GobgpError as e:
-                log_bgp.debug("watch: %s", e)
-            if stop.is_set():
-                return
-            if self.clock() - started > 1.0:
-                backoff.reset()
-            if is_open:
-                log_bgp.info("gobgpd event stream ended: re-reading its paths")
-                self.resyncs += 1
-                if self.metrics is not None:
-                    self.metrics.resync()
-            failed = not is_open
-            self._epoch += 1
-            self._actual = None
-            self._mark_all()
-            await asyncio.sleep(backoff.next())
-
-    async def _peer_loop(self) -> None:
-        """Keep gobgpd's sessions for status, and raise the alarm when a managed peer
-        is down: set admin-down by someone else, or its session not established."""
-        while True:
-            await asyncio.sleep(PEER_POLL)
-            try:
-                self.peers = await asyncio.to_thread(self.table.peers)
-            except GobgpError:
-                continue
-            await self._watch_peers(self.clock())
-
-    async def _watch_peers(self, now: float) -> None:
-        g = self.cfg.gobgp
-        # With fate-sharing the peers are admin-down until we enable them: only from
-        # then on (in this gobgpd lifetime) is an admin-down peer someone else's doing.
-        expect_enabled = not g.fate_sharing or self._peers_epoch == self._epoch
-        alarms = peer_alarms(
-            self.peers,
-            set(g.peers),
-            expect_enabled=expect_enabled,
-            now=now,
-            down_since=self._peer_down_since,
-            grace=PEER_DOWN_GRACE,
-        )
-        for address, why in alarms.items():
-            if self.peer_alarms.get(address) != why:
-                hint = ""
-                if why == "admin-down" and not g.reenable_peers:
-                    hint = (
-                        " (announcer leaves it so: gobgp.reenable_peers is false; "
-                        f"`gobgp neighbor {address} enable` brings it back)"
-                    )
-                log_bgp.error(
-                    "peer %s is %s: this LB's routes do not reach it%s", address, why, hint
-                )
-        for address in self.peer_alarms.keys() - alarms.keys():
-            log_bgp.info("peer %s is up again", address)
-        self.peer_alarms = alarms
-        if g.reenable_peers and expect_enabled:
-            for address, why in alarms.items():
-                if why == "admin-down":
-                    with contextlib.suppress(GobgpError):
-                        await asyncio.to_thread(self.table.enable_peer, address)
-                        log_bgp.warning("peer %s re-enabled (gobgp.reenable_peers)", address)
 
     # ------------------------------------------------------------- watchdog
 
@@ -1136,148 +889,15 @@ class Service:
     # --------------------------------------------------------------- status
 
     def _status_line(self) -> str:
-        up = sum(1 for vs in self.vips.values() if hm.announced(vs.state))
-        routes = len(self._actual) if self._actual is not None else 0
-        return f"{len(self.vips)} VIPs, {up} healthy, {routes} routes in gobgpd"
-
-    def status(self) -> list[VipStatus]:
-        """Every VIP with its state and checks."""
-        out = []
-        for address, vs in sorted(self.vips.items(), key=lambda kv: by_version(kv[0])):
-            checks = tuple(
-                (s.target, self.checks[s].health.state, _detail(self.checks[s]))
-                for s in vs.specs
-                if s in self.checks
-            )
-            out.append(VipStatus(address, vs.vip.frontends, vs.state, checks))
-        return out
-
-    def _hold_report(self) -> dict[str, Any] | None:
-        """The VIP-loss hold for status and metrics, None when nothing is held."""
-        h = self._hold
-        if h is None:
-            return None
-        policy = self.cfg.dataplaneapi.vip_loss
-        return {
-            "vips": sorted(map(str, h.lost), key=lambda a: by_version(ipaddress.ip_address(a))),
-            "since": time.time() - (self.clock() - h.since),
-            "answers": h.seen,
-            "needed": policy.confirmations,
-            "min_seconds": policy.min_seconds,
-        }
+        return status.line(self)
 
     async def report(self, fresh: bool = True) -> dict[str, Any]:
         """Everything `announcer status` shows, JSON-ready. `fresh` re-reads gobgpd."""
-        offset = time.time() - self.clock()
-
-        def wall(monotonic: float) -> float:  # the core keeps monotonic times
-            return monotonic + offset
-
-        routes = self._actual
+        routes = self.sync.actual
         if fresh:
             try:
                 routes = await asyncio.to_thread(self.table.local_routes)
-                self.peers = await asyncio.to_thread(self.table.peers)
+                self.sync.peers = await asyncio.to_thread(self.table.peers)
             except GobgpError as e:
                 log_bgp.debug("status: %s", e)
-        now = self.clock()
-        desired = self.desired()
-        vips = []
-        for address, vs in sorted(self.vips.items(), key=lambda kv: by_version(kv[0])):
-            prefix = vs.vip.prefix
-            checks = []
-            for s in vs.specs:
-                c = self.checks.get(s)
-                if c is None:
-                    continue
-                checks.append(
-                    {
-                        "target": s.target,
-                        "kind": s.kind,
-                        "state": str(c.health.state),
-                        "ok": None if c.last is None else c.last.ok,
-                        "detail": _detail(c),
-                        "duration_ms": None if c.last is None else round(c.last.duration * 1000, 1),
-                        "at": None if c.last_at is None else wall(c.last_at),
-                    }
-                )
-            in_gobgp = routes.get(prefix) if routes is not None else None
-            vips.append(
-                {
-                    "address": str(address),
-                    "frontends": list(vs.vip.frontends),
-                    "state": str(vs.state),
-                    "since": wall(vs.since),
-                    "why": vs.why,
-                    "drain": str(self.phase(address, now)),
-                    "override": vs.spec.override,
-                    "wanted": prefix in desired,
-                    "in_gobgp": None if routes is None else in_gobgp is not None,
-                    "in_sync": None if routes is None else desired.get(prefix) == in_gobgp,
-                    "communities": [str(c) for c in (in_gobgp.communities if in_gobgp else ())],
-                    "checks": checks,
-                }
-            )
-        return {
-            "vips": vips,
-            "peers": [
-                {
-                    "address": p.address,
-                    "asn": p.peer_asn,
-                    "state": p.state.value,
-                    "admin_down": p.admin_down,
-                    "uptime_s": p.uptime_s,
-                    "alarm": self.peer_alarms.get(p.address),
-                }
-                for p in self.peers
-            ],
-            "gobgp": {
-                "address": self.cfg.gobgp.address,
-                "reachable": self.gobgp_ok,
-                "error": self.gobgp_error,
-                "routes": None if routes is None else len(routes),
-                "resyncs": self.resyncs,
-                "last_sync": self.last_sync,
-            },
-            "vip_loss_hold": self._hold_report(),
-            "dataplaneapi": {
-                "url": self.cfg.dataplaneapi.url,
-                "ok": self.dataplane_ok,
-                "error": self.dataplane_error,
-                "last_success": self.dataplane_last_ok,
-                "version": self.dataplane_version,
-            },
-            "drain": {
-                "host_by_operator": self.drains.host is not None,
-                "host_by_file": self.drains.file is not None,
-                "disable_file": str(self.cfg.drain.disable_file or ""),
-                "stopping": self.drains.stop is not None,
-                "vips": sorted(map(str, self.drains.vips)),
-                "delay": self.cfg.drain.delay,
-                "saved": self._state_ok,
-            },
-            "synced": self.synced.is_set(),
-        }
-
-
-@dataclass(frozen=True)
-class VipStatus:
-    """One VIP for the tests: address, frontends, state and (target, state, detail) per check."""
-
-    address: IPAddress
-    frontends: tuple[str, ...]
-    state: State
-    checks: tuple[tuple[str, State, str], ...]
-
-
-def _detail(c: CheckState) -> str:
-    return c.last.detail if c.last else ""
-
-
-def _attrs(r: Route) -> str:
-    extra = [str(c) for c in r.communities]
-    if r.med is not None:
-        extra.append(f"med {r.med}")
-    if r.as_path_prepend:
-        extra.append(f"prepend {r.as_path_prepend}")
-    return f" ({', '.join(extra)})" if extra else ""
+        return status.report(self, status.take_now(self), routes)

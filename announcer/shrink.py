@@ -78,9 +78,3 @@ def decide(
     if hold.confirmed(now, policy):
         return Verdict(found, None, "confirmed")
     return Verdict(found | hold.lost, hold, event)
-
-
-def releases_at(hold: Hold[A], poll_interval: float, policy: ShrinkPolicy) -> float:
-    """The earliest time the hold can be confirmed if every answer stays the same."""
-    polls = hold.since + (policy.confirmations - 1) * poll_interval
-    return max(polls, hold.since + policy.min_seconds)

@@ -118,7 +118,7 @@ systemctl restart gobgpd
 
 # ------------------------------------------------------------------ announcer
 # Built from a copy of the checkout, offline: its dependencies are Debian's
-# python3-grpcio/protobuf/yaml/h11 (--system-site-packages), pip only builds
+# python3-grpcio/protobuf/yaml/h11/httptools (--system-site-packages), pip only builds
 # the package. The copy keeps build/ and egg-info out of the synced folder.
 say "installing announcer into $venv"
 src=$(mktemp -d)

@@ -277,10 +277,12 @@ def test_pinned_version_and_url_suffix(emu: EmulatorHandle, api: int) -> None:
             await c.configuration_version()
         async with DataPlaneClient(f"{emu.url}/v{api}/", username="admin", password=PASSWORD) as c:
             assert await c.api_version() == api
-            assert c.base_url == emu.url
+            await c.configuration_version()
 
     run(main())
     assert not any(r.endswith("/info") for r in emu.requests)
+    # The /vN suffix of the URL names the API root; it is not repeated in the path.
+    assert emu.requests[-1] == f"/v{api}/services/haproxy/configuration/version"
 
 
 def test_wrong_pinned_version_is_a_404(emu: EmulatorHandle, api: int) -> None:

@@ -24,7 +24,7 @@ import grpc
 import pytest
 
 from announcer.errors import GobgpError, InvalidRoute
-from announcer.gobgp import UNREPRESENTABLE_PREPEND, GobgpClient, PeerEvent
+from announcer.gobgp import UNREPRESENTABLE_PREPEND, GobgpClient
 from announcer.model import (
     Community,
     HostPrefix,
@@ -356,7 +356,7 @@ def test_gobgpd_down_raises_gobgp_error() -> None:
             client.apply([], [Route(net("192.0.2.1/32"))])
         assert err.value.done == 0
         with pytest.raises(GobgpError):
-            client.watch().wait_closed()
+            client.wait_closed()
 
 
 def test_gobgpd_refusal_is_a_gobgp_error(client: GobgpClient) -> None:
@@ -390,30 +390,27 @@ def test_partial_failure_reports_done(client: GobgpClient, gobgpd: GobgpdProc) -
 
 def run_watch(
     client: GobgpClient,
-) -> tuple[Any, list[PeerEvent], list[BaseException], threading.Thread, threading.Event]:
-    watch = client.watch()
-    events: list[PeerEvent] = []
+) -> tuple[list[BaseException], threading.Thread, threading.Event]:
+    """client.wait_closed() in a thread, as the service runs it; `registered` is set
+    by its on_open callback (END_OF_INIT)."""
     errors: list[BaseException] = []
     registered = threading.Event()
 
     def loop() -> None:
         try:
-            for e in watch:
-                events.append(e)
-                if e.kind == "end_of_init":
-                    registered.set()
+            client.wait_closed(registered.set)
         except BaseException as exc:  # handed to the test thread
             errors.append(exc)
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
-    return watch, events, errors, t, registered
+    return errors, t, registered
 
 
 def test_restart_ends_the_watch(client: GobgpClient, gobgpd: GobgpdProc) -> None:
     route = Route(net("192.0.2.70/32"))
     client.apply([], [route])
-    watch, _events, errors, thread, registered = run_watch(client)
+    errors, thread, registered = run_watch(client)
     assert registered.wait(5), "no END_OF_INIT from WatchEvent"
     assert thread.is_alive()
 
@@ -424,20 +421,11 @@ def test_restart_ends_the_watch(client: GobgpClient, gobgpd: GobgpdProc) -> None
     # The same client works again, and the restart lost every API path.
     assert client.local_asn() == A_ASN
     assert client.local_routes() == {}
-    watch.cancel()
-
-
-def test_cancel_ends_the_watch_quietly(client: GobgpClient) -> None:
-    watch, _events, errors, thread, registered = run_watch(client)
-    assert registered.wait(5)
-    watch.cancel()
-    thread.join(5)
-    assert not thread.is_alive() and errors == [] and watch.cancelled
 
 
 def test_close_cancels_open_watches(gobgpd: GobgpdProc) -> None:
     client = GobgpClient(gobgpd.api_target)
-    _watch, _events, errors, thread, registered = run_watch(client)
+    errors, thread, registered = run_watch(client)
     assert registered.wait(5)
     client.close()
     thread.join(5)
@@ -588,7 +576,7 @@ def test_pinned_wrong_version_names_the_mismatch(gobgpd: GobgpdProc, version: in
             client.local_routes,
             client.peers,
             lambda: client.apply([], [Route(net("192.0.2.92/32"))]),
-            lambda: client.watch().wait_closed(),
+            client.wait_closed,
         ]
         for call in calls:
             with pytest.raises(GobgpError) as err:
@@ -627,7 +615,7 @@ def test_version_change_under_a_running_client(
         with GobgpClient(proc.api_target) as client:
             route = Route(net("192.0.2.95/32"), med=5, communities=(Community(65001, 95),))
             client.apply([], [route])
-            _watch, _events, errors, thread, registered = run_watch(client)
+            errors, thread, registered = run_watch(client)
             assert registered.wait(5)
 
             proc.stop()
@@ -641,9 +629,11 @@ def test_version_change_under_a_running_client(
             client.apply([], [route])
             assert client._current("test").version == after
             assert client.local_routes() == {route.prefix: route}
-            watch, _events, errors, thread, registered = run_watch(client)
+            errors, thread, registered = run_watch(client)
             assert registered.wait(5), errors
-            watch.cancel()
+            client.cancel_watch()
+            thread.join(5)
+            assert not thread.is_alive() and errors == []
     finally:
         proc.stop()
     changed = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -214,6 +214,21 @@ def test_control_socket_close_leaves_someone_elses_socket(tmp_path: Path) -> Non
         loop.close()
 
 
+def test_the_cli_client_loads_neither_the_service_nor_grpc() -> None:
+    # `announcer status` on a broken LB must not depend on (or pay for) the daemon's
+    # machinery: the client half of control.py and the CLI import nothing heavy.
+    code = (
+        "import sys, announcer.cli\n"
+        "rc = announcer.cli.main(['status', '--socket', '/nonexistent'])\n"
+        "heavy = sorted(m for m in ('announcer.service', 'grpc') if m in sys.modules)\n"
+        "print(rc, heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out
+    assert out.stdout.strip() == "69 []", out  # EX_UNAVAILABLE, and nothing heavy loaded
+    assert "no control socket at /nonexistent" in out.stderr
+
+
 # ---------------------------------------------------------------- state directory
 
 

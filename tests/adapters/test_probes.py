@@ -573,7 +573,12 @@ def keepalive(responses: Callable[[int, int], bytes | None]) -> tuple[Handler, l
 
 
 def run_many(
-    handler: Handler, runs: int, *, gap: float = 0.0, **prober_kw: Any
+    handler: Handler,
+    runs: int,
+    *,
+    gap: float = 0.0,
+    expect_status: tuple[int, ...] = (200,),
+    **prober_kw: Any,
 ) -> tuple[list[CheckResult], Server, Prober]:
     """Probe one check `runs` times in a row through one Prober."""
 
@@ -581,7 +586,7 @@ def run_many(
         prober = Prober(**prober_kw)
         results = []
         async with serve(handler) as server:
-            spec = http(server.port)
+            spec = http(server.port, expect_status=expect_status)
             try:
                 for _ in range(runs):
                     results.append(await prober.run(spec))
@@ -621,10 +626,13 @@ def test_keepalive_failure_status_is_reported_and_connection_kept() -> None:
     [
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
         b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok",  # body still to come
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nok",  # more than announced
         b"HTTP/1.1 200 OK\r\n\r\nok",  # no length: the body ends at close
+        # the answer, then another one nobody asked for
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 2,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n",  # no last chunk
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok",  # not chunked: ends at close
     ],
 )
 def test_responses_that_cannot_leave_a_usable_connection_are_not_reused(raw: bytes) -> None:
@@ -632,6 +640,96 @@ def test_responses_that_cannot_leave_a_usable_connection_are_not_reused(raw: byt
     results, _, _ = run_many(handler, 3)
     assert all(r.ok for r in results)
     assert per_conn == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        KEEPALIVE_200,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x=y\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",  # a 204 has no body, whatever the headers
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+    ],
+)
+def test_responses_whose_end_is_known_are_reused(raw: bytes) -> None:
+    handler, per_conn = keepalive(lambda c, n: raw)
+    results, _, prober = run_many(handler, 3, expect_status=(200, 204))
+    assert [r.ok for r in results] == [True] * 3, results
+    assert per_conn == [3]
+    assert prober.pool is not None and (prober.pool.opened, prober.pool.reused) == (1, 2)
+
+
+def test_a_body_that_arrives_after_the_head_keeps_the_connection() -> None:
+    # The verdict is given at the end of the head; the body, chunked or not, is
+    # skipped as it arrives, and the connection is reused once it has.
+    async def slow_body(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while True:
+            try:
+                await read_head(reader, s)
+            except asyncio.IncompleteReadError:
+                return
+            chunked = len(s.heads) % 2 == 0
+            w.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                if chunked
+                else b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe"
+            )
+            await w.drain()
+            await asyncio.sleep(0.02)
+            w.write(b"5\r\nhello\r\n0\r\n\r\n" if chunked else b"llo")
+            await w.drain()
+
+    results, server, prober = run_many(slow_body, 4, gap=0.05)
+    assert [(r.ok, r.detail) for r in results] == [(True, "HTTP 200")] * 4
+    assert all(r.duration < 0.02 for r in results)  # not held up by the body
+    assert server.max_active == 1
+    assert prober.pool is not None and (prober.pool.opened, prober.pool.reused) == (1, 3)
+
+
+def test_a_bad_header_after_a_good_status_line_is_judged_by_the_status() -> None:
+    # As with a stall or a reset after the status line: the status decides. But
+    # the connection is out of step, so it is not reused.
+    def raw(c: int, n: int) -> bytes:
+        code = b"200 OK" if c % 2 == 0 else b"503 Down"
+        return b"HTTP/1.1 " + code + b"\r\nBad Header\r\nContent-Length: 0\r\n\r\n"
+
+    handler, per_conn = keepalive(raw)
+    results, _, _ = run_many(handler, 3)
+    assert [(r.ok, r.detail) for r in results] == [
+        (True, "HTTP 200"),
+        (False, "HTTP 503"),
+        (True, "HTTP 200"),
+    ]
+    assert per_conn == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (b"HTTP/1.1 2000 OK\r\n\r\n", "bad status line b'HTTP/1.1 2000 OK\\r\\n'"),
+        (b"HTTP/1.1 20 OK\r\n\r\n", "bad status line b'HTTP/1.1 20 OK\\r\\n'"),
+        (b"HTTP/1.1 -200 OK\r\n\r\n", "bad status line b'HTTP/1.1 -200 OK\\r\\n'"),
+        (b"HTTP/1 200 OK\r\n\r\n", "bad status line b'HTTP/1 200 OK\\r\\n'"),
+        (b"HTTP/1.1200 OK\r\n\r\n", "bad status line b'HTTP/1.1200 OK\\r\\n'"),
+    ],
+)
+def test_a_malformed_status_line_fails_the_check(raw: bytes, detail: str) -> None:
+    handler, per_conn = keepalive(lambda c, n: raw)
+    alone, _ = asyncio.run(probe_server(handler))
+    pooled, _, _ = run_many(handler, 2)
+    assert (alone.ok, alone.detail) == (False, detail)
+    assert [(r.ok, r.detail) for r in pooled] == [(False, detail)] * 2
+    assert per_conn == [1, 1, 1]
+
+
+def test_a_switch_of_protocols_is_judged_by_its_status_and_not_reused() -> None:
+    raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+    handler, per_conn = keepalive(lambda c, n: raw)
+    results, _, _ = run_many(handler, 2, expect_status=(101,))
+    assert [(r.ok, r.detail) for r in results] == [(True, "HTTP 101")] * 2
+    assert per_conn == [1, 1]
 
 
 def test_server_closing_an_idle_connection_is_not_a_failure() -> None:
@@ -941,6 +1039,112 @@ def test_a_prober_used_again_on_a_new_loop_still_times_out() -> None:
     result = asyncio.run(second())
     prober.close()
     assert (result.ok, result.detail) == (False, "timeout after 0.3s (waiting for status line)")
+
+
+# ------------------------------------------- the httptools of Debian and of PyPI
+
+# Debian bookworm and trixie ship httptools 0.1.1 (on http-parser), PyPI newer ones
+# (on llhttp): the probes must judge and reuse alike on both. This runs the same
+# answers through a Prober under the venv's python and under Debian's python3 with
+# python3-httptools (what the LB VMs run), and compares with what we expect.
+HTTPTOOLS_SCRIPT = r"""
+import asyncio, ipaddress, json
+import httptools
+from announcer.model import CheckSpec
+from announcer.probes import Prober
+
+ANSWERS = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 503 Down\r\ncontent-length: 3\r\n\r\nbad",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.0 200\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+    b"HTTP/1.1 20 OK\r\n\r\n",
+    b"HTTP/1.1 2000 OK\r\n\r\n",
+    b"garbage\r\n\r\n",
+]
+
+async def main():
+    out = []
+    for raw in ANSWERS:
+        conns = []
+
+        async def handle(reader, writer):
+            conns.append(0)
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    conns[-1] += 1
+                    writer.write(raw)
+                    await writer.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        spec = CheckSpec(kind="http", address=ipaddress.ip_address("127.0.0.1"), port=port,
+                         timeout=2.0, expect_status=(200, 204))
+        prober = Prober()
+        results = [await prober.run(spec) for _ in range(3)]
+        prober.close()
+        server.close()
+        await server.wait_closed()
+        out.append([[[r.ok, r.detail] for r in results], conns])
+    print(json.dumps({"version": httptools.__version__, "results": out}))
+
+asyncio.run(main())
+"""
+
+HTTPTOOLS_EXPECTED = [
+    # (ok, detail) of each of the three runs, requests per connection
+    ((True, "HTTP 200"), [3]),
+    ((False, "HTTP 503"), [3]),
+    ((True, "HTTP 200"), [3]),
+    ((True, "HTTP 204"), [3]),
+    ((True, "HTTP 200"), [1, 1, 1]),
+    ((True, "HTTP 200"), [1, 1, 1]),
+    ((True, "HTTP 200"), [1, 1, 1]),
+    ((True, "HTTP 200"), [1, 1, 1]),
+    ((False, "bad status line b'HTTP/1.1 20 OK\\r\\n'"), [1, 1, 1]),
+    ((False, "bad status line b'HTTP/1.1 2000 OK\\r\\n'"), [1, 1, 1]),
+    ((False, "bad status line b'garbage\\r\\n'"), [1, 1, 1]),
+]
+
+
+def _debian_httptools() -> str | None:
+    """/usr/bin/python3 if it has Debian's python3-httptools, else None."""
+    debian = "/usr/bin/python3"
+    if not Path(debian).exists():
+        return None
+    found = subprocess.run(
+        [debian, "-c", "import httptools"], capture_output=True, cwd="/", timeout=30
+    )
+    return debian if found.returncode == 0 else None
+
+
+@pytest.mark.parametrize("python", ["venv", "debian"])
+def test_answers_are_judged_alike_on_every_httptools(python: str) -> None:
+    executable = sys.executable if python == "venv" else _debian_httptools()
+    if executable is None:
+        pytest.skip("no Debian python3 with python3-httptools (scripts/deps installs it)")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [executable, "-c", HTTPTOOLS_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",  # nothing from the checkout on the path but the package itself
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    expected = [[[list(outcome)] * 3, conns] for outcome, conns in HTTPTOOLS_EXPECTED]
+    assert got["results"] == expected, got["version"]
 
 
 # ------------------------------------------------- failures that are ours, not the VIP's

@@ -63,7 +63,6 @@ def listener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Listene
 def test_messages_reach_the_socket(listener: Listener) -> None:
     env = {"NOTIFY_SOCKET": listener.env_value}
     n = Notifier.from_env(env)
-    assert n.enabled
     assert n.ready("3 VIPs announced")
     assert listener.recv() == ["READY=1", "STATUS=3 VIPs announced"]
     assert n.ready()
@@ -74,8 +73,6 @@ def test_messages_reach_the_socket(listener: Listener) -> None:
     assert listener.recv() == ["WATCHDOG=1"]
     assert n.stopping()
     assert listener.recv() == ["STOPPING=1"]
-    assert n.extend_timeout(1.5)
-    assert listener.recv() == ["EXTEND_TIMEOUT_USEC=1500000"]
 
 
 def test_reloading_carries_monotonic_usec(listener: Listener) -> None:
@@ -94,13 +91,13 @@ def test_send_errors_never_raise_and_log_once(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="announcer.sdnotify")
     n = Notifier.from_env({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens.sock")})
-    assert n.enabled
     assert not n.ready()
     assert not n.watchdog()
     assert not n.watchdog()
     failures = [r for r in caplog.records if r.name == "announcer.sdnotify"]
-    assert len(failures) == 1
+    assert len(failures) == 1  # it did try: a notifier without a socket logs nothing
     assert failures[0].levelno == logging.DEBUG
+    assert "nobody-listens.sock" in failures[0].getMessage()
 
 
 def test_logs_again_after_recovering(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -40,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from announcer import metrics as m
+from announcer import status
 from announcer.health import State
 from announcer.model import Discovery
 from announcer.service import Service
@@ -185,13 +186,13 @@ async def bench(n: int, args: argparse.Namespace) -> None:
     metrics.attach(svc)
     # The parts of one render, on their own.
     t0 = time.perf_counter()
-    snap = m.snapshot_now(svc)
+    snap = status.take_now(svc)
     t1 = time.perf_counter()
     metrics._generate(snap)
     t2 = time.perf_counter()
     print(
         f"  parts of one render: snapshot {(t1 - t0) * 1e3:.1f} ms (on the loop, in steps "
-        f"of {m.CHUNK} VIPs), text {(t2 - t1) * 1e3:.1f} ms (in a thread)"
+        f"of {status.CHUNK} VIPs), text {(t2 - t1) * 1e3:.1f} ms (in a thread)"
     )
     before = old_metrics(args.before)
     old_m = before.Metrics()

@@ -238,8 +238,9 @@ def test_shared_vip_policy_all_and_any() -> None:
             )
             await until(lambda: h.svc.synced.is_set())
             assert h.prefixes() == expect
-            st = h.svc.status()[0]
-            assert [c[0] for c in st.checks] == ["http://192.0.2.10:80/a", "tcp 192.0.2.10:443"]
+            (vip,) = (await h.svc.report(fresh=False))["vips"]
+            targets = [c["target"] for c in vip["checks"]]
+            assert targets == ["http://192.0.2.10:80/a", "tcp 192.0.2.10:443"]
 
     run(go("all", set()))
     run(go("any", {"192.0.2.10/32"}))

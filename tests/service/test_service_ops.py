@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from announcer import control
+from announcer.errors import ControlError
 from announcer.health import State
 from announcer.metrics import Metrics
 from announcer.model import Community, PeerStatus, Route, SessionState
 from announcer.planner import GRACEFUL_SHUTDOWN
-from announcer.service import ControlError, Service
+from announcer.service import Service
 from tests.support.fakes import (
     A,
     FakeProber,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from announcer import gobgp_sync
 from announcer import service as service_mod
 from announcer.metrics import Metrics
 from announcer.model import PeerStatus, SessionState
@@ -142,7 +143,7 @@ def test_watchdog_pings_while_dataplaneapi_hangs_and_stops_when_checks_do(
 def test_a_peer_disabled_by_someone_else_raises_the_alarm_and_stays_so_by_default(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service_mod, "PEER_POLL", 0.05)
+    monkeypatch.setattr(gobgp_sync, "PEER_POLL", 0.05)
     peer = "198.51.100.1"
 
     async def go(reenable: bool) -> None:

@@ -37,7 +37,7 @@ def problems(doc: object) -> list[str]:
 def test_example_config_loads_and_documents_every_key() -> None:
     cfg = load_config(EXAMPLE)
     assert cfg.allowed_prefixes[0] == ipaddress.ip_network("192.0.2.0/24")
-    assert cfg.bgp.next_hop is None and cfg.bgp.origin is Origin.IGP
+    assert cfg.policy.up.next_hop is None and cfg.policy.up.origin is Origin.IGP
     text = EXAMPLE.read_text()
     for section in ("dataplaneapi", "gobgp", "health", "bgp", "service", "drain", "metrics"):
         assert f"\n{section}:" in text
@@ -72,9 +72,10 @@ def test_everything_set() -> None:
             health={"type": "command", "command": "curl http://%s/", "shell": True},
         )
     )
-    assert cfg.bgp.next_hop == ipaddress.ip_address("192.0.2.254")
-    assert Community(65535, 0) in cfg.bgp.communities
-    assert cfg.bgp.origin is Origin.INCOMPLETE and cfg.health.shell
+    up = cfg.policy.up  # the `bgp` section: a healthy VIP's route
+    assert up.next_hop == ipaddress.ip_address("192.0.2.254")
+    assert Community(65535, 0) in up.communities
+    assert up.origin is Origin.INCOMPLETE and cfg.health.shell
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,6 @@ from announcer.health import (
     State,
     announced,
     combine,
-    disable,
-    enable,
     initial,
     observe,
 )
@@ -85,19 +83,6 @@ def test_initial_splay() -> None:
     assert initial(5.0).next_check == 5.0
 
 
-def test_disabled_ignores_results_and_enable_restarts_at_init() -> None:
-    h = initial(0.0)
-    for t in range(3):
-        h, _ = observe(h, True, float(t), P)
-    h, tr = disable(h, 5.0, "drain")
-    assert h.state is State.DISABLED and tr is not None and tr.old is State.UP
-    assert disable(h, 6.0, "again") == (h, None)
-    assert observe(h, True, 7.0, P) == (h, None)
-    h, tr = enable(h, 8.0, "undrain")
-    assert h.state is State.INIT and h.next_check == 8.0 and tr is not None
-    assert enable(h, 9.0, "x") == (h, None)
-
-
 def test_params_reject_nonsense() -> None:
     with pytest.raises(ValueError):
         HealthParams(rise=0)
@@ -132,15 +117,15 @@ def test_hysteresis_property(results: list[bool], rise: int, fall: int) -> None:
     h = initial(0.0)
     streak_ok = streak_fail = 0
     for i, ok in enumerate(results):
-        before = h.announced
+        before = announced(h.state)
         prev_state = h.state
 
         h, t = observe(h, ok, float(i), p)
         streak_ok = streak_ok + 1 if ok else 0
         streak_fail = 0 if ok else streak_fail + 1
-        if h.announced and not before:
+        if announced(h.state) and not before:
             assert streak_ok >= rise
-        if before and not h.announced:
+        if before and not announced(h.state):
             assert streak_fail >= fall
         assert (t is not None) == (h.state is not prev_state)
         assert h.next_check > float(i)
@@ -154,7 +139,7 @@ def test_alternating_results_never_move_the_announcement() -> None:
     assert h.state is State.UP
     for i in range(2, 100):
         h, _ = observe(h, i % 2 == 0, float(i), p)
-        assert h.announced
+        assert announced(h.state)
 
 
 def test_seeded_check_starts_where_the_vip_stood() -> None:

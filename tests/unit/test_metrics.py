@@ -12,8 +12,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from announcer.health import State
-from announcer.metrics import Metrics, Snapshot, _vip_text
+from announcer.metrics import Metrics, _vip_text
+from announcer.model import Route, host_prefix
 from announcer.planner import Drain
+from announcer.status import Snapshot
 
 CHECKS = [
     ("http", True, 0.0004),
@@ -71,7 +73,7 @@ def test_per_vip_text_is_what_prometheus_client_writes() -> None:
     snap = Snapshot(
         addresses=a,
         states=[State.UP, State.FALLING, State.DOWN],
-        announced=[True, True, False],
+        wanted=[Route(host_prefix(a[0])), Route(host_prefix(a[1])), None],  # .10 and ::10 announced
         drains=[Drain.NONE, Drain.DRAINING, Drain.DRAINED],
         paths=2,
         drained=(False, False, False),

@@ -12,8 +12,9 @@ from announcer.checks import command_argv, request_token_ok
 from announcer.config import parse_config
 from announcer.control import _answer, render
 from announcer.errors import ConfigError
+from announcer.gobgp_sync import peer_alarms
 from announcer.model import PeerStatus, SessionState
-from announcer.service import peer_alarms, stuck_reason
+from announcer.service import stuck_reason
 from announcer.text import printable
 
 E = SessionState.ESTABLISHED

@@ -21,7 +21,6 @@ def test_from_env_unsets_the_variables() -> None:
     }
     n = Notifier.from_env(env)
     assert env == {"PATH": "/usr/bin"}  # children (command checks) inherit none of it
-    assert n.enabled
     assert n.watchdog_interval == 10.0
 
 
@@ -35,7 +34,6 @@ def test_from_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_no_socket_is_a_noop() -> None:
     n = Notifier.from_env({})
-    assert not n.enabled
     assert n.watchdog_interval is None
     assert not n.ready("x")
     assert not n.watchdog()
@@ -83,7 +81,6 @@ def test_socket_address(value: str, address: str | None) -> None:
 
 def test_unsupported_socket_disables() -> None:
     n = Notifier.from_env({"NOTIFY_SOCKET": "vsock:2:1234"})
-    assert not n.enabled
     assert not n.ready()
 
 

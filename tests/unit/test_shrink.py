@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from announcer.shrink import ShrinkPolicy, decide, releases_at
+from announcer.shrink import ShrinkPolicy, decide
 
 P = ShrinkPolicy(max_fraction=0.5, confirmations=3, min_seconds=30.0)
 TEN = frozenset(range(10))
@@ -60,13 +60,6 @@ def test_new_vips_are_taken_at_once_even_during_a_hold() -> None:
 def test_disabled_takes_everything() -> None:
     off = ShrinkPolicy(enabled=False)
     assert decide(TEN, frozenset(), None, 0.0, off).keep == frozenset()
-
-
-def test_releases_at() -> None:
-    v = decide(TEN, frozenset(), None, 5.0, P)
-    assert v.hold is not None
-    assert releases_at(v.hold, 2.0, P) == 35.0
-    assert releases_at(v.hold, 20.0, ShrinkPolicy(confirmations=3, min_seconds=1)) == 45.0
 
 
 @settings(max_examples=300, deadline=None)
