@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
 from .errors import InvalidRoute
+from .health import State
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -348,3 +349,48 @@ class Probe(Protocol):
 
 
 RouteMap = Mapping[HostPrefix, Route]
+
+
+class KeeperHandle(Protocol):
+    """The fate-sharing keeper process (keeper.py) as the service sees it."""
+
+    def alive(self) -> bool: ...
+
+    def respawn(self) -> None: ...
+
+    def release(self) -> None:
+        """A clean stop: the keeper exits without touching gobgpd."""
+        ...
+
+
+class Notifier(Protocol):
+    """systemd's notify socket (sdnotify.py)."""
+
+    @property
+    def watchdog_interval(self) -> float | None: ...
+
+    def ready(self, status: str = "") -> object: ...
+
+    def status(self, text: str) -> object: ...
+
+    def watchdog(self) -> object: ...
+
+    def stopping(self) -> object: ...
+
+
+class MetricsSink(Protocol):
+    """The counters and histograms (metrics.py); gauges come from status.Snapshot."""
+
+    def check_done(self, kind: str, ok: bool, duration: float) -> None: ...
+
+    def transition(self, old: State, new: State) -> None: ...
+
+    def applied(self, withdrawn: int, announced: int) -> None: ...
+
+    def resync(self) -> None: ...
+
+    def gobgp_error(self) -> None: ...
+
+    def dataplane_error(self, kind: str) -> None: ...
+
+    def check_local_failure(self, reason: str) -> None: ...

@@ -42,17 +42,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 from . import drains as drains_mod
-from . import shrink, statefile, status
+from . import liveness, shrink, statefile, status
 from .backoff import Backoff
 from .config import Config
 from .core import Change, CheckState, Core, VipState, addresses_of
+from .discoverer import Discoverer
 from .drains import Drains
-from .errors import ControlError, DataPlaneAuthError, DataPlaneError, GobgpError, InvalidRoute
+from .errors import ControlError, GobgpError, InvalidRoute
 from .gobgp_sync import GobgpSync, WatchableRouteTable
-from .health import State
 from .model import (
     CheckResult,
     CheckSpec,
@@ -60,6 +60,9 @@ from .model import (
     HostPrefix,
     IPAddress,
     IPNetwork,
+    KeeperHandle,
+    MetricsSink,
+    Notifier,
     Probe,
     Route,
     VipSource,
@@ -76,78 +79,6 @@ log_bgp = logging.getLogger("announcer.gobgp")
 log_drain = logging.getLogger("announcer.drain")
 
 PLAN_LOG_LIMIT = 50  # bigger plans are logged as one summary line
-
-
-class KeeperHandle(Protocol):
-    """The fate-sharing keeper process (keeper.py) as the service sees it."""
-
-    def alive(self) -> bool: ...
-
-    def respawn(self) -> None: ...
-
-    def release(self) -> None:
-        """A clean stop: the keeper exits without touching gobgpd."""
-        ...
-
-
-class Notifier(Protocol):
-    """systemd's notify socket (sdnotify.py)."""
-
-    @property
-    def watchdog_interval(self) -> float | None: ...
-
-    def ready(self, status: str = "") -> object: ...
-
-    def status(self, text: str) -> object: ...
-
-    def watchdog(self) -> object: ...
-
-    def stopping(self) -> object: ...
-
-
-class MetricsSink(Protocol):
-    """The counters and histograms (metrics.py); gauges are read from status()."""
-
-    def check_done(self, kind: str, ok: bool, duration: float) -> None: ...
-
-    def transition(self, old: State, new: State) -> None: ...
-
-    def applied(self, withdrawn: int, announced: int) -> None: ...
-
-    def resync(self) -> None: ...
-
-    def gobgp_error(self) -> None: ...
-
-    def dataplane_error(self, kind: str) -> None: ...
-
-    def check_local_failure(self, reason: str) -> None: ...
-
-
-# ------------------------------------------------------------------ pure bits
-
-
-# The watchdog stops pinging when no check produced a result for this long (or three
-# of the slowest check's interval + timeout), or one reconcile pass runs this long;
-# gRPC calls to gobgpd time out long before (gobgp.timeout per call).
-CHECKS_STUCK_AFTER = 10.0
-RECONCILE_STUCK_AFTER = 120.0
-
-
-def stuck_reason(
-    now: float,
-    *,
-    checks: int,
-    last_result: float,
-    check_bound: float,
-    reconcile_since: float | None,
-    reconcile_bound: float,
-) -> str | None:
-    """Why the daemon is stuck (the watchdog must stop pinging), or None."""
-    if checks and now - last_result > check_bound:
-        return f"no health check finished for {now - last_result:.0f}s ({checks} checks)"
-    if reconcile_since is not None and now - reconcile_since > reconcile_bound:
-        return f"a reconcile with gobgpd has been running for {now - reconcile_since:.0f}s"
-    return None
 
 
 # ------------------------------------------------------------------ the state
@@ -198,10 +129,16 @@ class Service:
         self._state_ok = True  # the state directory passed statefile.check_dir
         self._last_result = float("-inf")  # when a check last finished (the watchdog)
         self._reconcile_since: float | None = None  # a reconcile pass in progress since
-        self.dataplane_ok: bool | None = None
-        self.dataplane_error = ""
-        self.dataplane_last_ok: float | None = None  # wall clock
-        self.dataplane_version: int | None = None
+        # DataPlaneAPI: the poll, and its health for status (discoverer.py).
+        self.discoverer = Discoverer(
+            source,
+            lambda: self.cfg,
+            clock,
+            take=self._take,
+            holding=lambda: self.core.hold is not None,
+            known=lambda: len(self.vips),
+            metrics=metrics,
+        )
 
     @property
     def vips(self) -> dict[IPAddress, VipState]:
@@ -249,7 +186,7 @@ class Service:
         )
         watch_stop = threading.Event()
         loops = [
-            asyncio.create_task(self._discovery_loop(), name="discovery"),
+            asyncio.create_task(self.discoverer.run(), name="discovery"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self.sync.watch(watch_stop), name="watch"),
             asyncio.create_task(self._drain_loop(), name="drain"),
@@ -358,50 +295,11 @@ class Service:
 
     # ------------------------------------------------------------ discovery
 
-    async def _discovery_loop(self) -> None:
-        backoff = Backoff(first=self.cfg.dataplaneapi.poll_interval, cap=30.0)
-        last_version: int | None = None
-        last_full = float("-inf")
-        failing = False
-        while True:
-            dp = self.cfg.dataplaneapi  # read each time: a reload may change it
-            try:
-                version = await self.source.configuration_version()
-                # During a VIP-loss hold every poll is an answer that may confirm or end it.
-                if (
-                    version != last_version
-                    or self.clock() - last_full >= dp.full_refresh_interval
-                    or self._hold is not None
-                ):
-                    found = await self.source.discover()
-                    if not await self._first_answer_held(found.frontends):
-                        self._frontends = found.frontends
-                        self._apply_discovery(found.frontends)
-                    last_version = found.version if found.version is not None else version
-                    last_full = self.clock()
-                if failing:
-                    log_disc.info("DataPlaneAPI answers again (configuration version %s)", version)
-                failing = False
-                self.dataplane_ok, self.dataplane_error = True, ""
-                self.dataplane_last_ok = time.time()
-                self.dataplane_version = last_version
-                backoff.reset()
-                delay = dp.poll_interval
-            except DataPlaneError as e:
-                delay = backoff.next()
-                level = logging.ERROR if isinstance(e, DataPlaneAuthError) else logging.WARNING
-                log_disc.log(
-                    level,
-                    "%s; keeping the last known %d VIPs unchanged, retrying in %.1fs",
-                    e,
-                    len(self.vips),
-                    delay,
-                )
-                failing = True
-                self.dataplane_ok, self.dataplane_error = False, str(e)
-                if self.metrics is not None:
-                    self.metrics.dataplane_error(e.kind)
-            await asyncio.sleep(delay)
+    async def _take(self, frontends: tuple[Frontend, ...]) -> None:
+        """A good DataPlaneAPI answer (discoverer.py)."""
+        if not await self._first_answer_held(frontends):
+            self._frontends = frontends
+            self._apply_discovery(frontends)
 
     def _apply_discovery(self, frontends: tuple[Frontend, ...], guarded: bool = True) -> None:
         """Take a discovery's VIPs; `guarded`: a big loss is held (shrink.py), as it is
@@ -854,32 +752,16 @@ class Service:
                 stuck_logged = True
 
     def _stuck(self, now: float) -> str | None:
-        """Why the machinery that moves routes is stuck, or None if it is alive.
-
-        This loop running says the event loop is alive. What it also needs: checks
-        that produce results and reconciles that finish. DataPlaneAPI is *not* asked:
-        an API that hangs or drips changes nothing (the last VIP set stays), and a
-        watchdog abort over it would withdraw every route through the keeper.
-        """
-        return stuck_reason(
+        """Why the machinery that moves routes is stuck, or None (liveness.py)."""
+        sample = itertools.islice(self.checks.values(), 0, 1000)
+        return liveness.stuck_reason(
             now,
             checks=len(self.checks),
             last_result=max(self._last_result, self._started),
-            check_bound=self._check_bound(),
+            check_bound=liveness.check_bound(c.params.interval + c.spec.timeout for c in sample),
             reconcile_since=self._reconcile_since,
-            reconcile_bound=RECONCILE_STUCK_AFTER,
+            reconcile_bound=liveness.RECONCILE_STUCK_AFTER,
         )
-
-    def _check_bound(self) -> float:
-        """How long without any check result means the scheduler is stuck."""
-        slowest = max(
-            (c.params.interval + c.spec.timeout for c in self._sample_checks()), default=1
-        )
-        return max(CHECKS_STUCK_AFTER, 3 * slowest)
-
-    def _sample_checks(self) -> Iterable[CheckState]:
-        # The bound only needs the slowest settings, which live in the configs.
-        return itertools.islice(self.checks.values(), 0, 1000)
 
     def freeze(self, seconds: float) -> None:
         """Test hook (ANNOUNCER_TEST_HOOKS=1): block the event loop, as a hung loop would."""

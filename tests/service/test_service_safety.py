@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from announcer import gobgp_sync
-from announcer import service as service_mod
+from announcer import gobgp_sync, liveness
 from announcer.metrics import Metrics
 from announcer.model import PeerStatus, SessionState
 from tests.support.fakes import FakeSource, Harness, frontend, run, until
@@ -116,7 +115,7 @@ class HangingSource(FakeSource):
 def test_watchdog_pings_while_dataplaneapi_hangs_and_stops_when_checks_do(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(service_mod, "CHECKS_STUCK_AFTER", 1.0)
+    monkeypatch.setattr(liveness, "CHECKS_STUCK_AFTER", 1.0)
 
     async def go() -> None:
         src = HangingSource(frontend("a", "192.0.2.10"))

@@ -13,8 +13,8 @@ from announcer.config import parse_config
 from announcer.control import _answer, render
 from announcer.errors import ConfigError
 from announcer.gobgp_sync import peer_alarms
+from announcer.liveness import stuck_reason
 from announcer.model import PeerStatus, SessionState
-from announcer.service import stuck_reason
 from announcer.text import printable
 
 E = SessionState.ESTABLISHED
