@@ -752,6 +752,38 @@ def parse_config(document: object) -> Config:
     return cfg
 
 
+# What a reload (SIGHUP) takes at once, per section; everything else in these
+# sections waits for a restart (the adapters and servers were built with it). The
+# other sections (health, bgp, overrides, drain, allowed_prefixes) are live.
+LIVE_ON_RELOAD: dict[str, tuple[str, ...]] = {
+    "dataplaneapi": (
+        "poll_interval",
+        "full_refresh_interval",
+        "include_frontends",
+        "exclude_frontends",
+        "vip_loss",
+    ),
+    "gobgp": ("resync_interval", "peers", "reenable_peers"),
+    "service": ("withdraw_on_stop", "stop_timeout"),
+    "metrics": (),
+}
+
+
+def reloaded(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """The configuration a reload runs with: `new`, except what needs a restart, which
+    stays as in `old`; and the key paths of those (`gobgp.address`), for the log."""
+    ignored: list[str] = []
+    sections: dict[str, Any] = {}
+    for section, live in LIVE_ON_RELOAD.items():
+        old_v, new_v = getattr(old, section), getattr(new, section)
+        merged = replace(old_v, **{k: getattr(new_v, k) for k in live})
+        if merged != new_v:
+            changed = [k for k in vars(old_v) if getattr(old_v, k) != getattr(new_v, k)]
+            ignored.extend(f"{section}.{k}" for k in changed if k not in live)
+        sections[section] = merged
+    return replace(new, **sections), ignored
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a YAML config file; raises ConfigError."""
     try:
@@ -808,4 +840,5 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_password",
+    "reloaded",
 ]

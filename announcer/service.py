@@ -1,32 +1,27 @@
-"""The daemon: discovery, health checks and reconciliation, wired together.
+"""The daemon: the loops that wire the pure core to the adapters.
 
 Reads as an outline (the uvicorn shape): `run()` starts the loops, waits until
-`stop` is set, then shuts down in order. Loops share state on one asyncio event
-loop, so no locks are needed:
+`stop` is set, then shuts down in order (drain, stop the loops, withdraw, release
+the keeper). Every rule lives elsewhere; this module moves values between them:
 
-* discovery: polls DataPlaneAPI's configuration version, re-reads frontends when it
-  moves (and every full_refresh_interval), and adds/removes checks. A DataPlaneAPI
-  failure of any kind keeps the last known VIP set: a broken API answer must never
-  withdraw a healthy route.
-* checks: one small task per check (not a thread or a process), sleeping until its
-  next due time; results go through the pure state machine in health.py.
-* reconcile: on every change and every resync_interval, plans the complete desired
-  set against gobgpd's actual paths (planner.py) and applies the plan. The actual
-  set is re-read from gobgpd periodically, after any failure and whenever the
-  WatchEvent stream ends (gobgpd restarted and forgot every path); in between it is
-  advanced by the plans applied, so a failover costs one AddPathStream, not a full
-  ListPath. After a full sync following a start of gobgpd (or of announcer), the
-  peers that gobgpd holds admin-down are enabled (fate-sharing, docs/operations.md):
-  the routers then get the complete set in their first UPDATEs, never part of it.
-* drain: operator drains (`announcer drain`), the disable file and a graceful stop
-  re-announce with GRACEFUL_SHUTDOWN, then withdraw after drain.delay.
-* peers: gobgpd's sessions for status and metrics, and the alarm when a managed
-  peer is down behind announcer's back (set admin-down by someone, or no session).
-* watchdog: systemd's watchdog is pinged while checks finish and reconciles end;
-  DataPlaneAPI is not asked (an API that hangs changes nothing, see stuck_reason).
+* discoverer.py polls DataPlaneAPI; each good answer becomes VIP specs (vips.py)
+  that the core takes (core.apply: new and retired checks, state changes, the
+  VIP-loss hold). A failure of any kind keeps the last known VIPs.
+* scheduler.py runs each check when due; results go to the core (core.record),
+  whose changes are logged, counted, and wake the reconcile.
+* the reconcile pass asks the core for the plan against what gobgpd holds
+  (gobgp_sync.py: read back when unknown or due, advanced by what is applied) and
+  applies it; at a start, routes the routers already see are kept for the VIPs
+  without a verdict (the start-up rule, core.started_up). Peers are enabled once
+  gobgpd holds the set (fate-sharing, docs/operations.md).
+* drainer.py handles drain commands, the disable file and the saved drains; the
+  core asks drains.py for each VIP's phase.
+* gobgp_sync.py also watches gobgpd's restarts and its peers (alarms).
+* the watchdog loop pings systemd while checks finish and reconciles end
+  (liveness.py); DataPlaneAPI is not part of it.
 
-A discovery that loses most VIPs at once is held until confirmed (shrink.py).
-The DataPlaneAPI client is asyncio; the blocking gRPC adapter runs in threads via
+Loops share state on one asyncio event loop, so no locks are needed. The
+DataPlaneAPI client is asyncio; the blocking gRPC adapter runs in threads via
 asyncio.to_thread.
 """
 
@@ -34,24 +29,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
-from . import drains as drains_mod
-from . import liveness, shrink, statefile, status
+from . import liveness, shrink, status
 from .backoff import Backoff
-from .config import Config
+from .config import Config, reloaded
 from .core import Change, CheckState, Core, VipState, addresses_of
 from .discoverer import Discoverer
+from .drainer import Drainer
 from .drains import Drains
-from .errors import ControlError, GobgpError, InvalidRoute
+from .errors import GobgpError, InvalidRoute
 from .gobgp_sync import GobgpSync, WatchableRouteTable
 from .model import (
     CheckResult,
@@ -125,8 +118,10 @@ class Service:
         self._owned: tuple[IPNetwork, ...] = cfg.allowed_prefixes
         # gobgpd: the actual set, its lifetimes and peers (gobgp_sync.py).
         self.sync = GobgpSync(table, lambda: self.cfg, clock, stale=self._mark_all, metrics=metrics)
-        self.drains = Drains(cfg.drain.delay)  # every drain cause in force (drains.py)
-        self._state_ok = True  # the state directory passed statefile.check_dir
+        # Drain commands, the disable file, the saved state (drainer.py, drains.py).
+        self.drainer = Drainer(
+            lambda: self.cfg, clock, vips=lambda: self.vips, changed=self._mark_all
+        )
         self._last_result = float("-inf")  # when a check last finished (the watchdog)
         self._reconcile_since: float | None = None  # a reconcile pass in progress since
         # DataPlaneAPI: the poll, and its health for status (discoverer.py).
@@ -139,6 +134,10 @@ class Service:
             known=lambda: len(self.vips),
             metrics=metrics,
         )
+
+    @property
+    def drains(self) -> Drains:
+        return self.drainer.drains
 
     @property
     def vips(self) -> dict[IPAddress, VipState]:
@@ -177,7 +176,7 @@ class Service:
         drain.delay, or until `hurry` is set (a second SIGTERM), then withdraws.
         """
         self._started = self.core.started = self.clock()
-        self._load_drains()
+        self.drainer.load()
         log.info(
             "starting: DataPlaneAPI %s, gobgpd %s, allowed %s",
             self.cfg.dataplaneapi.url,
@@ -189,7 +188,7 @@ class Service:
             asyncio.create_task(self.discoverer.run(), name="discovery"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self.sync.watch(watch_stop), name="watch"),
-            asyncio.create_task(self._drain_loop(), name="drain"),
+            asyncio.create_task(self.drainer.watch(), name="drain"),
             asyncio.create_task(self.sync.poll_peers(), name="peers"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
             asyncio.create_task(self.scheduler.run(), name="checks"),
@@ -256,31 +255,7 @@ class Service:
         check changed keeps its state until the new check says otherwise (see
         health.seeded), so a reload flaps nothing by itself.
         """
-        old = self.cfg
-        ignored: list[str] = []
-
-        def keep(section: str, old_v: Any, new_v: Any, *live: str) -> Any:
-            merged = replace(old_v, **{k: getattr(new_v, k) for k in live})
-            if merged != new_v:
-                changed = [k for k in vars(old_v) if getattr(old_v, k) != getattr(new_v, k)]
-                ignored.extend(f"{section}.{k}" for k in changed if k not in live)
-            return merged
-
-        new = replace(
-            new,
-            dataplaneapi=keep(
-                "dataplaneapi",
-                old.dataplaneapi,
-                new.dataplaneapi,
-                "poll_interval",
-                "full_refresh_interval",
-                "include_frontends",
-                "exclude_frontends",
-            ),
-            gobgp=keep("gobgp", old.gobgp, new.gobgp, "resync_interval", "peers"),
-            service=keep("service", old.service, new.service, "withdraw_on_stop", "stop_timeout"),
-            metrics=keep("metrics", old.metrics, new.metrics),
-        )
+        new, ignored = reloaded(self.cfg, new)
         for k in ignored:
             log.warning("reload: %s changed; it takes effect at the next restart", k)
         self._owned = tuple(dict.fromkeys((*self._owned, *new.allowed_prefixes)))
@@ -497,115 +472,11 @@ class Service:
 
     def drain(self, addresses: Iterable[str], everything: bool = False) -> dict[str, Any]:
         """Start draining VIPs (or the host); raises ControlError for an unknown VIP."""
-        targets = self._parse_vips(addresses)
-        for line in self.drains.drain(targets, everything, self.clock()):
-            log_drain.info("%s", line)
-        unsaved = self._save_drains()
-        self._mark_all()
-        out: dict[str, Any] = {
-            "draining": [str(a) for a in targets],
-            "all": everything,
-            "delay": self.cfg.drain.delay,
-        }
-        if unsaved:
-            out["unsaved"] = unsaved
-        return out
+        return self.drainer.drain(addresses, everything)
 
     def undrain(self, addresses: Iterable[str], everything: bool = False) -> dict[str, Any]:
         """Stop draining VIPs (or everything the operator drained)."""
-        targets, lines = self.drains.undrain(self._parse_vips(addresses), everything)
-        for line in lines:
-            log_drain.info("%s", line)
-        unsaved = self._save_drains()
-        self._mark_all()
-        out: dict[str, Any] = {"undrained": [str(a) for a in targets], "all": everything}
-        if unsaved:
-            out["unsaved"] = unsaved
-        if self.drains.file is not None:
-            out["warning"] = (
-                f"{self.cfg.drain.disable_file} exists: the host stays drained until it is removed"
-            )
-        return out
-
-    def _parse_vips(self, addresses: Iterable[str]) -> list[IPAddress]:
-        out: list[IPAddress] = []
-        for text in addresses:
-            try:
-                a = ipaddress.ip_address(text)
-            except ValueError:
-                raise ControlError(f"{text!r} is not an IP address") from None
-            if a not in self.vips and a not in self.drains.vips:
-                raise ControlError(
-                    f"{a} is not a VIP announcer knows ({len(self.vips)} discovered; "
-                    "see `announcer status`)"
-                )
-            out.append(a)
-        return out
-
-    def _save_drains(self) -> str | None:
-        """Persist the drains; returns why that failed (told to the CLI caller), or None."""
-        d = self.cfg.service.state_dir
-        if d is None:
-            return None
-        if not self._state_ok:
-            return f"state directory {d} is unusable: not saved"
-        try:
-            drains_mod.save(d, self.drains)
-        except statefile.StateError as e:
-            log_drain.error("%s: the drains as they are now will not survive a restart", e)
-            return str(e)
-        return None
-
-    def _load_drains(self) -> None:
-        """Drains from a previous run are restored as already drained (the delay passed)."""
-        d = self.cfg.service.state_dir
-        if d is None:
-            return
-        try:
-            statefile.check_dir(d)
-        except statefile.StateError as e:
-            # Nothing is read from a directory someone else could write (a planted
-            # drains.json would drain the host), and nothing is written there.
-            self._state_ok = False
-            log_drain.error("%s; drains are neither restored nor saved", e)
-            return
-        path = drains_mod.state_path(d)
-        try:
-            if not drains_mod.load(d, self.drains):
-                return
-        except (statefile.StateError, ValueError) as e:
-            log_drain.error("ignoring unreadable drain state %s: %s", path, e)
-            return
-        if self.drains.vips or self.drains.host is not None:
-            log_drain.warning(
-                "restored drains from %s: %s",
-                path,
-                "the whole host"
-                if self.drains.host is not None
-                else ", ".join(map(str, self.drains.vips)),
-            )
-
-    async def _drain_loop(self) -> None:
-        """Watch the disable file, and wake the reconcile when a drain delay ends."""
-        last_phases: dict[IPAddress, Drain] = {}
-        while True:
-            now = self.clock()
-            f = self.cfg.drain.disable_file
-            present = f is not None and f.exists()
-            if self.drains.disable_file(present, now):
-                if present:
-                    log_drain.warning("%s exists: draining every VIP of this host", f)
-                else:
-                    log_drain.warning("%s is gone: the host is no longer drained by it", f)
-                self._mark_all()
-            phases = self.drains.phases(self.vips, now)
-            if phases != last_phases:
-                for a, p in phases.items():
-                    if last_phases.get(a) is not p and p is Drain.DRAINED:
-                        log_drain.info("VIP %s drained: drain delay over", a)
-                last_phases = phases
-                self._mark_all()
-            await asyncio.sleep(self.drains.next_wake(now))
+        return self.drainer.undrain(addresses, everything)
 
     # ------------------------------------------------------------ reconcile
 

@@ -115,7 +115,7 @@ def _scalars(svc: Service) -> Snapshot:
         last_sync=svc.sync.last_sync,
         peer_alarms=dict(svc.sync.peer_alarms),
         held=len(hold.lost) if hold is not None else 0,
-        state_saved=svc._state_ok,
+        state_saved=svc.drainer.saved,
     )
 
 

@@ -286,3 +286,30 @@ def test_drain_and_state_dir_can_be_switched_off() -> None:
     cfg = parse_config(minimal(drain={"disable_file": None}, service={"state_dir": None}))
     assert cfg.drain.disable_file is None and cfg.service.state_dir is None
     assert parse_config(minimal()).drain.disable_file is not None
+
+
+def test_a_reload_takes_live_keys_and_names_the_ones_that_need_a_restart() -> None:
+    from announcer.config import reloaded
+
+    base = {"allowed_prefixes": ["192.0.2.0/24"], "dataplaneapi": {"password_env": "X"}}
+    old = parse_config(base)
+    new = parse_config(
+        {
+            **base,
+            "dataplaneapi": {
+                "password_env": "X",
+                "poll_interval": 5,
+                "timeout": 9,
+                "vip_loss": {"confirmations": 7},
+            },
+            "gobgp": {"address": "127.0.0.1:1", "reenable_peers": True},
+            "health": {"rise": 5},
+        }
+    )
+    cfg, ignored = reloaded(old, new)
+    assert sorted(ignored) == ["dataplaneapi.timeout", "gobgp.address"]
+    assert cfg.dataplaneapi.timeout == old.dataplaneapi.timeout  # kept until a restart
+    assert cfg.gobgp.address == old.gobgp.address
+    assert cfg.dataplaneapi.poll_interval == 5 and cfg.dataplaneapi.vip_loss.confirmations == 7
+    assert cfg.gobgp.reenable_peers is True and cfg.health.rise == 5  # live
+    assert reloaded(old, old) == (old, [])
