@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import Config, ServiceConfig, load_config, read_password
+from .config import Config, ServiceConfig
+from .configfile import load_config, read_password
 from .dataplane import parse_target
 from .errors import AnnouncerError, ConfigError, ControlError
 from .instance import AlreadyRunning

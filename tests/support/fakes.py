@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from announcer.config import parse_config
+from announcer.configfile import parse_config
 from announcer.errors import GobgpError
 from announcer.model import (
     CheckResult,

@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from announcer.config import load_config, parse_config, read_password
+from announcer.configfile import load_config, parse_config, read_password
 from announcer.errors import ConfigError
 from announcer.model import Community, Origin
 

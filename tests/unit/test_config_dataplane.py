@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from announcer.cli import EX_CONFIG, EX_OK, main
-from announcer.config import DataPlaneConfig, parse_config
+from announcer.config import DataPlaneConfig
+from announcer.configfile import parse_config
 from announcer.errors import ConfigError
 
 

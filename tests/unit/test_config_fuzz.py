@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from announcer import cli
-from announcer.config import load_config, parse_config
+from announcer.configfile import load_config, parse_config
 from announcer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

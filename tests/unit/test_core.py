@@ -8,7 +8,7 @@ import ipaddress
 import random
 from typing import Any
 
-from announcer.config import parse_config
+from announcer.configfile import parse_config
 from announcer.core import Core, addresses_of
 from announcer.health import State
 from announcer.model import CheckResult, Frontend, RawBind, Route

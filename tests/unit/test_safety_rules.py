@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from announcer.checks import command_argv, request_token_ok
-from announcer.config import parse_config
+from announcer.configfile import parse_config
 from announcer.control import _answer, render
 from announcer.errors import ConfigError
 from announcer.gobgp_sync import peer_alarms
