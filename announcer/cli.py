@@ -16,9 +16,9 @@ from typing import Any
 from . import __version__
 from .config import Config, ServiceConfig
 from .configfile import load_config, read_password
-from .dataplane import parse_target
 from .errors import AnnouncerError, ConfigError, ControlError
 from .instance import AlreadyRunning
+from .target import parse_target
 from .text import printable
 
 EX_OK = 0

@@ -35,7 +35,6 @@ from .config import (
     Override,
     ServiceConfig,
 )
-from .dataplane import parse_target
 from .errors import ConfigError
 from .model import (
     MAX_PREPEND,
@@ -48,6 +47,7 @@ from .model import (
 )
 from .planner import Adjust, RoutePolicy, VipPolicy
 from .shrink import ShrinkPolicy
+from .target import parse_target
 from .text import printable
 
 T = TypeVar("T")

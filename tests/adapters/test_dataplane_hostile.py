@@ -35,8 +35,9 @@ from typing import Any
 
 import pytest
 
-from announcer.dataplane import DataPlaneClient, resolve_server_users, socket_owner
+from announcer.dataplane import DataPlaneClient
 from announcer.errors import DataPlaneError
+from announcer.target import resolve_server_users, socket_owner
 from tests.support.dpapi_emulator import start_emulator
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
