@@ -46,7 +46,7 @@ from .vips import VipSpec
 
 UNDECIDED = frozenset({State.INIT, State.RISING})
 
-PhaseOf = Callable[[IPAddress], Drain]  # the drain phase of a VIP now (drains.py)
+PhaseOf = Callable[[IPAddress, float], Drain]  # a VIP's drain phase at a time (drains.py)
 
 
 @dataclass
@@ -263,7 +263,7 @@ class Core:
         if first:
             vs.settled = True
             self.mark(a)  # the start may be complete now
-        p = phase(a)
+        p = phase(a, now)
         if route_for(a, old, p, vs.policy) != route_for(a, new, p, vs.policy):
             self.mark(a)
         return Change(a, old, new, why, first, was_settled)
@@ -320,6 +320,7 @@ class Core:
 
     def desired(
         self,
+        now: float,
         phase: PhaseOf,
         allow: tuple[IPNetwork, ...],
         keep: dict[HostPrefix, Route] | None = None,
@@ -327,13 +328,14 @@ class Core:
         """The complete set of routes wanted in gobgpd now."""
         routes: dict[HostPrefix, Route] = {}
         for vs in self.vips.values():
-            if (r := self.want(vs, phase(vs.vip.address), keep, allow)) is not None:
+            if (r := self.want(vs, phase(vs.vip.address, now), keep, allow)) is not None:
                 routes[r.prefix] = r
         return routes
 
     def plan(
         self,
         actual: dict[HostPrefix, Route],
+        now: float,
         phase: PhaseOf,
         allow: tuple[IPNetwork, ...],
         owned: tuple[IPNetwork, ...],
@@ -343,7 +345,7 @@ class Core:
         touched since the last plan. Call `mark_all()` if the plan is not applied."""
         touched, self.touched = self.touched, set()
         if touched is None:
-            return make_plan(self.desired(phase, allow, keep), actual, owned)
+            return make_plan(self.desired(now, phase, allow, keep), actual, owned)
         want: dict[HostPrefix, Route] = {}
         have: dict[HostPrefix, Route] = {}
         for a in touched:
@@ -353,7 +355,7 @@ class Core:
             p = vs.vip.prefix
             if (r0 := actual.get(p)) is not None:
                 have[p] = r0
-            if (r := self.want(vs, phase(a), keep, allow)) is not None:
+            if (r := self.want(vs, phase(a, now), keep, allow)) is not None:
                 want[r.prefix] = r
         return make_plan(want, have, owned)
 

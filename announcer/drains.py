@@ -147,9 +147,9 @@ def save(state_dir: Path, drains: Drains) -> None:
 
 
 def load(state_dir: Path, drains: Drains) -> bool:
-    """Restore the operator's drains from `state_dir` into `drains`; True if a file was
-    there. Raises statefile.StateError (directory refused, unreadable) or ValueError."""
-    statefile.check_dir(state_dir)
+    """Restore the operator's drains from `state_dir` (checked by statefile.check_dir
+    first, drainer.py) into `drains`; True if a file was there. Raises
+    statefile.StateError (unreadable) or ValueError."""
     raw = statefile.read(state_path(state_dir))
     if raw is None:
         return False

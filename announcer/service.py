@@ -63,7 +63,7 @@ from .model import (
 )
 from .planner import Drain, Plan
 from .scheduler import Scheduler
-from .vips import vip_specs
+from .vips import VipSpecs, vip_specs
 
 log = logging.getLogger("announcer.service")
 log_health = logging.getLogger("announcer.health")
@@ -146,18 +146,6 @@ class Service:
     @property
     def checks(self) -> dict[CheckSpec, CheckState]:
         return self.core.checks
-
-    @property
-    def _hold(self) -> shrink.Hold[IPAddress] | None:
-        return self.core.hold
-
-    @property
-    def peer_alarms(self) -> dict[str, str]:
-        return self.sync.peer_alarms
-
-    @property
-    def resyncs(self) -> int:
-        return self.sync.resyncs
 
     @property
     def prober(self) -> Probe:
@@ -263,7 +251,7 @@ class Service:
         self.drains.delay = new.drain.delay
         self._outside_logged.clear()
         if self.discovered:
-            self._apply_discovery(self._frontends, guarded=False)
+            self._apply_discovery(vip_specs(self._frontends, self.cfg), guarded=False)
         self._mark_all()
         log.info("configuration reloaded: %d VIPs, %d checks", len(self.vips), len(self.checks))
         return ignored
@@ -272,14 +260,14 @@ class Service:
 
     async def _take(self, frontends: tuple[Frontend, ...]) -> None:
         """A good DataPlaneAPI answer (discoverer.py)."""
-        if not await self._first_answer_held(frontends):
+        found = vip_specs(frontends, self.cfg)
+        if not await self._first_answer_held(found):
             self._frontends = frontends
-            self._apply_discovery(frontends)
+            self._apply_discovery(found)
 
-    def _apply_discovery(self, frontends: tuple[Frontend, ...], guarded: bool = True) -> None:
+    def _apply_discovery(self, found: VipSpecs, guarded: bool = True) -> None:
         """Take a discovery's VIPs; `guarded`: a big loss is held (shrink.py), as it is
         for every answer of DataPlaneAPI (a reload's own changes are not held)."""
-        found = vip_specs(frontends, self.cfg)
         for sk in found.skipped:
             log_disc.debug("frontend %s bind %s: no VIP (%s)", sk.frontend, sk.bind, sk.reason)
         for address, names in found.outside.items():
@@ -302,7 +290,7 @@ class Service:
         done = self.core.apply(
             found.specs,
             self.clock(),
-            self._phase_now(),
+            self.drains.phase,
             vip_loss=self.cfg.dataplaneapi.vip_loss if guarded else None,
         )
         if done.hold is not None:
@@ -327,7 +315,7 @@ class Service:
         self.discovered = True
         self._dirty.set()
 
-    async def _first_answer_held(self, frontends: tuple[Frontend, ...]) -> bool:
+    async def _first_answer_held(self, answer: VipSpecs) -> bool:
         """Whether the first discovery of this process must wait for confirmation.
 
         A restart of announcer while the routers still see gobgpd's routes (peers
@@ -345,7 +333,7 @@ class Service:
         except GobgpError:
             return False  # gobgpd away: the reconcile will wait for it anyway
         policy = self.cfg.dataplaneapi.vip_loss
-        found = frozenset(vip_specs(frontends, self.cfg).specs)
+        found = frozenset(answer.specs)
         known = addresses_of(routes, self._owned)
         v = self.core.first_answer(known, found, self.clock(), policy)
         if v.event == "held":
@@ -395,7 +383,7 @@ class Service:
         """A probe's result (from the scheduler); returns when to run the check again."""
         now = self.clock()
         self._last_result = now
-        done = self.core.record(spec, result, now, self._phase_now(now))
+        done = self.core.record(spec, result, now, self.drains.phase)
         if done is None:
             return None  # retired while the probe ran
         if self.metrics is not None:
@@ -458,14 +446,6 @@ class Service:
         self.core.mark_all()
         self._dirty.set()
 
-    def _phase_now(self, now: float | None = None) -> Callable[[IPAddress], Drain]:
-        """The drain phase of each VIP at `now` (default: the clock's now)."""
-        at = self.clock() if now is None else now
-        drains = self.drains
-        return lambda address: drains.phase(address, at)
-
-    # ---------------------------------------------------------------- drain
-
     def phase(self, address: IPAddress, now: float | None = None) -> Drain:
         """The drain phase of one VIP now (drains.py)."""
         return self.drains.phase(address, self.clock() if now is None else now)
@@ -480,14 +460,9 @@ class Service:
 
     # ------------------------------------------------------------ reconcile
 
-    def desired(self, keep: dict[HostPrefix, Route] | None = None) -> dict[HostPrefix, Route]:
+    def desired(self) -> dict[HostPrefix, Route]:
         """The complete set of routes announcer wants in gobgpd now (core.desired)."""
-        return self.core.desired(self._phase_now(), self.cfg.allowed_prefixes, keep)
-
-    def _want(self, vs: VipState, now: float, keep: dict[HostPrefix, Route] | None) -> Route | None:
-        """The route one VIP should have in gobgpd now, None if none (core.want)."""
-        phase = self.drains.phase(vs.vip.address, now)
-        return self.core.want(vs, phase, keep, self.cfg.allowed_prefixes)
+        return self.core.desired(self.clock(), self.drains.phase, self.cfg.allowed_prefixes)
 
     async def _reconcile_loop(self) -> None:
         # A short cap: once gobgpd is back it must be re-synced within about 2 s, and
@@ -562,7 +537,12 @@ class Service:
                 keep = actual
         try:
             plan = self.core.plan(
-                actual, self._phase_now(), self.cfg.allowed_prefixes, self._owned, keep
+                actual,
+                self.clock(),
+                self.drains.phase,
+                self.cfg.allowed_prefixes,
+                self._owned,
+                keep,
             )
         except BaseException:
             self.core.mark_all()

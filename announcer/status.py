@@ -82,14 +82,15 @@ def take_now(svc: Service) -> Snapshot:
 
 def _read_vips(svc: Service, vips: list[VipState], snap: Snapshot) -> None:
     now = svc.clock()
-    want, phase = svc._want, svc.drains.phase
+    want, phase, allow = svc.core.want, svc.drains.phase, svc.cfg.allowed_prefixes
     addresses, states, wanted, drains = snap.addresses, snap.states, snap.wanted, snap.drains
     for vs in vips:
         a = vs.vip.address
+        p = phase(a, now)
         addresses.append(a)
         states.append(vs.state)
-        wanted.append(want(vs, now, None))  # what `desired()` holds for it
-        drains.append(phase(a, now))
+        wanted.append(want(vs, p, None, allow))  # what `desired()` holds for it
+        drains.append(p)
 
 
 def _scalars(svc: Service) -> Snapshot:

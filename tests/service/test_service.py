@@ -147,7 +147,7 @@ def test_gobgpd_restart_is_noticed_through_the_event_stream() -> None:
             await until(lambda: len(h.table.routes) == 1)
             h.table.restart()
             await until(lambda: len(h.table.routes) == 1, timeout=2)
-            assert h.svc.resyncs >= 1
+            assert h.svc.sync.resyncs >= 1
 
     run(go())
 

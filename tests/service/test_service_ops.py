@@ -139,7 +139,7 @@ def test_peers_after_a_gobgpd_restart_wait_for_the_complete_set() -> None:
             table.restart()
             await until(lambda: len(table.enabled) == 3, timeout=3)
             assert len(table.routes) == 2
-            assert h.svc.resyncs >= 1
+            assert h.svc.sync.resyncs >= 1
 
     run(go())
 

@@ -34,7 +34,7 @@ def test_an_empty_answer_withdraws_nothing_until_it_is_confirmed(
             await until(lambda: len(h.table.routes) == 3)
             assert "announcer_vip_loss_held_vips 0.0" in metrics.render().decode()
             src.set()  # DataPlaneAPI answers [] (a half-written config, an impostor, a bug)
-            await until(lambda: h.svc._hold is not None)
+            await until(lambda: h.svc.core.hold is not None)
             report = await h.svc.report(fresh=False)
             assert report["vip_loss_hold"]["vips"] == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
             assert "announcer_vip_loss_held_vips 3.0" in metrics.render().decode()
@@ -42,7 +42,7 @@ def test_an_empty_answer_withdraws_nothing_until_it_is_confirmed(
             assert len(h.table.routes) == 3 and not h.table.withdrawn  # held
             # Confirmed by 3 answers over 1 s: the loss is real, the routes go.
             await until(lambda: not h.table.routes, timeout=5)
-            assert h.svc._hold is None
+            assert h.svc.core.hold is None
 
     run(go())
     held = [r for r in caplog.records if "lost 3 of 3 VIPs" in r.getMessage()]
@@ -58,9 +58,9 @@ def test_the_vips_coming_back_end_the_hold_without_a_flap() -> None:
             await until(lambda: len(h.table.routes) == 2)
             applies = len(h.table.applies)
             src.set(frontend("c", "192.0.2.99"))  # both old VIPs gone, a new one
-            await until(lambda: h.svc._hold is not None)
+            await until(lambda: h.svc.core.hold is not None)
             src.set(*fes, frontend("c", "192.0.2.99"))
-            await until(lambda: h.svc._hold is None)
+            await until(lambda: h.svc.core.hold is None)
             await until(lambda: len(h.table.routes) == 3)
             assert not h.table.withdrawn
             assert len(h.table.applies) == applies + 1  # only 192.0.2.99 was announced
@@ -75,7 +75,7 @@ def test_removing_one_vip_of_several_is_as_fast_as_a_poll() -> None:
             await until(lambda: len(h.table.routes) == 3)
             src.set(frontend("a", "192.0.2.10", "192.0.2.11"))
             await until(lambda: len(h.table.routes) == 2, timeout=0.8)
-            assert h.svc._hold is None
+            assert h.svc.core.hold is None
 
     run(go())
 
@@ -156,13 +156,13 @@ def test_a_peer_disabled_by_someone_else_raises_the_alarm_and_stays_so_by_defaul
             await until(lambda: h.table.enabled == [peer])  # fate-sharing enabled it
             h.table.peer_list = [PeerStatus(peer, 65530, SessionState.ESTABLISHED, False)]
             await asyncio.sleep(0.2)
-            assert h.svc.peer_alarms == {}
+            assert h.svc.sync.peer_alarms == {}
             # `gobgp neighbor 198.51.100.1 disable` by someone else:
             h.table.peer_list = [PeerStatus(peer, 65530, SessionState.IDLE, True)]
             if reenable:
                 await until(lambda: h.table.enabled == [peer, peer])
             else:
-                await until(lambda: h.svc.peer_alarms == {peer: "admin-down"})
+                await until(lambda: h.svc.sync.peer_alarms == {peer: "admin-down"})
                 report = await h.svc.report(fresh=False)
                 assert report["peers"][0]["alarm"] == "admin-down"
                 page = metrics.render().decode()

@@ -23,7 +23,7 @@ OK = CheckResult(True, "HTTP 200", 0.001)
 FAIL = CheckResult(False, "HTTP 503", 0.001)
 
 
-def none(_: Any) -> Drain:
+def none(_: Any, __: float) -> Drain:
     return Drain.NONE
 
 
@@ -67,7 +67,7 @@ def test_vips_rise_and_the_start_ends_when_every_vip_has_a_verdict() -> None:
     now = feed(c, "192.0.2.11", FAIL, 2, now)
     assert c.vips[A("192.0.2.11")].state is State.DOWN
     assert c.started_up(now) and c.verdicts() == (1, 1, 0)
-    assert set(c.desired(none, ALLOW)) == {N("192.0.2.10/32")}
+    assert set(c.desired(9.0, none, ALLOW)) == {N("192.0.2.10/32")}
 
 
 def test_startup_grace_ends_the_start_without_verdicts() -> None:
@@ -80,10 +80,10 @@ def test_unsettled_vips_keep_what_gobgpd_has_during_the_start() -> None:
     c = core()
     c.apply(specs("192.0.2.10"), 0.0, none, vip_loss=None)
     kept = Route(N("192.0.2.10/32"))
-    assert c.desired(none, ALLOW, keep={kept.prefix: kept}) == {kept.prefix: kept}
-    assert c.desired(none, ALLOW) == {}
+    assert c.desired(9.0, none, ALLOW, keep={kept.prefix: kept}) == {kept.prefix: kept}
+    assert c.desired(9.0, none, ALLOW) == {}
     feed(c, "192.0.2.10", FAIL, 2, 1.0)  # a verdict: the kept route is decided
-    assert c.desired(none, ALLOW, keep={kept.prefix: kept}) == {}
+    assert c.desired(9.0, none, ALLOW, keep={kept.prefix: kept}) == {}
 
 
 def test_a_failover_plans_only_the_vip_that_changed() -> None:
@@ -93,15 +93,15 @@ def test_a_failover_plans_only_the_vip_that_changed() -> None:
     for a in addresses:
         feed(c, a, OK, 2, 1.0)
     actual: dict[Any, Route] = {}
-    plan = c.plan(actual, none, ALLOW, ALLOW)  # after apply: everything
+    plan = c.plan(actual, 9.0, none, ALLOW, ALLOW)  # after apply: everything
     assert len(plan.announce) == 20
     advance(actual, plan)
-    assert c.touched == set() and not c.plan(actual, none, ALLOW, ALLOW)
+    assert c.touched == set() and not c.plan(actual, 9.0, none, ALLOW, ALLOW)
     now = feed(c, "192.0.2.15", FAIL, 1, 5.0)
     assert c.touched == set()  # FALLING keeps the route: nothing to plan
     feed(c, "192.0.2.15", FAIL, 1, now)
     assert c.touched == {A("192.0.2.15")}
-    plan = c.plan(actual, none, ALLOW, ALLOW)
+    plan = c.plan(actual, 9.0, none, ALLOW, ALLOW)
     assert plan.withdraw == (N("192.0.2.15/32"),) and plan.announce == ()
 
 
@@ -167,6 +167,6 @@ def test_a_drain_changes_the_route_not_the_state() -> None:
     c = core()
     c.apply(specs("192.0.2.10"), 0.0, none, vip_loss=None)
     feed(c, "192.0.2.10", OK, 2, 1.0)
-    (r,) = c.desired(lambda a: Drain.DRAINING, ALLOW).values()
+    (r,) = c.desired(9.0, lambda a, t: Drain.DRAINING, ALLOW).values()
     assert any(str(x) == "65535:0" for x in r.communities)
-    assert c.desired(lambda a: Drain.DRAINED, ALLOW) == {}
+    assert c.desired(9.0, lambda a, t: Drain.DRAINED, ALLOW) == {}
