@@ -4,16 +4,14 @@ Reads as an outline (the uvicorn shape): `run()` starts the loops, waits until
 `stop` is set, then shuts down in order (drain, stop the loops, withdraw, release
 the keeper). Every rule lives elsewhere; this module moves values between them:
 
-* discoverer.py polls DataPlaneAPI; each good answer becomes VIP specs (vips.py)
-  that the core takes (core.apply: new and retired checks, state changes, the
-  VIP-loss hold). A failure of any kind keeps the last known VIPs.
+* discoverer.py polls DataPlaneAPI; intake.py takes each good answer into the core
+  (vips.py makes the VIP specs, core.apply the new and retired checks, state changes
+  and the VIP-loss hold). A failure of any kind keeps the last known VIPs.
 * scheduler.py runs each check when due; results go to the core (core.record),
-  whose changes are logged, counted, and wake the reconcile.
-* the reconcile pass asks the core for the plan against what gobgpd holds
-  (gobgp_sync.py: read back when unknown or due, advanced by what is applied) and
-  applies it; at a start, routes the routers already see are kept for the VIPs
-  without a verdict (the start-up rule, core.started_up). Peers are enabled once
-  gobgpd holds the set (fate-sharing, docs/operations.md).
+  whose changes are logged and counted here, and wake the reconcile.
+* reconciler.py makes gobgpd hold the core's plan (gobgp_sync.py owns the actual
+  set), runs the start-up sequence (the start-up rule is core.started_up) and
+  enables the peers once gobgpd holds the set (fate-sharing, docs/operations.md).
 * drainer.py handles drain commands, the disable file and the saved drains; the
   core asks drains.py for each VIP's phase.
 * gobgp_sync.py also watches gobgpd's restarts and its peers (alarms).
@@ -37,41 +35,34 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import liveness, shrink, status
-from .backoff import Backoff
+from . import liveness, status
 from .config import Config, reloaded
-from .core import Change, CheckState, Core, VipState, addresses_of
+from .core import Change, CheckState, Core, VipState
 from .discoverer import Discoverer
 from .drainer import Drainer
 from .drains import Drains
-from .errors import GobgpError, InvalidRoute
+from .errors import GobgpError
 from .gobgp_sync import GobgpSync, WatchableRouteTable
+from .intake import PLAN_LOG_LIMIT, Intake
 from .model import (
     CheckResult,
     CheckSpec,
-    Frontend,
-    HostPrefix,
     IPAddress,
     IPNetwork,
     KeeperHandle,
     MetricsSink,
     Notifier,
     Probe,
-    Route,
     VipSource,
-    by_version,
 )
-from .planner import Drain, Plan
+from .reconciler import Reconciler
 from .scheduler import Scheduler
-from .vips import VipSpecs, vip_specs
 
 log = logging.getLogger("announcer.service")
 log_health = logging.getLogger("announcer.health")
-log_disc = logging.getLogger("announcer.discovery")
 log_bgp = logging.getLogger("announcer.gobgp")
 log_drain = logging.getLogger("announcer.drain")
 
-PLAN_LOG_LIMIT = 50  # bigger plans are logged as one summary line
 
 
 # ------------------------------------------------------------------ the state
@@ -99,37 +90,52 @@ class Service:
         self.keeper = keeper
         self.notifier = notifier
         self.metrics = metrics
-        # Every VIP and check, the start-up rule and what to plan (core.py, pure).
-        self.core = Core(0.0, cfg.service.startup_grace, random.Random())
-        self.scheduler = Scheduler(prober, clock, self._result)  # the probes run there
-        self.discovered = False  # a first discovery succeeded
-        self.synced = asyncio.Event()  # a first full reconcile succeeded
-        self._dirty = asyncio.Event()
-        self._frontends: tuple[Frontend, ...] = ()  # the last good discovery
-        # Whether the routers saw gobgpd's paths when we started (peers not admin-down,
-        # or no fate-sharing): then the routes of VIPs without a first verdict are kept
-        # as they are until they get one, so a restart of announcer flaps nothing.
-        self._inherit: bool | None = None
-        self._progress_at = float("-inf")
         self._started = 0.0
-        self._outside_logged: set[IPAddress] = set()
+        self._progress_at = float("-inf")
+        self._last_result = float("-inf")  # when a check last finished (the watchdog)
         # Every allow-list this process has run with: after a reload that shrinks
         # it, the routes it announced under the old one are still ours to withdraw.
         self._owned: tuple[IPNetwork, ...] = cfg.allowed_prefixes
+        current = lambda: self.cfg  # noqa: E731 - every piece reads the config of now
+        # Every VIP and check, the start-up rule and what to plan (core.py, pure).
+        self.core = Core(0.0, cfg.service.startup_grace, random.Random())
+        self.scheduler = Scheduler(prober, clock, self._result)  # the probes run there
         # gobgpd: the actual set, its lifetimes and peers (gobgp_sync.py).
-        self.sync = GobgpSync(table, lambda: self.cfg, clock, stale=self._mark_all, metrics=metrics)
-        # Drain commands, the disable file, the saved state (drainer.py, drains.py).
-        self.drainer = Drainer(
-            lambda: self.cfg, clock, vips=lambda: self.vips, changed=self._mark_all
+        self.sync = GobgpSync(table, current, clock, stale=self._mark_all, metrics=metrics)
+        # The reconcile pass and the start-up sequence (reconciler.py).
+        self.reconciler = Reconciler(
+            self.core,
+            self.sync,
+            current,
+            clock,
+            drains=lambda: self.drains,
+            owned=lambda: self._owned,
+            discovered=lambda: self.intake.discovered,
+            status_line=self._status_line,
+            notifier=notifier,
+            metrics=metrics,
         )
-        self._last_result = float("-inf")  # when a check last finished (the watchdog)
-        self._reconcile_since: float | None = None  # a reconcile pass in progress since
-        # DataPlaneAPI: the poll, and its health for status (discoverer.py).
+        # Drain commands, the disable file, the saved state (drainer.py, drains.py).
+        self.drainer = Drainer(current, clock, vips=lambda: self.vips, changed=self._mark_all)
+        # DataPlaneAPI's answers into the core (intake.py)...
+        self.intake = Intake(
+            self.core,
+            self.scheduler,
+            current,
+            clock,
+            table=table,
+            sync=self.sync,
+            drains=lambda: self.drains,
+            owned=lambda: self._owned,
+            changed=self._changed,
+            wake=self.reconciler.wake,
+        )
+        # ...polled by the discoverer, which also keeps DataPlaneAPI's health for status.
         self.discoverer = Discoverer(
             source,
-            lambda: self.cfg,
+            current,
             clock,
-            take=self._take,
+            take=self.intake.take,
             holding=lambda: self.core.hold is not None,
             known=lambda: len(self.vips),
             metrics=metrics,
@@ -148,6 +154,11 @@ class Service:
         return self.core.checks
 
     @property
+    def synced(self) -> asyncio.Event:
+        """Set once the first complete reconcile pass is done (READY=1)."""
+        return self.reconciler.synced
+
+    @property
     def prober(self) -> Probe:
         return self.scheduler.prober
 
@@ -163,7 +174,7 @@ class Service:
         A graceful stop drains first (drain.on_stop): GRACEFUL_SHUTDOWN for
         drain.delay, or until `hurry` is set (a second SIGTERM), then withdraws.
         """
-        self._started = self.core.started = self.clock()
+        self._started = self.core.started = self.reconciler.started = self.clock()
         self.drainer.load()
         log.info(
             "starting: DataPlaneAPI %s, gobgpd %s, allowed %s",
@@ -174,7 +185,7 @@ class Service:
         watch_stop = threading.Event()
         loops = [
             asyncio.create_task(self.discoverer.run(), name="discovery"),
-            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            asyncio.create_task(self.reconciler.run(), name="reconcile"),
             asyncio.create_task(self.sync.watch(watch_stop), name="watch"),
             asyncio.create_task(self.drainer.watch(), name="drain"),
             asyncio.create_task(self.sync.poll_peers(), name="peers"),
@@ -217,7 +228,8 @@ class Service:
         d = self.cfg.drain
         if not (self.cfg.service.withdraw_on_stop and d.on_stop and d.delay > 0):
             return
-        if not self.synced.is_set() or not self.desired():
+        wanted = self.core.desired(self.clock(), self.drains.phase, self.cfg.allowed_prefixes)
+        if not self.synced.is_set() or not wanted:
             return  # nothing announced: nothing to move traffic away from
         self.drains.stop = self.clock()
         applied = self.sync.applied
@@ -249,135 +261,12 @@ class Service:
         self._owned = tuple(dict.fromkeys((*self._owned, *new.allowed_prefixes)))
         self.cfg = new
         self.drains.delay = new.drain.delay
-        self._outside_logged.clear()
-        if self.discovered:
-            self._apply_discovery(vip_specs(self._frontends, self.cfg), guarded=False)
+        self.intake.reload()
         self._mark_all()
         log.info("configuration reloaded: %d VIPs, %d checks", len(self.vips), len(self.checks))
         return ignored
 
-    # ------------------------------------------------------------ discovery
-
-    async def _take(self, frontends: tuple[Frontend, ...]) -> None:
-        """A good DataPlaneAPI answer (discoverer.py)."""
-        found = vip_specs(frontends, self.cfg)
-        if not await self._first_answer_held(found):
-            self._frontends = frontends
-            self._apply_discovery(found)
-
-    def _apply_discovery(self, found: VipSpecs, guarded: bool = True) -> None:
-        """Take a discovery's VIPs; `guarded`: a big loss is held (shrink.py), as it is
-        for every answer of DataPlaneAPI (a reload's own changes are not held)."""
-        for sk in found.skipped:
-            log_disc.debug("frontend %s bind %s: no VIP (%s)", sk.frontend, sk.bind, sk.reason)
-        for address, names in found.outside.items():
-            if address not in self._outside_logged:
-                self._outside_logged.add(address)
-                log_disc.warning(
-                    "VIP %s (frontends %s) is outside allowed_prefixes: never announced",
-                    address,
-                    ", ".join(names),
-                )
-        for u in found.unchecked:
-            log_disc.warning(
-                "VIP %s frontend %s bind %s has no port: cannot check it",
-                u.address,
-                u.frontend,
-                u.bind,
-            )
-        known = len(self.vips)
-        before = self.core.hold
-        done = self.core.apply(
-            found.specs,
-            self.clock(),
-            self.drains.phase,
-            vip_loss=self.cfg.dataplaneapi.vip_loss if guarded else None,
-        )
-        if done.hold is not None:
-            self._log_hold(done.hold, before, known)
-        for spec in done.retired:
-            self.scheduler.retire(spec)
-        for c in done.new_checks:
-            self._schedule(c)
-        # Thousands of VIPs found at once (a start) are summed up in one line.
-        added, removed = done.added, done.removed
-        each = log_disc.info if len(added) + len(removed) <= PLAN_LOG_LIMIT else log_disc.debug
-        for a in sorted(added, key=by_version):
-            each("VIP %s discovered (frontends %s)", a, ", ".join(self.vips[a].vip.frontends))
-        for a in sorted(removed, key=by_version):
-            each("VIP %s is gone from HAProxy's configuration", a)
-        if each is log_disc.debug and self.discovered:
-            log_disc.info("%d VIPs discovered, %d gone", len(added), len(removed))
-        for change in done.changes:
-            self._changed(change)
-        if not self.discovered:
-            log_disc.info("first discovery: %d VIPs", len(self.vips))
-        self.discovered = True
-        self._dirty.set()
-
-    async def _first_answer_held(self, answer: VipSpecs) -> bool:
-        """Whether the first discovery of this process must wait for confirmation.
-
-        A restart of announcer while the routers still see gobgpd's routes (peers
-        enabled: withdraw_on_stop false, or no fate-sharing) has no VIPs of its own
-        to compare an answer with, so it compares with what gobgpd announces: an
-        empty or shrunken first answer is held like any other (nothing is touched)
-        until it is confirmed.
-        """
-        if self.discovered or not self.cfg.dataplaneapi.vip_loss.enabled:
-            return False
-        try:
-            routes = await asyncio.to_thread(self.table.local_routes)
-            if not routes or not await self.sync.routers_see_gobgpd():
-                return False
-        except GobgpError:
-            return False  # gobgpd away: the reconcile will wait for it anyway
-        policy = self.cfg.dataplaneapi.vip_loss
-        found = frozenset(answer.specs)
-        known = addresses_of(routes, self._owned)
-        v = self.core.first_answer(known, found, self.clock(), policy)
-        if v.event == "held":
-            log_disc.error(
-                "DataPlaneAPI's first answer lacks %d of the %d VIPs gobgpd announces; "
-                "touching nothing until %d answers over %.0fs agree (dataplaneapi.vip_loss)",
-                len(known - found),
-                len(known),
-                policy.confirmations,
-                policy.min_seconds,
-            )
-        elif v.event == "confirmed":
-            log_disc.warning("DataPlaneAPI's first answer confirmed: starting with it")
-        return v.hold is not None
-
-    def _log_hold(
-        self, v: shrink.Verdict[IPAddress], before: shrink.Hold[IPAddress] | None, known: int
-    ) -> None:
-        policy = self.cfg.dataplaneapi.vip_loss
-        if v.event == "held":
-            assert v.hold is not None
-            log_disc.error(
-                "DataPlaneAPI's answer lost %d of %d VIPs at once; keeping them until %d "
-                "answers over %.0fs agree (dataplaneapi.vip_loss)",
-                len(v.hold.lost),
-                known,
-                policy.confirmations,
-                policy.min_seconds,
-            )
-        elif v.event == "confirmed":
-            assert before is not None
-            log_disc.warning(
-                "loss of %d VIPs confirmed by %d answers over %.0fs: removing them",
-                len(before.lost),
-                before.seen + 1,
-                self.clock() - before.since,
-            )
-        elif v.event == "released":
-            log_disc.warning("DataPlaneAPI's answer has the held VIPs again: hold released")
-
     # --------------------------------------------------------------- checks
-
-    def _schedule(self, c: CheckState) -> None:
-        self.scheduler.add(c.spec, c.health.next_check)
 
     def _result(self, spec: CheckSpec, result: CheckResult) -> float | None:
         """A probe's result (from the scheduler); returns when to run the check again."""
@@ -424,7 +313,7 @@ class Service:
             self.metrics.transition(change.old, change.new)
         if change.first and starting:
             self._log_progress(quiet)
-        self._dirty.set()
+        self.reconciler.wake()
 
     def _log_progress(self, quiet: bool) -> None:
         now = self.clock()
@@ -443,12 +332,7 @@ class Service:
 
     def _mark_all(self) -> None:
         """Anything else changed (VIP set, policies, drains, gobgpd): plan everything."""
-        self.core.mark_all()
-        self._dirty.set()
-
-    def phase(self, address: IPAddress, now: float | None = None) -> Drain:
-        """The drain phase of one VIP now (drains.py)."""
-        return self.drains.phase(address, self.clock() if now is None else now)
+        self.reconciler.mark_all()
 
     def drain(self, addresses: Iterable[str], everything: bool = False) -> dict[str, Any]:
         """Start draining VIPs (or the host); raises ControlError for an unknown VIP."""
@@ -457,125 +341,6 @@ class Service:
     def undrain(self, addresses: Iterable[str], everything: bool = False) -> dict[str, Any]:
         """Stop draining VIPs (or everything the operator drained)."""
         return self.drainer.undrain(addresses, everything)
-
-    # ------------------------------------------------------------ reconcile
-
-    def desired(self) -> dict[HostPrefix, Route]:
-        """The complete set of routes announcer wants in gobgpd now (core.desired)."""
-        return self.core.desired(self.clock(), self.drains.phase, self.cfg.allowed_prefixes)
-
-    async def _reconcile_loop(self) -> None:
-        # A short cap: once gobgpd is back it must be re-synced within about 2 s, and
-        # a failed attempt against a local daemon that is down costs next to nothing.
-        backoff = Backoff(first=0.25, cap=2.0)
-        failing = False
-        while True:
-            timeout = self.sync.until_resync()
-            if not self.synced.is_set():  # wake when startup_grace ends
-                timeout = max(0.0, min(timeout, self.core.grace_left(self.clock())))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
-            if not self.discovered:
-                # Without one good discovery we do not know which routes are healthy:
-                # touching gobgpd now could withdraw everything a previous run announced.
-                await asyncio.sleep(0.1)
-                continue
-            self._dirty.clear()
-            self._reconcile_since = self.clock()
-            try:
-                try:
-                    await self.reconcile_once()
-                finally:
-                    self._reconcile_since = None
-                if failing:
-                    log_bgp.info("gobgpd reachable again; routes re-synced")
-                failing = False
-                self.sync.ok, self.sync.error = True, ""
-                backoff.reset()
-            except GobgpError as e:
-                delay = backoff.next()
-                log_bgp.warning("%s; health checks go on, retrying in %.1fs", e, delay)
-                failing = True
-                self.sync.ok, self.sync.error = False, str(e)
-                if self.metrics is not None:
-                    self.metrics.gobgp_error()
-                self.sync.invalidate()
-                # ...or as soon as gobgpd's event stream opens again: a restarted
-                # gobgpd is re-synced the moment it serves, not after the backoff.
-                if await self.sync.wait_back(delay):
-                    log_bgp.info("gobgpd serves again: re-syncing now")
-                    backoff.reset()
-                self._mark_all()
-            except InvalidRoute as e:
-                delay = backoff.next()
-                log_bgp.error("refused to send a route: %s; retrying in %.1fs", e, delay)
-                await asyncio.sleep(delay)
-                self._mark_all()
-
-    async def reconcile_once(self) -> Plan:
-        """One pass: read gobgpd if due, plan, apply, enable peers if due.
-
-        A start does not wait for every check: the first pass withdraws what no VIP
-        accounts for (and, when the routers could not see gobgpd, what a previous run
-        left), the peers come up, and each VIP is announced once its checks pass
-        `rise`. When the routers did see gobgpd (_inherit), the routes of VIPs still
-        without a verdict stay as they are until they get one or startup_grace ends.
-        """
-        actual, fresh = await self.sync.read()
-        if fresh:
-            self.core.mark_all()
-        starting = not self.synced.is_set()
-        started = True
-        keep: dict[HostPrefix, Route] | None = None
-        if starting:
-            if self._inherit is None:
-                self._inherit = await self.sync.routers_see_gobgpd()
-            started = self.core.started_up(self.clock())
-            if started:
-                self.core.mark_all()  # the kept routes are decided now: plan everything
-            elif self._inherit:
-                keep = actual
-        try:
-            plan = self.core.plan(
-                actual,
-                self.clock(),
-                self.drains.phase,
-                self.cfg.allowed_prefixes,
-                self._owned,
-                keep,
-            )
-        except BaseException:
-            self.core.mark_all()
-            raise
-        try:
-            await self.sync.apply(plan)
-        except BaseException:
-            self.core.mark_all()
-            raise
-        if starting and self.sync.applied == 0:
-            log_bgp.info(
-                "first sync with gobgpd done: %d routes announced%s",
-                len(actual),
-                "" if started else " (more as their VIPs' checks pass)",
-            )
-        # Peers come up once gobgpd holds the set: after a restart of gobgpd the
-        # complete set, at a start whatever has a verdict (the rest follows).
-        await self.sync.enable_peers()
-        self.sync.synced()
-        if starting and started:
-            up, down, undecided = self.core.verdicts()
-            log_bgp.info(
-                "start-up done after %.2fs: %d VIPs UP, %d not announced%s; %d routes in gobgpd",
-                self.clock() - self._started,
-                up,
-                down + undecided,
-                f" ({undecided} without a verdict at startup_grace)" if undecided else "",
-                len(actual),
-            )
-            self.synced.set()
-            if self.notifier is not None:
-                self.notifier.ready(self._status_line())
-        return plan
 
     # ------------------------------------------------------------- watchdog
 
@@ -610,7 +375,7 @@ class Service:
             checks=len(self.checks),
             last_result=max(self._last_result, self._started),
             check_bound=liveness.check_bound(c.params.interval + c.spec.timeout for c in sample),
-            reconcile_since=self._reconcile_since,
+            reconcile_since=self.reconciler.since,
             reconcile_bound=liveness.RECONCILE_STUCK_AFTER,
         )
 
