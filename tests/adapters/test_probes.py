@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 
-from announcer import probes
+from announcer import probe_http, probes
 from announcer.model import CheckResult, CheckSpec, IPAddress
-from announcer.probes import USER_AGENT, Prober, probe
+from announcer.probe_http_connection import USER_AGENT
+from announcer.probes import Prober, probe
 
 V4 = ipaddress.ip_address("127.0.0.1")
 V6 = ipaddress.ip_address("::1")
@@ -321,9 +322,9 @@ async def probe_tls(cert: tuple[Path, Path], **kw: Any) -> tuple[CheckResult, Se
 def trust(cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Make the self-signed certificate the system CA store for the verifying context."""
     monkeypatch.setenv("SSL_CERT_FILE", str(cert[0]))
-    probes._tls_context.cache_clear()
+    probe_http._tls_context.cache_clear()
     yield
-    probes._tls_context.cache_clear()
+    probe_http._tls_context.cache_clear()
 
 
 def test_tls_without_verification(cert: tuple[Path, Path]) -> None:
@@ -888,7 +889,7 @@ def test_connect_error_is_described_as_before(monkeypatch: pytest.MonkeyPatch) -
                 return 113  # EHOSTUNREACH
             return real_getsockopt(self, *args)
 
-    monkeypatch.setattr(probes.socket, "socket", Unreachable)
+    monkeypatch.setattr(probe_http.socket, "socket", Unreachable)
     with closed_port() as port:
         result = asyncio.run(probe(http(port)))
     assert (result.ok, result.detail) == (
@@ -904,7 +905,7 @@ def test_connect_that_fails_at_once_is_described_by_its_errno(
         def connect_ex(self, address: Any) -> int:
             return 101  # ENETUNREACH
 
-    monkeypatch.setattr(probes.socket, "socket", NoNetwork)
+    monkeypatch.setattr(probe_http.socket, "socket", NoNetwork)
     result = asyncio.run(probe(http(80)))
     assert (result.ok, result.detail) == (False, "Network is unreachable (connecting)")
 
@@ -953,17 +954,17 @@ def test_cached_request_and_address_follow_the_spec() -> None:
     # One connection per distinct check, each carrying its own check's requests.
     assert per_conn == [2, 2]
     assert prober.pool is not None and (prober.pool.opened, prober.pool.reused) == (2, 2)
-    one_shot = probes._http_target(http(1, path="/a"), False)
-    pooled = probes._http_target(http(1, path="/a"), True)
-    other = probes._http_target(http(2, path="/a"), True)
+    one_shot = probe_http._http_target(http(1, path="/a"), False)
+    pooled = probe_http._http_target(http(1, path="/a"), True)
+    other = probe_http._http_target(http(2, path="/a"), True)
     assert one_shot is not None and pooled is not None and other is not None
     assert b"Connection: close" in one_shot.request
     assert b"Connection: close" not in pooled.request
     assert (pooled.sockaddr, other.sockaddr) == (("127.0.0.1", 1), ("127.0.0.1", 2))
-    v6 = probes._http_target(http(8080, address=V6, tls=True), True)
+    v6 = probe_http._http_target(http(8080, address=V6, tls=True), True)
     assert v6 is not None and v6.sockaddr == ("::1", 8080, 0, 0)
     assert v6.server_hostname == "::1" and b"\r\nHost: [::1]\r\n" in v6.request
-    default_port = probes._http_target(http(None, tls=True), True)  # type: ignore[arg-type]
+    default_port = probe_http._http_target(http(None, tls=True), True)  # type: ignore[arg-type]
     assert default_port is not None and default_port.port == 443
 
 

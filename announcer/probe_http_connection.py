@@ -1,0 +1,270 @@
+"""One HTTP/1.1 probe connection: the request it sends and the verdict on the answer.
+
+The HTTP client is our own minimal HTTP/1.1 rather than aiohttp or httpx:
+thousands of VIPs probed every second on one core means the per-probe cost must
+be a request line and a status line, with no session or response object built
+per request. `HttpConnection` is a bare asyncio.BufferedProtocol rather than asyncio
+streams for the same reason: the StreamReader/StreamWriter pair cost about a third
+more CPU per probe. Response heads are parsed by httptools (llhttp, or http-parser
+in its 0.1 releases, the one Debian ships): it tells the status, whether the server
+keeps the connection open, and where a Content-Length or chunked body ends, so that
+the connection can carry the next request.
+
+Opening connections, their deadlines and keeping them alive between runs are
+probe_http.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from typing import Any, cast
+
+import httptools
+
+from . import __version__
+from .checks import REQUEST_TOKEN
+from .model import CheckSpec
+from .probe_failures import Outcome, describe
+
+USER_AGENT = f"announcer/{__version__}"
+
+# The most of an incomplete response head we keep; a status line must fit in it.
+_HEAD_LIMIT = 16 * 1024
+# What one read from a probe socket takes at most (into a buffer shared by all).
+_READ_SIZE = 64 * 1024
+
+# What httptools raises on a malformed answer (HttpParserUpgrade, for a 101 answer
+# that switches protocols, is no subclass of HttpParserError).
+_PARSE_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
+_REQUEST_TOKEN = REQUEST_TOKEN  # checks.py: config.py validates with the same rule
+
+
+class HttpConnection(asyncio.BufferedProtocol):
+    """One HTTP/1.1 connection carrying one request at a time.
+
+    A BufferedProtocol: the transport reads into one buffer shared by all probe
+    connections, which the parser reads in place (a head is copied out only while it
+    is incomplete). With a plain Protocol every read allocates a 256 KiB bytes
+    object and shrinks it, which costs the kernel an mmap, an mremap and a munmap
+    (about 12 us, a quarter of a keep-alive probe) whenever malloc hands such sizes
+    to mmap.
+
+    It is also the callback object of its httptools parser, which lives as long as
+    the connection and parses one response after the other. `done` fires at the end
+    of a response head (the status is all a verdict needs), at a malformed answer,
+    at EOF or when the connection is lost. The body is skipped by the parser as it
+    arrives, possibly after `done`: `keep` says the server lets the connection carry
+    another request, `finished` that the response is over. The pool keeps a
+    connection that is `keep`, and reuses it only once it is `finished` as well
+    (so a body still to come, or one that never ends, costs a new connection, not a
+    check), and not if anything arrived after the response.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tls: bool, request: bytes) -> None:
+        self.loop = loop
+        self.tls = tls
+        self.request = request  # what every exchange on it sends (it serves one check)
+        self.transport: asyncio.Transport | None = None
+        # Made when the connection is, dropped when it is lost: it refers back to its
+        # connection, and a cycle would leave every closed connection to the garbage
+        # collector.
+        self.parser: Any = None
+        # Per exchange: the status once the head is complete, else 0 and what arrived
+        # of the head (for the detail of an answer that is cut short or malformed).
+        self.status = 0
+        self.head = bytearray()
+        self.keep = False
+        self.finished = False  # the response is over: any byte after it is out of step
+        self.error: Exception | None = None  # kept here, not in a future nobody may read
+        # Fires when the socket connects (if it did not at once), then per exchange.
+        # Whatever arrives before the first request counts as the first answer.
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.closed = False  # EOF or lost: never send on it again
+        # Set by the deadline sweep or timer, never reset: a connection that timed out
+        # is aborted, not reused.
+        self.timed_out = False
+        self.born = loop.time()
+        self.expires = float("inf")  # set by the pool: when to replace it
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.parser = httptools.HttpResponseParser(self)
+
+    def send(self) -> asyncio.Future[None]:
+        """Start the next exchange on this (reused) connection."""
+        assert self.transport is not None
+        self.status = 0
+        self.head = bytearray()
+        self.keep = self.finished = False
+        self.done = self.loop.create_future()
+        self.transport.write(self.request)
+        return self.done
+
+    def expire(self) -> None:
+        """The deadline passed with no complete response head (or no connection yet)."""
+        if not self.done.done():
+            self.timed_out = True
+            self.keep = False
+            self.finished = True
+            self.done.set_result(None)
+
+    def writable(self) -> None:
+        """The socket being connected became writable: connected, or failed."""
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _read_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # Called right after the read into get_buffer()'s buffer, before anything
+        # else can read into it.
+        self.received(_read_buffer()[:nbytes])
+
+    def received(self, data: bytes | memoryview) -> None:
+        if self.finished:
+            # Anything after the response, a malformed answer or a timeout, or bytes on
+            # an idle connection: the connection is out of step, so it is not reused.
+            self.keep = False
+            return
+        try:
+            self.parser.feed_data(data)
+        except _PARSE_ERRORS:
+            # Judged on what arrived: a bad status line fails the check, a bad header
+            # after a good one does not (the status decides, whatever followed it).
+            self.keep = False
+            self.finished = True
+            if not self.status:
+                self.head += data
+            if not self.done.done():
+                self.done.set_result(None)
+            return
+        if not self.status:
+            # The head is not complete yet: keep it for the detail if it never is. We
+            # wait for the whole head, not just the status line, so that the server
+            # sees its response consumed before we hang up.
+            self.head += data
+            if len(self.head) >= _HEAD_LIMIT and not self.done.done():
+                self.finished = True
+                self.done.set_result(None)
+
+    # httptools callbacks (it looks up which of them exist when the parser is made).
+
+    def on_headers_complete(self) -> None:
+        if self.finished:  # a second response: the connection is out of step
+            self.keep = False
+            return
+        status: int = self.parser.get_status_code()
+        if status >= 100:
+            self.status = status
+            self.keep = self.parser.should_keep_alive()
+        else:  # a one- or two-digit status that http-parser (httptools 0.1) lets pass
+            self.finished = True
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def on_message_complete(self) -> None:
+        if self.finished:
+            self.keep = False
+        self.finished = True
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self.keep = False
+        if not self.done.done():
+            self.done.set_result(None)
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.keep = False
+        self.parser = None
+        self.error = exc
+        if not self.done.done():
+            self.done.set_result(None)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def shut(self) -> None:
+        """Close an idle connection now (TLS: without waiting for close_notify)."""
+        if self.transport is not None and not self.lost.done():
+            if self.tls:
+                self.transport.abort()
+            else:
+                self.transport.close()
+
+
+_local = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """The read buffer of this thread's probe connections (one per thread: a loop runs
+    in one thread, and a read and its `buffer_updated` follow each other at once)."""
+    try:
+        return cast(memoryview, _local.read_buffer)
+    except AttributeError:
+        _local.read_buffer = memoryview(bytearray(_READ_SIZE))
+        return cast(memoryview, _local.read_buffer)
+
+
+def verdict(spec: CheckSpec, conn: HttpConnection) -> Outcome:
+    """The outcome from what arrived: the status line decides, whatever followed it."""
+    status = conn.status
+    if status:  # a complete head, the common case
+        return status in spec.expect_status, _status_detail(status)
+    head = conn.head
+    end = head.find(b"\n", 0, _HEAD_LIMIT)
+    if end < 0:
+        if len(head) >= _HEAD_LIMIT:
+            return False, "bad status line (too long)"
+        if conn.timed_out:
+            return False, f"timeout after {spec.timeout}s (waiting for status line)"
+        if conn.error is not None:
+            return False, describe(conn.error, "waiting for status line")
+        if not head:
+            return False, "connection closed before status line"
+        return False, f"bad status line {bytes(head[:40])!r}"
+    # A server that stalls, resets or sends a malformed header after a good status
+    # line still gave its answer.
+    status = _status_line(head[: end + 1])
+    if not status:
+        return False, f"bad status line {bytes(head[: min(end + 1, 40)])!r}"
+    return status in spec.expect_status, _status_detail(status)
+
+
+def _status_line(line: bytearray) -> int:
+    """The status of a response's first line (with its line end); 0 if it is malformed."""
+    parser = httptools.HttpResponseParser(None)
+    try:
+        parser.feed_data(line)
+    except _PARSE_ERRORS:
+        return 0
+    status: int = parser.get_status_code()
+    return status if status >= 100 else 0
+
+
+@functools.cache
+def _status_detail(status: int) -> str:
+    """`HTTP 200`: formatted once per status, not once per probe."""
+    return f"HTTP {status}"
+
+
+def http_request(spec: CheckSpec, address: str, keepalive: bool) -> bytes | None:
+    """The request head, or None if the path or Host would make it malformed."""
+    if spec.host is not None:
+        host = spec.host
+    elif spec.address.version == 6:
+        host = f"[{address}]"
+    else:
+        host = address
+    if not (_REQUEST_TOKEN.fullmatch(spec.path) and _REQUEST_TOKEN.fullmatch(host)):
+        return None
+    return (
+        f"GET {spec.path} HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        f"User-Agent: {USER_AGENT}\r\n" + ("" if keepalive else "Connection: close\r\n") + "\r\n"
+    ).encode("ascii")
