@@ -4,7 +4,7 @@
 (a Host header with a trailing space, a command with an unclosed quote): a SIGHUP
 with such a value used to fail every check and withdraw every route within two
 seconds. So the probes build their requests and command lines with these functions,
-and config.py validates with the very same ones.
+and configfile.py validates with the very same ones.
 """
 
 from __future__ import annotations

@@ -70,8 +70,13 @@ class GobgpConfig:
 
 
 @dataclass(frozen=True)
-class CheckConfig:
-    """How each listener of a VIP is checked, and the hysteresis."""
+class CheckConfig(HealthParams):
+    """How each listener of a VIP is checked, and how its checks combine.
+
+    The hysteresis (rise, fall, interval, fast_interval) is HealthParams' own fields and
+    defaults, inherited rather than repeated: a CheckConfig is what the health state
+    machine takes. The YAML keeps them flat, beside the probe's settings.
+    """
 
     type: Literal["auto", "http", "tcp", "command"] = "auto"
     path: str | None = None  # used when the frontend has no monitor-uri
@@ -81,15 +86,7 @@ class CheckConfig:
     tls_verify: bool = False
     command: str | None = None
     shell: bool = False
-    interval: float = 1.0
-    fast_interval: float = 0.5
-    rise: int = 3
-    fall: int = 3
     combine: Literal["all", "any"] = "all"
-
-    @property
-    def params(self) -> HealthParams:
-        return HealthParams(self.rise, self.fall, self.interval, self.fast_interval)
 
 
 @dataclass(frozen=True)

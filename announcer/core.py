@@ -205,7 +205,7 @@ class Core:
         users: dict[CheckSpec, tuple[set[IPAddress], HealthParams]] = {}
         for address, vs in self.vips.items():
             for spec in vs.specs:
-                users.setdefault(spec, (set(), vs.check.params))[0].add(address)
+                users.setdefault(spec, (set(), vs.check))[0].add(address)
         retired = tuple(spec for spec in self.checks if spec not in users)
         for spec in retired:
             del self.checks[spec]
