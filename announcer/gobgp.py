@@ -1,33 +1,28 @@
-"""The GoBGP adapter: the only module that imports grpc (announcer.gobgp_codec has the messages).
+"""The GoBGP adapter: GobgpClient, gobgpd's global RIB and neighbors over gRPC.
+
+Together with announcer.gobgp_rpc (the RPCs bound by path, the grpc error mapping,
+the Watch stream) the only code that imports grpc; the messages are in
+announcer.gobgp_codec and announcer.gobgp_versions.
 
 Talks to gobgpd 3.x (package `apipb`, service `GobgpApi`) or 4.x (package `api`,
 service `GoBgpService`) over gRPC; the two are wire-incompatible. Which one gobgpd
 speaks is found out when the client first needs it (`api_version="auto"`): a GetBgp
 on the 4.x service, and on UNIMPLEMENTED one on the 3.x service. The version can be
 pinned instead (`api_version=3|4`, config key `gobgp.api_version`). Everything
-version-specific lives in a gobgp_codec.Codec; the channel, the batching, the watch
-and the error handling here are shared. The rest of announcer never learns which
-version it talks to.
+version-specific lives in a gobgp_codec.Codec (the two are in gobgp_versions); the
+channel, the batching, the watch and the error handling here are shared. The rest
+of announcer never learns which version it talks to.
 
 An upgrade (3.10 stopped, 4.8 started on the same address) or a downgrade under a
 running client makes the next call fail with UNIMPLEMENTED ("unknown service"): the
 client then detects the version again and retries that call once. With a pinned
 version it raises a GobgpError that says what gobgpd speaks instead.
 
-RPCs are bound by path with `channel.unary_unary(...)` and friends instead of
-generated `_pb2_grpc` stubs, so grpcio's generated-version check never applies and
-the module loads on Debian bookworm's python3-grpcio 1.51 as well as on current
-grpcio (gobgp-api-notes 2.3.17). Only the RPCs in a codec's `rpcs` table are bound,
-and DeletePath is in neither: without a path it deletes every local path, other
-tools' included, so withdraws go through AddPathStream with `is_withdraw=True`.
-AddPathStream is bound without a serializer: its requests are bytes that a
-gobgp_codec.PathCache (one per API version) assembles from paths encoded once,
-so re-announcing a route that was sent before builds no protobuf message.
-
 Operational traps this module is built around (details in gobgp-api-notes):
 
 * gobgpd keeps API paths in memory only. The caller re-reads `local_routes()` each
-  cycle instead of trusting what it sent, and `watch()` ends when gobgpd goes away.
+  cycle instead of trusting what it sent, and `wait_closed()` ends when gobgpd goes
+  away.
 * gobgpd reports its errors as `UNKNOWN` with free text: never branch on the code,
   except for UNIMPLEMENTED, which gRPC itself sends for an unknown service.
 """
@@ -39,24 +34,19 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, NoReturn, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Literal, TypeVar
 
 import grpc
 
 from .errors import GobgpError, InvalidRoute
-from .gobgp_codec import (
-    CODECS,
-    DEFAULT_PATH_CACHE_SIZE,
-    UNREPRESENTABLE_PREPEND,
-    ApiVersion,
-    Codec,
-    PathCache,
-    PeerEvent,
-)
+from .gobgp_codec import UNREPRESENTABLE_PREPEND, ApiVersion
+from .gobgp_paths import DEFAULT_PATH_CACHE_SIZE
+from .gobgp_rpc import BoundApi, Watch, is_unimplemented, raise_gobgp_error
+from .gobgp_versions import CODECS
 from .model import HostPrefix, PeerStatus, Route, is_host_prefix, validate_route
 
-__all__ = ["UNREPRESENTABLE_PREPEND", "GobgpClient", "PeerEvent", "Watch"]
+__all__ = ["UNREPRESENTABLE_PREPEND", "GobgpClient"]
 
 log = logging.getLogger("announcer.gobgp")
 
@@ -72,123 +62,12 @@ _LIST_DEADLINE = 120.0
 _DETECTION_ORDER: tuple[ApiVersion, ...] = (4, 3)
 
 
-# ------------------------------------------------------------------ errors
-
-
-def _code(err: grpc.RpcError) -> grpc.StatusCode | None:
-    return err.code() if callable(getattr(err, "code", None)) else None
-
-
-def _describe(err: grpc.RpcError) -> str:
-    code = _code(err)
-    details = err.details() if callable(getattr(err, "details", None)) else None
-    name = code.name if code is not None else "?"
-    return f"{name}: {details or 'no details'}"
-
-
-def _raise(op: str, target: str, err: grpc.RpcError, done: int = 0) -> NoReturn:
-    raise GobgpError(f"{op} on {target} failed ({_describe(err)})", done=done) from err
-
-
-def _unimplemented(err: grpc.RpcError) -> bool:
-    return _code(err) is grpc.StatusCode.UNIMPLEMENTED
-
-
-# ------------------------------------------------------------------ watch
-
-
-class Watch:
-    """A WatchEvent(peer={}) stream: its end means gobgpd restarted or went away.
-
-    GobgpClient.wait_closed() iterates it in a thread. gobgpd first sends one INIT
-    event per configured peer, then END_OF_INIT (3.10 and 4.8 alike): from then on
-    the watch is registered and no change is missed. When the stream ends for any
-    reason other than cancel(), iteration raises GobgpError: the caller must re-read
-    gobgpd and re-inject everything (API paths do not survive a gobgpd restart).
-    After cancel() iteration stops quietly. cancel() is safe from any thread, any
-    number of times.
-    """
-
-    def __init__(
-        self,
-        call: Any,
-        codec: Codec,
-        target: str,
-        on_unimplemented: Callable[[], GobgpError | None] = lambda: None,
-    ) -> None:
-        self._call = call
-        self._codec = codec
-        self._target = target
-        self._on_unimplemented = on_unimplemented
-        self._cancelled = threading.Event()
-
-    def cancel(self) -> None:
-        """End the stream; a thread blocked in iteration returns without error."""
-        self._cancelled.set()
-        self._call.cancel()
-
-    def __iter__(self) -> Iterator[PeerEvent]:
-        try:
-            for response in self._call:
-                event = self._codec.peer_event(response, time.time())
-                if event is not None:
-                    yield event
-        except grpc.RpcError as e:
-            if self._cancelled.is_set():
-                return
-            if _unimplemented(e):
-                # Another gobgpd version took over the address: the client's next
-                # call detects it again (or, with a pinned version, says so).
-                better = self._on_unimplemented()
-                if better is not None:
-                    raise better from e
-            _raise("WatchEvent", self._target, e)
-        if not self._cancelled.is_set():
-            raise GobgpError(f"WatchEvent on {self._target} ended: gobgpd closed the stream")
-
-
-# ----------------------------------------------------------------- client
-
-
-def _already_serialized(request: bytes) -> bytes:
-    return request
-
-
-class _Api:
-    """One API version's RPCs, bound by path on the shared channel, and its path cache."""
-
-    def __init__(self, codec: Codec, channel: grpc.Channel, path_cache_size: int) -> None:
-        self.codec = codec
-        self.paths = PathCache(codec, path_cache_size)
-
-        def bind(kind: Any, rpc: str, serializer: Callable[[Any], bytes] | None = None) -> Any:
-            request, response = codec.rpcs[rpc]
-            return kind(
-                f"/{codec.service}/{rpc}",
-                request_serializer=serializer or request.SerializeToString,
-                response_deserializer=response.FromString,
-            )
-
-        self.get_bgp = bind(channel.unary_unary, "GetBgp")
-        self.list_path = bind(channel.unary_stream, "ListPath")
-        # Takes serialized AddPathStreamRequests (bytes from self.paths).
-        self.add_path_stream = bind(channel.stream_unary, "AddPathStream", _already_serialized)
-        self.list_peer = bind(channel.unary_stream, "ListPeer")
-        self.enable_peer = bind(channel.unary_unary, "EnablePeer")
-        self.disable_peer = bind(channel.unary_unary, "DisablePeer")
-        self.watch_event = bind(channel.unary_stream, "WatchEvent")
-
-    @property
-    def version(self) -> ApiVersion:
-        return self.codec.version
-
-
 class GobgpClient:
     """gobgpd's global RIB and neighbors over gRPC; implements model.RouteTable.
 
     Construction does no I/O: the API version is detected (or the pinned one taken)
     by the first call that needs gobgpd. `path_cache_size` bounds how many prefixes'
-    encoded paths are kept per API version (gobgp_codec.PathCache; 0 keeps none).
+    encoded paths are kept per API version (gobgp_paths.PathCache; 0 keeps none).
     """
 
     def __init__(
@@ -227,12 +106,12 @@ class GobgpClient:
             ],
         )
         self._apis = {
-            version: _Api(codec, self._channel, path_cache_size)
+            version: BoundApi(codec, self._channel, path_cache_size)
             for version, codec in CODECS.items()
         }
         # The API in use; None until the first call needs it, and again after
         # gobgpd answered UNIMPLEMENTED (another version took over the address).
-        self._api: _Api | None = None
+        self._api: BoundApi | None = None
         self._api_lock = threading.Lock()
         self._announced: ApiVersion | None = None  # last version logged
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
@@ -241,7 +120,7 @@ class GobgpClient:
 
     # ------------------------------------------------------ API version
 
-    def _current(self, op: str, done: int = 0) -> _Api:
+    def _current(self, op: str, done: int = 0) -> BoundApi:
         """The API in use, detecting it first if needed; raises GobgpError."""
         with self._api_lock:
             if self._api is None:
@@ -249,7 +128,7 @@ class GobgpClient:
                 self._log_version(self._api)
             return self._api
 
-    def _detect(self, op: str, done: int) -> _Api:
+    def _detect(self, op: str, done: int) -> BoundApi:
         if self.api_version != "auto":
             return self._apis[self.api_version]
         for version in _DETECTION_ORDER:
@@ -257,9 +136,11 @@ class GobgpClient:
             try:
                 api.get_bgp(api.codec.get_bgp_request(), timeout=self.timeout)
             except grpc.RpcError as e:
-                if _unimplemented(e):
+                if is_unimplemented(e):
                     continue
-                _raise(f"{op} (detecting the API version with GetBgp)", self.target, e, done)
+                raise_gobgp_error(
+                    f"{op} (detecting the API version with GetBgp)", self.target, e, done
+                )
             return api
         raise GobgpError(
             f"{self.target} serves neither GoBGP API ({self._apis[4].codec.service} for 4.x, "
@@ -267,7 +148,7 @@ class GobgpClient:
             done=done,
         )
 
-    def _log_version(self, api: _Api) -> None:
+    def _log_version(self, api: BoundApi) -> None:
         if api.version == self._announced:
             return
         how = "pinned by gobgp.api_version" if self.api_version != "auto" else "detected"
@@ -289,21 +170,21 @@ class GobgpClient:
             )
         self._announced = api.version
 
-    def _forget(self, api: _Api) -> None:
+    def _forget(self, api: BoundApi) -> None:
         """Detect again at the next call, unless another thread already did."""
         with self._api_lock:
             if self._api is api:
                 self._api = None
 
-    def _serves(self, api: _Api) -> bool | None:
+    def _serves(self, api: BoundApi) -> bool | None:
         """Whether gobgpd answers GetBgp on this API (None: could not tell)."""
         try:
             api.get_bgp(api.codec.get_bgp_request(), timeout=self.timeout)
         except grpc.RpcError as e:
-            return False if _unimplemented(e) else None
+            return False if is_unimplemented(e) else None
         return True
 
-    def _mismatch(self, op: str, pinned: _Api, done: int) -> GobgpError:
+    def _mismatch(self, op: str, pinned: BoundApi, done: int) -> GobgpError:
         other = self._apis[3 if pinned.version == 4 else 4]
         message = (
             f"{op} on {self.target}: gobgpd does not serve the GoBGP {pinned.version}.x API "
@@ -319,7 +200,7 @@ class GobgpClient:
             message += f"; nor the {other.version}.x API ({other.codec.service}): is it gobgpd?"
         return GobgpError(message, done=done)
 
-    def _call(self, op: str, fn: Callable[[_Api], T], *, done: int = 0) -> T:
+    def _call(self, op: str, fn: Callable[[BoundApi], T], *, done: int = 0) -> T:
         """fn(api) with grpc errors turned into GobgpError, following a version change.
 
         On UNIMPLEMENTED the version is detected again and fn runs once more with
@@ -330,18 +211,18 @@ class GobgpClient:
         try:
             return fn(api)
         except grpc.RpcError as e:
-            if not _unimplemented(e):
-                _raise(op, self.target, e, done)
+            if not is_unimplemented(e):
+                raise_gobgp_error(op, self.target, e, done)
             self._forget(api)
             if self.api_version != "auto":
                 raise self._mismatch(op, api, done) from e
             fresh = self._current(op, done)
             if fresh is api:  # same version again: this RPC itself is missing
-                _raise(op, self.target, e, done)
+                raise_gobgp_error(op, self.target, e, done)
         try:
             return fn(fresh)
         except grpc.RpcError as e:
-            _raise(op, self.target, e, done)
+            raise_gobgp_error(op, self.target, e, done)
 
     # -------------------------------------------------------------- global
 
@@ -369,7 +250,7 @@ class GobgpClient:
         family: Literal[4, 6]
         for family in (4, 6):
 
-            def read(api: _Api, family: Literal[4, 6] = family) -> dict[HostPrefix, Route]:
+            def read(api: BoundApi, family: Literal[4, 6] = family) -> dict[HostPrefix, Route]:
                 codec = api.codec
                 found: dict[HostPrefix, Route] = {}
                 responses = api.list_path(
@@ -417,7 +298,7 @@ class GobgpClient:
     def _send_batches(
         self,
         items: Sequence[X],
-        encode: Callable[[_Api, Sequence[X]], bytes],
+        encode: Callable[[BoundApi, Sequence[X]], bytes],
         done: int,
         total: int,
     ) -> int:
@@ -427,13 +308,13 @@ class GobgpClient:
         installed every path of it, so `done` is exact. (gobgpd rejects a whole batch
         if one path fails and aborts the stream, so on a single stream we could not
         tell how many batches went in.) A batch is encoded (from the path cache, see
-        gobgp_codec.PathCache) for the API in use when it is sent, so a batch retried
+        gobgp_paths.PathCache) for the API in use when it is sent, so a batch retried
         after a version change goes out in the new format.
         """
         for start in range(0, len(items), self.batch_size):
             batch = items[start : start + self.batch_size]
 
-            def send(api: _Api, batch: Sequence[X] = batch) -> None:
+            def send(api: BoundApi, batch: Sequence[X] = batch) -> None:
                 api.add_path_stream(iter([encode(api, batch)]), timeout=self.timeout)
 
             self._call(f"AddPathStream ({done} of {total} changes done)", send, done=done)
@@ -445,7 +326,7 @@ class GobgpClient:
     def peers(self) -> list[PeerStatus]:
         """gobgpd's neighbors and their session states."""
 
-        def read(api: _Api) -> list[PeerStatus]:
+        def read(api: BoundApi) -> list[PeerStatus]:
             now = time.time()
             responses = api.list_peer(api.codec.list_peer_request(), timeout=self.timeout)
             return [api.codec.peer_status(r.peer, now) for r in responses]
@@ -472,14 +353,14 @@ class GobgpClient:
 
     # --------------------------------------------------------------- watch
 
-    def _open_watch(self, api: _Api) -> Watch:
+    def _open_watch(self, api: BoundApi) -> Watch:
         # No deadline: the stream is meant to live as long as gobgpd does.
         call = api.watch_event(api.codec.watch_peers_request())
         watch = Watch(call, api.codec, self.target, lambda: self._watch_unimplemented(api))
         self._watches.add(watch)
         return watch
 
-    def _watch_unimplemented(self, api: _Api) -> GobgpError | None:
+    def _watch_unimplemented(self, api: BoundApi) -> GobgpError | None:
         self._forget(api)
         if self.api_version != "auto":
             return self._mismatch("WatchEvent", api, 0)

@@ -1,21 +1,16 @@
-"""The wire formats of gobgpd's gRPC API, 3.x and 4.x: model values to protobuf and back.
+"""The rules between model values and gobgpd's gRPC messages, shared by 3.x and 4.x.
 
-The only module that imports the generated protobuf code, and it does no I/O:
+Pure: no I/O. Codec turns a Route into a path and back, and a Peer or a peer event
+into the model's PeerStatus; announcer.gobgp_versions holds its two concrete
+subclasses (and is the only module that imports the generated protobuf code), and
 announcer.gobgp owns the channel and picks a codec when it connects.
 
-The two APIs are wire-incompatible (gobgp-api-notes section 5):
-
-* 3.x: package `apipb`, service `GobgpApi`; a path's NLRI and attributes are
-  google.protobuf.Any, told apart by type URL; RPCs without a result return Empty.
-* 4.x: package `api`, service `GoBgpService`; `NLRI` and `Attribute` are typed
-  oneofs; every RPC has its own response; most enums gained an UNSPECIFIED = 0,
-  so TABLE_TYPE_GLOBAL, ADMIN_STATE_UP, ... are one higher than in 3.x.
-
-The messages inside the wrappers (IPAddressPrefix, OriginAttribute, AsSegment, ...)
-have the same names and fields in both. So the rules for turning a Route into a
-path and back are written once, in Codec, over three hooks per version (wrap an
-NLRI, wrap an attribute, unwrap both) and a few enum tables. Nothing outside this
-module and announcer.gobgp knows which version gobgpd speaks.
+The messages inside the version wrappers (IPAddressPrefix, OriginAttribute,
+AsSegment, ...) have the same names and fields in 3.x and 4.x. So the rules for
+turning a Route into a path and back are written once, in Codec, over three hooks
+per version (wrap an NLRI, wrap an attribute, unwrap both) and a few enum tables.
+Nothing outside the adapter (gobgp, gobgp_rpc) and the codec modules (gobgp_codec,
+gobgp_versions, gobgp_paths) knows which version gobgpd speaks.
 
 Operational traps the encoding is built around (details in gobgp-api-notes):
 
@@ -26,11 +21,8 @@ Operational traps the encoding is built around (details in gobgp-api-notes):
   cross-check family against NLRI, so `family` is always set and only attributes
   with every field filled in are sent (the caller validates routes first).
 
-Paths are built once: PathCache keeps each prefix's last announced path (and its
-withdraw) as wire bytes, and an AddPathStreamRequest is sent as bytes made by
-concatenation (see Codec.encoded_path). Routes are immutable values, so a re-sync
-after a gobgpd restart, which re-announces what was announced before, builds no
-message at all.
+Paths are encoded once and kept as bytes by announcer.gobgp_paths.PathCache; the
+wire-format trick it relies on is Codec.encoded_path.
 """
 
 from __future__ import annotations
@@ -38,17 +30,11 @@ from __future__ import annotations
 import abc
 import functools
 import ipaddress
-import itertools
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
-from google.protobuf import any_pb2, empty_pb2
-
-from ._proto import gobgp_v3_pb2 as v3
-from ._proto import gobgp_v4_pb2 as v4
 from .errors import GobgpError
 from .model import (
     MAX_PREPEND,
@@ -78,9 +64,6 @@ EventKind = Literal["init", "end_of_init", "state", "unknown"]
 UNREPRESENTABLE_PREPEND = -1
 
 _SELF = {4: "0.0.0.0", 6: "::"}
-
-# How many prefixes a PathCache holds by default (the same bound as model.host_prefix).
-DEFAULT_PATH_CACHE_SIZE = 1 << 16
 
 
 @functools.lru_cache(maxsize=256)
@@ -400,250 +383,3 @@ class Codec(abc.ABC):
         kind = self.event_kinds.get(event.type, "unknown")
         peer = None if kind == "end_of_init" else self.peer_status(event.peer, now)
         return PeerEvent(kind, peer)
-
-
-# ------------------------------------------------------------ encoded paths
-
-_V = TypeVar("_V")
-
-
-class PathCache:
-    """AddPathStreamRequests of one codec as bytes, from paths encoded once and kept.
-
-    One entry per prefix: the encoded path of the last route announced for it (with
-    the local AS it was built with, when it prepends) and, separately, its encoded
-    withdraw. A re-sync after a gobgpd restart re-announces exactly the last routes
-    sent, so it finds every path here; a route that changed is encoded again and
-    replaces its prefix's entry. The size is therefore one entry per prefix ever
-    announced or withdrawn, whatever the number of states a VIP goes through; to
-    bound prefixes that are no longer used, each table drops its oldest half (by
-    when an entry was encoded) when it reaches `max_prefixes`. `max_prefixes=0`
-    keeps nothing: every request is encoded afresh.
-
-    Safe to use from several threads. The routes must be validated already.
-    """
-
-    def __init__(self, codec: Codec, max_prefixes: int = DEFAULT_PATH_CACHE_SIZE) -> None:
-        if max_prefixes < 0:
-            raise ValueError("max_prefixes must not be negative")
-        self.codec = codec
-        self.max_prefixes = max_prefixes
-        # prefix -> (route, local AS used or 0, encoded path)
-        self._announce: dict[HostPrefix, tuple[Route, int, bytes]] = {}
-        self._withdraw: dict[HostPrefix, bytes] = {}
-        self._lock = threading.Lock()
-        self.hits = 0  # paths taken from the cache, for tests and benchmarks
-        self.misses = 0  # paths encoded
-
-    def __len__(self) -> int:
-        """Entries held, announces and withdraws."""
-        return len(self._announce) + len(self._withdraw)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._announce.clear()
-            self._withdraw.clear()
-
-    def announce_request(self, routes: Iterable[Route], local_asn: int | None) -> bytes:
-        """The serialized AddPathStreamRequest announcing `routes`.
-
-        `local_asn` is needed only for routes that prepend (as for announce_path).
-        """
-        codec = self.codec
-        table = self._announce
-        encoded: list[bytes] = []
-        misses = 0
-        with self._lock:
-            for route in routes:
-                asn = (local_asn or 0) if route.as_path_prepend else 0
-                entry = table.get(route.prefix)
-                if (
-                    entry is not None
-                    and entry[1] == asn
-                    and (entry[0] is route or entry[0] == route)
-                ):
-                    encoded.append(entry[2])
-                    continue
-                data = codec.encoded_path(codec.announce_path(route, local_asn))
-                self._store(table, route.prefix, (route, asn, data))
-                encoded.append(data)
-                misses += 1
-            self.misses += misses
-            self.hits += len(encoded) - misses
-        return codec.encoded_add_path_stream_request(encoded)
-
-    def withdraw_request(self, prefixes: Iterable[HostPrefix]) -> bytes:
-        """The serialized AddPathStreamRequest withdrawing our paths for `prefixes`."""
-        codec = self.codec
-        table = self._withdraw
-        encoded: list[bytes] = []
-        misses = 0
-        with self._lock:
-            for prefix in prefixes:
-                data = table.get(prefix)
-                if data is None:
-                    data = codec.encoded_path(codec.withdraw_path(prefix))
-                    self._store(table, prefix, data)
-                    misses += 1
-                encoded.append(data)
-            self.misses += misses
-            self.hits += len(encoded) - misses
-        return codec.encoded_add_path_stream_request(encoded)
-
-    def _store(self, table: dict[HostPrefix, _V], prefix: HostPrefix, value: _V) -> None:
-        if not self.max_prefixes:
-            return
-        # Re-inserted rather than overwritten, so the dict's order is encoding order.
-        if table.pop(prefix, None) is None and len(table) >= self.max_prefixes:
-            for old in list(itertools.islice(table, max(1, len(table) // 2))):
-                del table[old]
-        table[prefix] = value
-
-
-# --------------------------------------------------------------------- 3.x
-
-
-def _pack(message: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    # Pack() writes type.googleapis.com/apipb.<Name>, the only form gobgpd 3.x resolves.
-    packed.Pack(message)
-    return packed
-
-
-def _type_name(packed: any_pb2.Any) -> str:
-    return str(packed.type_url).rsplit("/", 1)[-1]
-
-
-def _unpack(packed: any_pb2.Any, cls: Any) -> Any:
-    message = cls()
-    if not packed.Unpack(message):
-        raise ValueError(f"expected {cls.DESCRIPTOR.full_name}, got {packed.type_url}")
-    return message
-
-
-class V3Codec(Codec):
-    """gobgpd 3.x: package apipb, service GobgpApi, Any-packed NLRI and attributes."""
-
-    version = 3
-    service = "apipb.GobgpApi"
-    pb: ClassVar[Any] = v3
-    rpcs: ClassVar[dict[str, tuple[Any, Any]]] = {
-        "GetBgp": (v3.GetBgpRequest, v3.GetBgpResponse),
-        "ListPath": (v3.ListPathRequest, v3.ListPathResponse),
-        "AddPathStream": (v3.AddPathStreamRequest, empty_pb2.Empty),
-        "ListPeer": (v3.ListPeerRequest, v3.ListPeerResponse),
-        "EnablePeer": (v3.EnablePeerRequest, empty_pb2.Empty),
-        "DisablePeer": (v3.DisablePeerRequest, empty_pb2.Empty),
-        "WatchEvent": (v3.WatchEventRequest, v3.WatchEventResponse),
-    }
-    table_global = v3.GLOBAL
-    as_sequence = v3.AsSegment.AS_SEQUENCE
-    admin_up = v3.PeerState.UP
-    session_states: ClassVar[dict[int, SessionState]] = {
-        v3.PeerState.UNKNOWN: SessionState.UNKNOWN,
-        v3.PeerState.IDLE: SessionState.IDLE,
-        v3.PeerState.CONNECT: SessionState.CONNECT,
-        v3.PeerState.ACTIVE: SessionState.ACTIVE,
-        v3.PeerState.OPENSENT: SessionState.OPENSENT,
-        v3.PeerState.OPENCONFIRM: SessionState.OPENCONFIRM,
-        v3.PeerState.ESTABLISHED: SessionState.ESTABLISHED,
-    }
-    event_kinds: ClassVar[dict[int, EventKind]] = {
-        v3.WatchEventResponse.PeerEvent.INIT: "init",
-        v3.WatchEventResponse.PeerEvent.END_OF_INIT: "end_of_init",
-        v3.WatchEventResponse.PeerEvent.STATE: "state",
-    }
-    # Type name in the Any's URL -> (our attribute kind, message class).
-    _ATTRIBUTES: ClassVar[dict[str, tuple[str, Any]]] = {
-        "apipb.OriginAttribute": ("origin", v3.OriginAttribute),
-        "apipb.NextHopAttribute": ("next_hop", v3.NextHopAttribute),
-        "apipb.MpReachNLRIAttribute": ("mp_reach", v3.MpReachNLRIAttribute),
-        "apipb.AsPathAttribute": ("as_path", v3.AsPathAttribute),
-        "apipb.MultiExitDiscAttribute": ("multi_exit_disc", v3.MultiExitDiscAttribute),
-        "apipb.LocalPrefAttribute": ("local_pref", v3.LocalPrefAttribute),
-        "apipb.CommunitiesAttribute": ("communities", v3.CommunitiesAttribute),
-        "apipb.LargeCommunitiesAttribute": ("large_communities", v3.LargeCommunitiesAttribute),
-    }
-
-    def _wrap_nlri(self, prefix: Any) -> Any:
-        return _pack(prefix)
-
-    def _wrap_attr(self, kind: str, message: Any) -> Any:
-        return _pack(message)
-
-    def _unicast_prefix(self, path: Any) -> Any | None:
-        if _type_name(path.nlri) != "apipb.IPAddressPrefix":
-            return None
-        return _unpack(path.nlri, v3.IPAddressPrefix)
-
-    def _attributes(self, path: Any) -> Iterator[tuple[str | None, Any]]:
-        for packed in path.pattrs:
-            name = _type_name(packed)
-            known = self._ATTRIBUTES.get(name)
-            if known is None:
-                yield None, name
-            else:
-                yield known[0], _unpack(packed, known[1])
-
-
-# --------------------------------------------------------------------- 4.x
-
-
-class V4Codec(Codec):
-    """gobgpd 4.x: package api, service GoBgpService, typed NLRI and Attribute oneofs."""
-
-    version = 4
-    service = "api.GoBgpService"
-    pb: ClassVar[Any] = v4
-    rpcs: ClassVar[dict[str, tuple[Any, Any]]] = {
-        "GetBgp": (v4.GetBgpRequest, v4.GetBgpResponse),
-        "ListPath": (v4.ListPathRequest, v4.ListPathResponse),
-        "AddPathStream": (v4.AddPathStreamRequest, v4.AddPathStreamResponse),
-        "ListPeer": (v4.ListPeerRequest, v4.ListPeerResponse),
-        "EnablePeer": (v4.EnablePeerRequest, v4.EnablePeerResponse),
-        "DisablePeer": (v4.DisablePeerRequest, v4.DisablePeerResponse),
-        "WatchEvent": (v4.WatchEventRequest, v4.WatchEventResponse),
-    }
-    table_global = v4.TABLE_TYPE_GLOBAL
-    as_sequence = v4.AsSegment.TYPE_AS_SEQUENCE
-    admin_up = v4.PeerState.ADMIN_STATE_UP
-    session_states: ClassVar[dict[int, SessionState]] = {
-        v4.PeerState.SESSION_STATE_UNSPECIFIED: SessionState.UNKNOWN,
-        v4.PeerState.SESSION_STATE_IDLE: SessionState.IDLE,
-        v4.PeerState.SESSION_STATE_CONNECT: SessionState.CONNECT,
-        v4.PeerState.SESSION_STATE_ACTIVE: SessionState.ACTIVE,
-        v4.PeerState.SESSION_STATE_OPENSENT: SessionState.OPENSENT,
-        v4.PeerState.SESSION_STATE_OPENCONFIRM: SessionState.OPENCONFIRM,
-        v4.PeerState.SESSION_STATE_ESTABLISHED: SessionState.ESTABLISHED,
-    }
-    event_kinds: ClassVar[dict[int, EventKind]] = {
-        v4.WatchEventResponse.PeerEvent.TYPE_INIT: "init",
-        v4.WatchEventResponse.PeerEvent.TYPE_END_OF_INIT: "end_of_init",
-        v4.WatchEventResponse.PeerEvent.TYPE_STATE: "state",
-    }
-
-    def _wrap_nlri(self, prefix: Any) -> Any:
-        return v4.NLRI(prefix=prefix)
-
-    def _wrap_attr(self, kind: str, message: Any) -> Any:
-        return v4.Attribute(**{kind: message})
-
-    def _unicast_prefix(self, path: Any) -> Any | None:
-        if path.nlri.WhichOneof("nlri") != "prefix":
-            return None
-        return path.nlri.prefix
-
-    def _attributes(self, path: Any) -> Iterator[tuple[str | None, Any]]:
-        for attr in path.pattrs:
-            kind = attr.WhichOneof("attr")
-            if kind is None:
-                # A member protos/gobgp_v4.proto leaves out (aggregator, extended
-                # communities ...): it arrived as an unknown field.
-                yield None, "an attribute announcer does not model"
-            else:
-                yield kind, getattr(attr, kind)
-
-
-V3 = V3Codec()
-V4 = V4Codec()
-CODECS: dict[ApiVersion, Codec] = {3: V3, 4: V4}

@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from announcer.errors import GobgpError
 from announcer.gobgp import GobgpClient
-from announcer.gobgp_codec import CODECS, PathCache
+from announcer.gobgp_paths import PathCache
+from announcer.gobgp_versions import CODECS
 from announcer.model import Community, Route, validate_route
 from tests.support.gobgpd_proc import BINARIES, GobgpdProc
 

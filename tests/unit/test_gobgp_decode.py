@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from announcer import gobgp, gobgp_codec
+from announcer import gobgp, gobgp_codec, gobgp_paths, gobgp_rpc, gobgp_versions
 from announcer._proto import gobgp_v3_pb2, gobgp_v4_pb2
-from announcer.gobgp_codec import CODECS, UNREPRESENTABLE_PREPEND, V3, V4, Codec, _pack
+from announcer.gobgp_codec import UNREPRESENTABLE_PREPEND, Codec
+from announcer.gobgp_versions import CODECS, V3, V4, _pack
 from announcer.model import Community, LargeCommunity, Origin, Route, SessionState
 
 ASN = 65001
@@ -178,6 +179,6 @@ def test_delete_path_is_never_bound() -> None:
     for codec in CODECS.values():
         assert "DeletePath" not in codec.rpcs
     assert not hasattr(gobgp_v4_pb2, "DeletePathRequest")  # not even declared for 4.x
-    for module in (gobgp, gobgp_codec):
+    for module in (gobgp, gobgp_rpc, gobgp_codec, gobgp_versions, gobgp_paths):
         source = inspect.getsource(module)
         assert '"DeletePath"' not in source and "/DeletePath" not in source

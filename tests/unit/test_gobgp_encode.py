@@ -1,4 +1,4 @@
-"""Pre-encoded AddPathStream requests (gobgp_codec.PathCache), 3.x and 4.x, without a daemon.
+"""Pre-encoded AddPathStream requests (gobgp_paths.PathCache), 3.x and 4.x, without a daemon.
 
 The bytes the client sends must parse, with the generated request class, to exactly
 the message the codec builds the ordinary way (add_path_stream_request of
@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from announcer.gobgp_codec import CODECS, PathCache
+from announcer.gobgp_paths import PathCache
+from announcer.gobgp_versions import CODECS
 from announcer.model import Community, HostPrefix, LargeCommunity, Origin, Route
 
 ASN = 65001
