@@ -10,7 +10,7 @@ connection is looked up in /proc/self/net/tcp{,6} (an accepted socket carries th
 of the process that listens, accepted or not) and its uid must be one of
 `server_users`; over `unix://` SO_PEERCRED gives the uid. /proc/self/net is our own
 network namespace's, so this works under ProtectProc=invisible. Over `https://` the
-certificate is the proof (dataplane.py).
+certificate is the proof (dpapi_http.py).
 """
 
 from __future__ import annotations

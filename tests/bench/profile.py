@@ -19,14 +19,19 @@ from pathlib import Path
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 BUCKETS = {
-    "probes.py (HTTP probe I/O and parsing)": ("announcer/probes.py",),
+    "probes (HTTP probe I/O and parsing)": ("announcer/probe",),
     "service.py check loop and bookkeeping": ("announcer/service.py",),
     "health.py state machine": ("announcer/health.py",),
     "logging": ("logging/",),
     "metrics (prometheus_client)": ("prometheus_client/", "announcer/metrics.py"),
     "asyncio event loop and transports": ("asyncio/",),
     "gRPC / protobuf (gobgpd adapter)": ("grpc/", "google/protobuf", "announcer/gobgp"),
-    "discovery / DataPlaneAPI": ("announcer/discovery.py", "announcer/dataplane.py", "h11/"),
+    "discovery / DataPlaneAPI": (
+        "announcer/discovery.py",
+        "announcer/dataplane.py",
+        "announcer/dpapi_http.py",
+        "h11/",
+    ),
 }
 
 
