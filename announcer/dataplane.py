@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
 from . import discovery
+from .config import DataPlaneConfig
 from .dpapi_http import HttpSession, Response
 from .errors import DataPlaneAuthError, DataPlaneError
 from .model import Discovery, RawBind
@@ -43,12 +44,14 @@ log = logging.getLogger("announcer.dataplane")
 CONFIG = "/services/haproxy/configuration"
 # Reads are retried this many extra times when the configuration changed under us.
 DEFAULT_CONSISTENCY_RETRIES = 3
-DEFAULT_TIMEOUT = 5.0
-DEFAULT_DISCOVERY_TIMEOUT = 30.0
-DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
-DEFAULT_MAX_FRONTENDS = 20_000
-DEFAULT_MAX_BINDS = 100_000
-DEFAULT_SERVER_USERS: tuple[str | int, ...] = ("root", "haproxy")
+# The other defaults are the configuration's (config.py), kept in one place.
+_DEFAULTS = DataPlaneConfig()
+DEFAULT_TIMEOUT = _DEFAULTS.timeout
+DEFAULT_DISCOVERY_TIMEOUT = _DEFAULTS.discovery_timeout
+DEFAULT_MAX_RESPONSE_BYTES = _DEFAULTS.max_response_bytes
+DEFAULT_MAX_FRONTENDS = _DEFAULTS.max_frontends
+DEFAULT_MAX_BINDS = _DEFAULTS.max_binds
+DEFAULT_SERVER_USERS = _DEFAULTS.server_users
 
 
 class _VersionChanged(Exception):
