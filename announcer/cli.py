@@ -9,13 +9,23 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .config import Config, ServiceConfig
 from .configfile import load_config, read_password
+from .drainwait import (
+    Goal,
+    Progress,
+    default_timeout,
+    final_lines,
+    parse_timeout,
+    poll_interval,
+    timeout_lines,
+)
 from .errors import AnnouncerError, ConfigError, ControlError
 from .instance import AlreadyRunning
 from .target import parse_target
@@ -27,7 +37,7 @@ EX_DATAERR = 65  # the service refused a control request (unknown VIP, ...)
 EX_UNAVAILABLE = 69  # the service is not running or not reachable
 EX_SOFTWARE = 70
 EX_IOERR = 74  # a drain or undrain took effect but could not be saved
-EX_TEMPFAIL = 75  # another announcer runs (instance lock held)
+EX_TEMPFAIL = 75  # run: another announcer runs (lock held); drain --wait: timed out
 EX_CONFIG = 78  # systemd: RestartPreventExitStatus=78, a bad config is not retried
 
 log = logging.getLogger("announcer")
@@ -70,11 +80,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     st = control("status", help="show every VIP, its checks, gobgpd and the peers")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    done = {
+        "drain": "65535:0 sent, drain.delay over, withdrawn or kept as bgp.drained says",
+        "undrain": "announced again without 65535:0, or DOWN (said so)",
+    }
     for name, verb in (("drain", "drain"), ("undrain", "stop draining")):
         d = control(name, help=f"{verb} VIPs on the running service")
         d.add_argument("vips", nargs="*", metavar="VIP", help="VIP addresses")
         d.add_argument("--all", action="store_true", help=f"{verb} the whole host")
+        d.add_argument(
+            "--wait",
+            action="store_true",
+            help=f"return once gobgpd has it for every VIP ({done[name]}); exit 75 on timeout",
+        )
+        d.add_argument(
+            "--timeout",
+            type=_timeout,
+            metavar="S",
+            help="with --wait: give up after S seconds (default: "
+            + ("drain.delay + 30" if name == "drain" else "30")
+            + "; 0: look once)",
+        )
     return p
+
+
+def _timeout(text: str) -> float:
+    try:
+        return parse_timeout(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _check_config(path: str) -> int:
@@ -150,7 +184,11 @@ def _control(args: argparse.Namespace) -> int:
         if not args.vips and not args.all:
             print(f"announcer {args.command}: give VIP addresses or --all", file=sys.stderr)
             return EX_USAGE
+        if args.timeout is not None and not args.wait:
+            print(f"announcer {args.command}: --timeout needs --wait", file=sys.stderr)
+            return EX_USAGE
         payload.update(vips=args.vips, all=args.all)
+    started = time.monotonic()  # --timeout counts from here
     try:
         result = request(path, payload)
     except ControlUnavailable as e:
@@ -161,23 +199,87 @@ def _control(args: argparse.Namespace) -> int:
         return EX_DATAERR
     if args.command == "status":
         print(json.dumps(result, indent=2) if args.json else render(result))
+        return EX_OK
+    what = result.get("draining", result.get("undrained", []))
+    scope = "the whole host" if result.get("all") else ", ".join(what)
+    if args.command == "drain":
+        print(f"draining {scope}: GRACEFUL_SHUTDOWN now, withdrawn after {result['delay']}s")
     else:
-        what = result.get("draining", result.get("undrained", []))
-        scope = "the whole host" if result.get("all") else ", ".join(what)
-        if args.command == "drain":
-            print(f"draining {scope}: GRACEFUL_SHUTDOWN now, withdrawn after {result['delay']}s")
-        else:
-            print(f"undrained {scope or 'nothing'}")
-        if result.get("warning"):
-            print(f"warning: {result['warning']}", file=sys.stderr)
-        if result.get("unsaved"):
-            print(
-                f"announcer {args.command}: ERROR: in effect now, but NOT SAVED "
-                f"({result['unsaved']}): a restart of announcer would undo it",
-                file=sys.stderr,
-            )
-            return EX_IOERR
-    return EX_OK
+        print(f"undrained {scope or 'nothing'}")
+    sys.stdout.flush()  # before --wait's lines on stderr
+    if result.get("warning"):
+        print(f"warning: {result['warning']}", file=sys.stderr)
+    status = EX_OK
+    if result.get("unsaved"):
+        print(
+            f"announcer {args.command}: ERROR: in effect now, but NOT SAVED "
+            f"({result['unsaved']}): a restart of announcer would undo it",
+            file=sys.stderr,
+        )
+        status = EX_IOERR
+    if args.wait:
+        goal = Goal(args.command)
+        timeout = args.timeout
+        if timeout is None:
+            timeout = default_timeout(goal, float(result.get("delay", 0.0)))
+        progress = {"command": "progress", "of": goal.value, "vips": args.vips, "all": args.all}
+        waited = _wait(lambda t: request(path, progress, t), goal, timeout, started=started)
+        if waited != EX_OK:
+            return waited  # timed out (75) takes precedence over not saved (74)
+    return status
+
+
+def _wait(
+    ask: Callable[[float], Any],
+    goal: Goal,
+    timeout: float,
+    *,
+    started: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """`--wait`: ask the service how far the drain or undrain got (`progress`,
+    drainwait.py) until every VIP is done (0), the timeout ends (75; 69 if the service
+    could not be asked at the end), or the service refuses (65). `ask(t)` sends one
+    request with a socket timeout of `t`."""
+    from .control import ControlUnavailable
+
+    deadline = started + timeout
+    progress = Progress()
+    result: Any = None
+    unreachable = ""
+    while True:
+        try:
+            result = ask(min(15.0, max(1.0, deadline - clock())))
+            unreachable = ""
+        except ControlUnavailable as e:
+            # A restart of announcer, say: its drains are saved, so ask again until the
+            # deadline rather than give up on the first refused connection.
+            if not unreachable:
+                print(f"announcer {goal.value} --wait: {e}; asking again", file=sys.stderr)
+            unreachable = str(e)
+        except ControlError as e:  # e.g. an older announcer without `progress`
+            print(f"announcer {goal.value} --wait: {e}", file=sys.stderr)
+            return EX_DATAERR
+        now = clock()
+        if not unreachable and result["done"] == result["total"]:
+            for line in final_lines(result, now - started):
+                print(line)
+            return EX_OK
+        if now >= deadline:
+            if unreachable or result is None:
+                print(
+                    f"announcer {goal.value} --wait: timed out after {timeout:g}s: {unreachable}",
+                    file=sys.stderr,
+                )
+                return EX_UNAVAILABLE
+            for line in timeout_lines(result, timeout):
+                print(line, file=sys.stderr)
+            return EX_TEMPFAIL
+        if not unreachable and (shown := progress.line(result, now - started)) is not None:
+            print(shown, file=sys.stderr)
+        total = result["total"] if result is not None else 0
+        sleep(min(poll_interval(total), deadline - now))
 
 
 async def _reload(path: str, svc: Any, notifier: Any) -> None:
@@ -217,6 +319,7 @@ async def _serve(cfg: Config, config_path: str) -> None:
     from .gobgp import GobgpClient
     from .instance import InstanceLock, lock_path
     from .keeper import Keeper
+    from .locality import Locality
     from .probes import Prober
     from .sdnotify import Notifier
     from .service import Service
@@ -262,6 +365,7 @@ async def _serve(cfg: Config, config_path: str) -> None:
         prober=prober,
         notifier=notifier,
         metrics=metrics,
+        locality=Locality,
     )
     servers: list[asyncio.Server] = []
     sock = cfg.service.control_socket

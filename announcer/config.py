@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from .damping import DampingPolicy
+from .guard import GuardPolicy
 from .health import HealthParams
 from .model import IPAddress, IPNetwork
 from .planner import VipPolicy
@@ -87,6 +89,8 @@ class CheckConfig(HealthParams):
     command: str | None = None
     shell: bool = False
     combine: Literal["all", "any"] = "all"
+    # Announce only while the kernel delivers the VIP to this host (locality.py).
+    require_local: bool = True
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,8 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     drain: DrainConfig = field(default_factory=DrainConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    guard: GuardPolicy = field(default_factory=GuardPolicy)  # guard.py
+    damping: DampingPolicy = field(default_factory=DampingPolicy)  # damping.py
     overrides: tuple[Override, ...] = ()
     log_level: str = "INFO"
 

@@ -51,13 +51,16 @@ from .configvalues import (
     network,
     next_hop,
     nonempty_str,
+    number_in,
     peer_address,
     seconds,
     server_user,
     url,
     vip_network,
 )
+from .damping import DampingPolicy
 from .errors import ConfigError
+from .guard import GuardPolicy
 from .model import MAX_PREPEND, UINT32_MAX, IPNetwork, Origin
 from .planner import Adjust, RoutePolicy, VipPolicy
 from .shrink import ShrinkPolicy
@@ -129,6 +132,36 @@ def _vip_loss(s: Section) -> ShrinkPolicy:
     return cfg
 
 
+def _guard(s: Section) -> GuardPolicy:
+    d = GuardPolicy()
+    cfg = GuardPolicy(
+        enabled=s.get("enabled", boolean, d.enabled),
+        max_down_fraction=s.get("max_down_fraction", fraction, d.max_down_fraction),
+        min_vips=s.get("min_vips", int_in(1, 1_000_000), d.min_vips),
+        as_path_prepend=s.get("as_path_prepend", int_in(1, MAX_PREPEND), d.as_path_prepend),
+    )
+    s.finish()
+    return cfg
+
+
+def _damping(s: Section) -> DampingPolicy:
+    d = DampingPolicy()
+    cfg = DampingPolicy(
+        enabled=s.get("enabled", boolean, d.enabled),
+        penalty=s.get("penalty", number_in(1, 1e6), d.penalty),
+        suppress=s.get("suppress", number_in(1, 1e6), d.suppress),
+        reuse=s.get("reuse", number_in(1, 1e6), d.reuse),
+        half_life=s.get("half_life", seconds(1, 86400), d.half_life),
+        max_hold=s.get("max_hold", seconds(1, 86400), d.max_hold),
+    )
+    before = len(s.problems.items)
+    s.finish()
+    if len(s.problems.items) == before:
+        for key, why in cfg.problems():
+            s.problems.add(s.key(key), why)
+    return cfg
+
+
 def _gobgp(s: Section) -> GobgpConfig:
     d = GobgpConfig()
     cfg = GobgpConfig(
@@ -161,6 +194,7 @@ def _health(s: Section, d: CheckConfig) -> CheckConfig:
         rise=s.get("rise", int_in(1, 100), d.rise),
         fall=s.get("fall", int_in(1, 100), d.fall),
         combine=s.get("combine", choice("all", "any"), d.combine),
+        require_local=s.get("require_local", boolean, d.require_local),
     )
     s.finish()
     if len(s.problems.items) > before:
@@ -322,6 +356,8 @@ def parse_config(document: object) -> Config:
         service=_service(top.sub("service")),
         drain=_drain(top.sub("drain")),
         metrics=_metrics(top.sub("metrics")),
+        guard=_guard(top.sub("guard")),
+        damping=_damping(top.sub("damping")),
         log_level=top.get("log_level", choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
     )
     top.used.add("overrides")

@@ -133,6 +133,17 @@ def seconds(lo: float = 0.001, hi: float = 86400.0) -> Callable[[object, str], f
     return conv
 
 
+def number_in(lo: float, hi: float) -> Callable[[object, str], float]:
+    def conv(v: object, path: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise Bad(path, f"expected a number, got {kind_of(v)}")
+        if not lo <= v <= hi:
+            raise Bad(path, f"{v} is out of range ({lo:g}..{hi:g})")
+        return float(v)
+
+    return conv
+
+
 def choice(*options: T) -> Callable[[object, str], T]:
     def conv(v: object, path: str) -> T:
         for o in options:

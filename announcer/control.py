@@ -7,7 +7,15 @@ it. One JSON object per line each way:
     {"command": "status"}                          -> {"ok": true, "result": {...}}
     {"command": "drain", "vips": ["192.0.2.10"]}   -> {"ok": true, "result": {...}}
     {"command": "undrain", "all": true}            -> {"ok": true, "result": {...}}
+    {"command": "progress", "of": "drain", "all": true}
+                                                   -> {"ok": true, "result": {...}}
     anything wrong                                 -> {"ok": false, "error": "..."}
+
+`progress` says how far a drain or undrain of the VIPs named (or with "all", every VIP
+announcer knows) has taken effect in gobgpd: counts, and the VIPs not done yet with
+why, at most drainwait.LIMIT of them. `announcer drain --wait` asks it a few times a
+second until done: every request, this one too, is one line in and one line out
+within the bounds below, so a waiting client holds nothing in the service.
 
 The server side runs on the service's event loop; the client side is plain blocking
 sockets for the CLI.
@@ -133,6 +141,11 @@ async def _answer(line: bytes, service: Service, test_hooks: bool) -> dict[str, 
                 return {"ok": False, "error": f"{command}: give VIP addresses or all"}
             do = service.drain if command == "drain" else service.undrain
             return {"ok": True, "result": do(vips, everything)}
+        if command == "progress":
+            if not vips and not everything:
+                return {"ok": False, "error": "progress: give VIP addresses or all"}
+            of = str(request.get("of"))
+            return {"ok": True, "result": await service.progress(of, vips, everything)}
         if command == "freeze" and test_hooks:
             seconds = float(request.get("seconds", 0))
             asyncio.get_running_loop().call_soon(service.freeze, seconds)
@@ -210,12 +223,20 @@ def render(report: dict[str, Any], now: float | None = None) -> str:
             if c.get("duration_ms") is not None:
                 result += f" {c['duration_ms']:.1f}ms"
             first = i == 0
+            state = v["state"] + (f" ({_ago(v['since'], now)})" if v.get("since") else "")
+            state += "".join(
+                f" {tag}"
+                for tag, on in (
+                    ("NOT-LOCAL", v.get("local") is False),
+                    ("GUARDED", v.get("guarded")),
+                    ("DAMPED", v.get("damped_until")),
+                )
+                if on
+            )
             rows.append(
                 (
                     v["address"] if first else "",
-                    (v["state"] + (f" ({_ago(v['since'], now)})" if v.get("since") else ""))
-                    if first
-                    else "",
+                    state if first else "",
                     (v["drain"] if v["drain"] != "none" else "-") if first else "",
                     gobgp if first else "",
                     ",".join(v["frontends"]) if first else "",
@@ -271,6 +292,18 @@ def render(report: dict[str, Any], now: float | None = None) -> str:
         )
     if not dr.get("saved", True):
         lines.append("drain state: NOT SAVED (state directory unusable, see the log)")
+    guard = report.get("guard")
+    if guard and guard["engaged"]:
+        lines.append(
+            f"MASS-WITHDRAWAL GUARD: {guard['failing']} of {guard['vips']} VIPs failing "
+            f"({_ago(guard['since'], now)}); {len(guard['guarded'])} kept announced with "
+            "65535:0 and more prepends instead of withdrawn"
+        )
+    local = report.get("local_check")
+    if local and local["ok"] is False:
+        lines.append(f"local-VIP check: OFF ({local['error']}); VIPs go by their checks alone")
+    elif local and local["not_local"]:
+        lines.append(f"not local to this host, not announced: {', '.join(local['not_local'])}")
     if not report["synced"]:
         lines.append("not yet synced with gobgpd (waiting for discovery and first verdicts)")
     return "\n".join(printable(line) for line in lines)

@@ -20,6 +20,9 @@ Rules kept here:
   route of an unsettled VIP is kept as gobgpd has it (`keep`).
 * A discovery that loses most VIPs at once is held until confirmed (shrink.py): the
   VIPs it lacks keep their state and checks.
+* What health would announce, truth.py may overrule: a VIP that is not local is not
+  announced, a mass fault keeps failing VIPs announced (made worse), a flapping VIP is
+  held withdrawn. The core feeds it (results, withdrawals, discoveries).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+from . import damping as dm
+from . import guard as gd
 from . import health as hm
 from . import shrink
 from .config import CheckConfig
@@ -42,9 +47,11 @@ from .model import (
     Vip,
 )
 from .planner import Drain, Plan, VipPolicy, allowed, make_plan, route_for
+from .truth import Truth
 from .vips import VipSpec
 
 UNDECIDED = frozenset({State.INIT, State.RISING})
+FAILING = frozenset({State.FALLING, State.DOWN, State.RISING})  # once settled (guard.py)
 
 PhaseOf = Callable[[IPAddress, float], Drain]  # a VIP's drain phase at a time (drains.py)
 
@@ -112,6 +119,7 @@ class Change:
     why: str
     first: bool  # its first verdict in this process
     was_settled: bool  # it had a verdict before this change
+    damped_until: float | None = None  # this withdrawal started damping (truth.py)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ class Applied:
     retired: tuple[CheckSpec, ...]  # to stop
     changes: tuple[Change, ...]
     hold: shrink.Verdict[IPAddress] | None  # the VIP-loss hold's verdict, if guarded
+    guard: str = ""  # "engaged" or "released" when the mass-withdrawal guard changed
 
 
 @dataclass(frozen=True)
@@ -132,12 +141,20 @@ class Recorded:
 
     check: Transition | None
     changes: tuple[Change, ...]
+    guard: str = ""  # "engaged" or "released" when the guard changed
 
 
 class Core:
     """Every VIP and check of one announcer; see the module docstring for the rules."""
 
-    def __init__(self, started: float, startup_grace: float, rng: random.Random) -> None:
+    def __init__(
+        self,
+        started: float,
+        startup_grace: float,
+        rng: random.Random,
+        guard: gd.GuardPolicy | None = None,
+        damping: dm.DampingPolicy | None = None,
+    ) -> None:
         self.started = started
         self.startup_grace = startup_grace
         self.rng = rng
@@ -148,6 +165,13 @@ class Core:
         # plan of one VIP for microseconds (docs/performance.md).
         self.touched: set[IPAddress] | None = None
         self.hold: shrink.Hold[IPAddress] | None = None  # a big VIP loss not yet confirmed
+        # Locality, the mass-withdrawal guard and damping (truth.py).
+        self.truth = Truth(
+            guard or gd.GuardPolicy(),
+            damping or dm.DampingPolicy(),
+            mark=self.mark,
+            mark_all=self.mark_all,
+        )
 
     # ---------------------------------------------------------------- VIP specs
 
@@ -183,8 +207,10 @@ class Core:
         previous, self.vips = self.vips, wanted
         new_checks, retired = self._sync_checks(previous, now)
         changes = tuple(c for vs in wanted.values() if (c := self._fold(vs, "", now, phase)))
+        self.truth.rebuild(wanted, (a for a, vs in wanted.items() if self._is_failing(vs)))
+        event = self.truth.judge(now, len(wanted))
         self.mark_all()  # policies may have changed too
-        return Applied(added, removed, new_checks, retired, changes, verdict)
+        return Applied(added, removed, new_checks, retired, changes, verdict, event)
 
     def first_answer(
         self,
@@ -240,15 +266,18 @@ class Core:
             c.health = replace(c.health, next_check=now + c.params.fast_interval)
             return Recorded(None, ())
         c.health, t = hm.observe(c.health, result.ok, now, c.params, result.detail)
-        if t is None:
+        if t is None and result.ok:
             return Recorded(None, ())
-        why = f"{spec.target} {t.reason}"
+        why = f"{spec.target} {t.reason}" if t is not None else ""
         changes = []
         for address in c.vips:
             vs = self.vips.get(address)
-            if vs is not None and (change := self._fold(vs, why, now, phase)) is not None:
+            if vs is None:
+                continue
+            if t is not None and (change := self._fold(vs, why, now, phase)) is not None:
                 changes.append(change)
-        return Recorded(t, tuple(changes))
+            self.truth.observe(vs, self._is_failing(vs), now)
+        return Recorded(t, tuple(changes), self.truth.judge(now, len(self.vips)))
 
     def _fold(self, vs: VipState, why: str, now: float, phase: PhaseOf) -> Change | None:
         """A VIP's state from its checks'; marks it when its route changes."""
@@ -266,7 +295,40 @@ class Core:
         p = phase(a, now)
         if route_for(a, old, p, vs.policy) != route_for(a, new, p, vs.policy):
             self.mark(a)
-        return Change(a, old, new, why, first, was_settled)
+        damped = None
+        if hm.announced(old) and not hm.announced(new):
+            d = self.truth.withdrawn(a, now)
+            damped = d.reuse_at(self.truth.damping_policy) if d is not None else None
+        return Change(a, old, new, why, first, was_settled, damped)
+
+    # ----------------------------------------------------------- truth.py's inputs
+
+    def set_local(
+        self, checked: Iterable[IPAddress], not_local: set[IPAddress]
+    ) -> list[tuple[IPAddress, bool]]:
+        """The kernel's answer for `checked` VIPs (locality.py); returns those that
+        changed (address, local now)."""
+        return self.truth.set_local(checked, not_local, self.vips)
+
+    # ---------------------------------------------------------------- the guard
+
+    def _is_failing(self, vs: VipState) -> bool:
+        """Settled, its checks failing, and no check refused (guard.py)."""
+        if not vs.settled or vs.state not in FAILING:
+            return False
+        for s in vs.specs:
+            c = self.checks.get(s)
+            if c is not None and c.last is not None and c.last.refused:
+                return False
+        return True
+
+    def expire(self, now: float) -> list[IPAddress]:
+        """End the waits and suppressions that are over (truth.py); returns the VIPs
+        whose damping ended."""
+        return self.truth.expire(now)
+
+    def next_wake(self) -> float | None:
+        return self.truth.next_wake()
 
     # ------------------------------------------------------------------ start-up
 
@@ -314,8 +376,10 @@ class Core:
         """
         if keep is not None and not vs.settled and phase is Drain.NONE:
             r = keep.get(vs.vip.prefix)
+            if self.truth.not_local and not self.truth.local(vs):
+                r = None
         else:
-            r = vs.route(phase)
+            r = self.truth.route(vs, phase, vs.route(phase))
         return r if r is not None and allowed(r.prefix, allow) else None
 
     def desired(

@@ -112,6 +112,24 @@ class Drains:
             return True
         return False
 
+    def until_drained(self, address: IPAddress, now: float) -> float | None:
+        """Seconds until a draining VIP is DRAINED (0 if it is); None if no timed cause
+        covers it (nothing, or only a stop, which never ends in DRAINED)."""
+        starts = [s for s in (self.vips.get(address), self.host, self.file) if s is not None]
+        if not starts:
+            return None
+        return max(0.0, min(starts) + self.delay - now)
+
+    def causes(self, address: IPAddress) -> tuple[str, ...]:
+        """What drains a VIP now, in words (`announcer undrain --wait` says what is left)."""
+        found = (
+            (self.vips.get(address), "the operator (this VIP)"),
+            (self.host, "the operator (--all)"),
+            (self.file, "the disable file"),
+            (self.stop, "a stop of announcer"),
+        )
+        return tuple(why for start, why in found if start is not None)
+
     def next_wake(self, now: float, longest: float = 1.0) -> float:
         """Seconds until the next drain delay ends (at most `longest`)."""
         starts = [*self.vips.values(), self.host, self.file]

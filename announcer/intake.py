@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from . import shrink
 from .config import Config
@@ -45,7 +45,9 @@ class Intake:
         drains: Callable[[], Drains],
         owned: Callable[[], tuple[IPNetwork, ...]],
         changed: Callable[[Change], None],
+        guard_changed: Callable[[str], None],
         wake: Callable[[], None],
+        found: Callable[[Collection[IPAddress]], None] | None = None,
     ) -> None:
         self.core = core
         self.scheduler = scheduler
@@ -56,7 +58,9 @@ class Intake:
         self.drains = drains
         self.owned = owned
         self.changed = changed  # a VIP changed state (logged and counted by the service)
+        self.guard_changed = guard_changed  # the mass-withdrawal guard engaged or released
         self.wake = wake  # something to plan
+        self.found = found  # new VIPs, looked up in the kernel before their first plan
         self.discovered = False  # a first discovery succeeded
         self._frontends: tuple[Frontend, ...] = ()  # the last good answer
         self._outside_logged: set[IPAddress] = set()
@@ -105,6 +109,10 @@ class Intake:
             log.info("%d VIPs discovered, %d gone", len(added), len(removed))
         for change in done.changes:
             self.changed(change)
+        if done.guard:
+            self.guard_changed(done.guard)
+        if self.found is not None and added:
+            self.found(added)
         if not self.discovered:
             log.info("first discovery: %d VIPs", len(self.core.vips))
         self.discovered = True

@@ -103,6 +103,11 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.guard_engagements = Counter(
+            "announcer_guard_engagements",
+            "Times the mass-withdrawal guard engaged (guard.py)",
+            registry=r,
+        )
         self.renders = Counter(
             "announcer_metrics_renders", "Pages rendered (at most one per interval)", registry=r
         )
@@ -128,6 +133,9 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(duration)
+
+    def guard_engaged(self) -> None:
+        self.guard_engagements.inc()
 
     def check_local_failure(self, reason: str) -> None:
         self.local_failures.labels(reason).inc()
@@ -296,6 +304,33 @@ def _gauges(snap: Snapshot) -> Iterator[Metric]:
         "VIPs kept although DataPlaneAPI's answers lack them, until the loss is confirmed",
         snap.held,
     )
+    yield _gauge(
+        "announcer_guard_engaged",
+        "1 while the mass-withdrawal guard keeps failing VIPs announced (made worse)",
+        int(snap.guard_engaged),
+    )
+    yield _gauge(
+        "announcer_vips_guarded",
+        "VIPs the guard keeps announced with 65535:0 and more prepends instead of withdrawn",
+        snap.guarded,
+    )
+    yield _gauge(
+        "announcer_vips_damped",
+        "VIPs held withdrawn by flap damping, whatever their checks say",
+        snap.damped,
+    )
+    yield _gauge(
+        "announcer_vips_not_local",
+        "VIPs the kernel does not deliver to this host (no address, no local route): "
+        "not announced while health.require_local holds",
+        snap.not_local,
+    )
+    if snap.local_check is not None:
+        yield _gauge(
+            "announcer_local_check_up",
+            "Whether the local-VIP check works (netlink); 0: VIPs go by their checks alone",
+            int(snap.local_check),
+        )
     yield _gauge(
         "announcer_state_dir_usable",
         "Whether drains are saved (the state directory passed its checks)",

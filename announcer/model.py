@@ -294,6 +294,10 @@ class CheckSpec:
         return f"command {self.command}"
 
 
+# The detail of a probe whose connect was refused (probe_failures.describe).
+REFUSED = "connect refused"
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """The outcome of one probe; `detail` says why it failed (or the HTTP status).
@@ -306,6 +310,11 @@ class CheckResult:
     detail: str
     duration: float  # seconds
     local: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        """Nothing listens on the VIP's port (HAProxy gone, the bind removed)."""
+        return not self.ok and self.detail == REFUSED
 
 
 # ------------------------------------------------------------------- adapters
@@ -394,3 +403,5 @@ class MetricsSink(Protocol):
     def dataplane_error(self, kind: str) -> None: ...
 
     def check_local_failure(self, reason: str) -> None: ...
+
+    def guard_engaged(self) -> None: ...

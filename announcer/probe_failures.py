@@ -16,7 +16,7 @@ import logging
 import ssl
 import time
 
-from .model import CheckResult, CheckSpec
+from .model import REFUSED, CheckResult, CheckSpec
 
 log = logging.getLogger("announcer.probes")
 
@@ -98,7 +98,7 @@ def local_result(e: LocalFailure, duration: float) -> CheckResult:
 def describe(exc: BaseException, phase: str) -> str:
     """A short reason for a socket or TLS failure."""
     if isinstance(exc, ConnectionRefusedError):
-        return "connect refused"
+        return REFUSED
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):

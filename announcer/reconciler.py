@@ -32,6 +32,7 @@ from .model import HostPrefix, IPNetwork, MetricsSink, Notifier, Route
 from .planner import Plan
 
 log = logging.getLogger("announcer.gobgp")
+log_health = logging.getLogger("announcer.health")
 
 
 class Reconciler:
@@ -88,6 +89,9 @@ class Reconciler:
             timeout = self.sync.until_resync()
             if not self.synced.is_set():  # wake when startup_grace ends
                 timeout = max(0.0, min(timeout, self.core.grace_left(self.clock())))
+            wake = self.core.next_wake()  # a withdrawal waiting for the guard (guard.py)
+            if wake is not None:
+                timeout = max(0.0, min(timeout, wake - self.clock()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
             if not self.discovered():
@@ -132,6 +136,8 @@ class Reconciler:
         actual, fresh = await self.sync.read()
         if fresh:
             self.core.mark_all()
+        for a in self.core.expire(self.clock()):
+            log_health.info("VIP %s: damping over, announced again if healthy", a)
         starting = not self.synced.is_set()
         started = True
         keep: dict[HostPrefix, Route] | None = None

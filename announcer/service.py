@@ -44,6 +44,7 @@ from .drains import Drains
 from .errors import GobgpError
 from .gobgp_sync import GobgpSync, WatchableRouteTable
 from .intake import PLAN_LOG_LIMIT, Intake
+from .locality import Locality
 from .model import (
     CheckResult,
     CheckSpec,
@@ -82,6 +83,7 @@ class Service:
         keeper: KeeperHandle | None = None,
         notifier: Notifier | None = None,
         metrics: MetricsSink | None = None,
+        locality: Callable[[Core, Callable[[], None]], Locality] | None = None,
     ) -> None:
         self.cfg = cfg
         self.source = source
@@ -98,7 +100,7 @@ class Service:
         self._owned: tuple[IPNetwork, ...] = cfg.allowed_prefixes
         current = lambda: self.cfg  # noqa: E731 - every piece reads the config of now
         # Every VIP and check, the start-up rule and what to plan (core.py, pure).
-        self.core = Core(0.0, cfg.service.startup_grace, random.Random())
+        self.core = Core(0.0, cfg.service.startup_grace, random.Random(), cfg.guard, cfg.damping)
         self.scheduler = Scheduler(prober, clock, self._result)  # the probes run there
         # gobgpd: the actual set, its lifetimes and peers (gobgp_sync.py).
         self.sync = GobgpSync(table, current, clock, stale=self._mark_all, metrics=metrics)
@@ -115,6 +117,8 @@ class Service:
             notifier=notifier,
             metrics=metrics,
         )
+        # Whether the kernel delivers each VIP here (locality.py; None: not checked).
+        self.locality = locality(self.core, self.reconciler.wake) if locality else None
         # Drain commands, the disable file, the saved state (drainer.py, drains.py).
         self.drainer = Drainer(current, clock, vips=lambda: self.vips, changed=self._mark_all)
         # DataPlaneAPI's answers into the core (intake.py)...
@@ -128,7 +132,9 @@ class Service:
             drains=lambda: self.drains,
             owned=lambda: self._owned,
             changed=self._changed,
+            guard_changed=self._guard_changed,
             wake=self.reconciler.wake,
+            found=self.locality.check if self.locality else None,
         )
         # ...polled by the discoverer, which also keeps DataPlaneAPI's health for status.
         self.discoverer = Discoverer(
@@ -192,6 +198,8 @@ class Service:
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
             asyncio.create_task(self.scheduler.run(), name="checks"),
         ]
+        if self.locality is not None:
+            loops.append(asyncio.create_task(self.locality.run(), name="locality"))
         stopped = asyncio.create_task(stop.wait())
 
         async def halt() -> None:
@@ -201,6 +209,8 @@ class Service:
                 t.cancel()
             self.scheduler.cancel_all()
             await asyncio.gather(*loops, stopped, return_exceptions=True)
+            if self.locality is not None:
+                self.locality.close()
 
         try:
             done, _ = await asyncio.wait([stopped, *loops], return_when=asyncio.FIRST_COMPLETED)
@@ -261,6 +271,8 @@ class Service:
         self._owned = tuple(dict.fromkeys((*self._owned, *new.allowed_prefixes)))
         self.cfg = new
         self.drains.delay = new.drain.delay
+        self.core.truth.guard_policy = new.guard
+        self.core.truth.damping_policy = new.damping
         self.intake.reload()
         self._mark_all()
         log.info("configuration reloaded: %d VIPs, %d checks", len(self.vips), len(self.checks))
@@ -294,6 +306,8 @@ class Service:
             log_health.debug("check %s: %s", spec.target, done.check)
         for change in done.changes:
             self._changed(change)
+        if done.guard:
+            self._guard_changed(done.guard)
         return self.checks[spec].health.next_check
 
     def _changed(self, change: Change) -> None:
@@ -309,10 +323,40 @@ class Service:
             change.new,
             f" ({change.why})" if change.why else "",
         )
+        if change.damped_until is not None:
+            log_health.warning(
+                "VIP %s flaps: held withdrawn for %.0fs whatever its checks say (damping)",
+                change.address,
+                change.damped_until - self.clock(),
+            )
         if self.metrics is not None:
             self.metrics.transition(change.old, change.new)
         if change.first and starting:
             self._log_progress(quiet)
+        self.reconciler.wake()
+
+    def _guard_changed(self, event: str) -> None:
+        """The mass-withdrawal guard engaged or released (guard.py): one line each."""
+        g, p = self.core.truth.guard, self.cfg.guard
+        if event == "engaged" and g is not None:
+            log_health.error(
+                "mass-withdrawal guard engaged: %d of %d VIPs fail at once (more than %.0f%%); "
+                "keeping the DOWN ones announced with 65535:0 and %d more AS-path prepends "
+                "instead of withdrawing them (guard.*)",
+                g.failing,
+                g.total,
+                p.max_down_fraction * 100,
+                p.as_path_prepend,
+            )
+        elif event == "released":
+            log_health.warning(
+                "mass-withdrawal guard released: %d of %d VIPs failing; DOWN VIPs are "
+                "withdrawn again",
+                len(self.core.truth.failing),
+                len(self.vips),
+            )
+        if self.metrics is not None and event == "engaged":
+            self.metrics.guard_engaged()
         self.reconciler.wake()
 
     def _log_progress(self, quiet: bool) -> None:
@@ -341,6 +385,19 @@ class Service:
     def undrain(self, addresses: Iterable[str], everything: bool = False) -> dict[str, Any]:
         """Stop draining VIPs (or everything the operator drained)."""
         return self.drainer.undrain(addresses, everything)
+
+    async def progress(
+        self, goal: str, addresses: Iterable[str], everything: bool = False
+    ) -> dict[str, Any]:
+        """How far a drain or undrain has taken effect in gobgpd (`drain --wait`)."""
+        # gobgpd's routes count only once synced: before, they may be a previous run's.
+        return await self.drainer.progress(
+            goal,
+            addresses,
+            everything,
+            core=self.core,
+            actual=lambda: self.sync.actual if self.synced.is_set() else None,
+        )
 
     # ------------------------------------------------------------- watchdog
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import health as hm
@@ -47,6 +47,15 @@ class Snapshot:
     peer_alarms: dict[str, str]  # managed peers that are down, and why
     held: int  # VIPs the VIP-loss hold keeps (shrink.py)
     state_saved: bool  # the state directory is usable
+    not_local: int = 0  # VIPs the kernel does not deliver to this host (locality.py)
+    local_check: bool | None = None  # the local-VIP check works (None: not run here)
+    guard_engaged: bool = False  # the mass-withdrawal guard holds (guard.py)
+    guarded_vips: list[IPAddress] = field(default_factory=list)  # ...and keeps these
+    damped: int = 0  # VIPs held withdrawn by flap damping (damping.py)
+
+    @property
+    def guarded(self) -> int:
+        return len(self.guarded_vips)
 
     @property
     def announced(self) -> list[bool]:
@@ -82,7 +91,8 @@ def take_now(svc: Service) -> Snapshot:
 
 def _read_vips(svc: Service, vips: list[VipState], snap: Snapshot) -> None:
     now = svc.clock()
-    want, phase, allow = svc.core.want, svc.drains.phase, svc.cfg.allowed_prefixes
+    core, phase, allow = svc.core, svc.drains.phase, svc.cfg.allowed_prefixes
+    want, guard = core.want, core.truth.guard is not None
     addresses, states, wanted, drains = snap.addresses, snap.states, snap.wanted, snap.drains
     for vs in vips:
         a = vs.vip.address
@@ -91,6 +101,8 @@ def _read_vips(svc: Service, vips: list[VipState], snap: Snapshot) -> None:
         states.append(vs.state)
         wanted.append(want(vs, p, None, allow))  # what `desired()` holds for it
         drains.append(p)
+        if guard and core.truth.guarded(vs, p):
+            snap.guarded_vips.append(a)
 
 
 def _scalars(svc: Service) -> Snapshot:
@@ -116,6 +128,10 @@ def _scalars(svc: Service) -> Snapshot:
         last_sync=svc.sync.last_sync,
         peer_alarms=dict(svc.sync.peer_alarms),
         held=len(hold.lost) if hold is not None else 0,
+        not_local=len(svc.core.truth.not_local),
+        local_check=svc.locality.ok if svc.locality is not None else None,
+        guard_engaged=svc.core.truth.guard is not None,
+        damped=sum(1 for d in svc.core.truth.damps.values() if d.suppressed),
         state_saved=svc.drainer.saved,
     )
 
@@ -137,6 +153,7 @@ def report(svc: Service, snap: Snapshot, routes: dict[HostPrefix, Route] | None)
 
     cfg = svc.cfg
     vips = []
+    guarded = set(snap.guarded_vips)
     order = sorted(range(len(snap.addresses)), key=lambda i: by_version(snap.addresses[i]))
     for i in order:
         address = snap.addresses[i]
@@ -155,6 +172,9 @@ def report(svc: Service, snap: Snapshot, routes: dict[HostPrefix, Route] | None)
                 "why": vs.why,
                 "drain": str(snap.drains[i]),
                 "override": vs.spec.override,
+                "local": address not in svc.core.truth.not_local,
+                "guarded": address in guarded,
+                "damped_until": _damped(svc, address, wall),
                 "wanted": wanted is not None,
                 "in_gobgp": None if routes is None else in_gobgp is not None,
                 "in_sync": None if routes is None else wanted == in_gobgp,
@@ -187,11 +207,17 @@ def report(svc: Service, snap: Snapshot, routes: dict[HostPrefix, Route] | None)
         "vip_loss_hold": None
         if hold is None
         else {
-            "vips": sorted(map(str, hold.lost), key=lambda a: by_version(ipaddress.ip_address(a))),
+            "vips": sorted(map(str, hold.lost), key=_by_text),
             "since": wall(hold.since),
             "answers": hold.seen,
             "needed": cfg.dataplaneapi.vip_loss.confirmations,
             "min_seconds": cfg.dataplaneapi.vip_loss.min_seconds,
+        },
+        "guard": _guard(svc, snap, wall),
+        "local_check": {
+            "ok": snap.local_check,
+            "error": svc.locality.error if svc.locality is not None else "",
+            "not_local": sorted(map(str, svc.core.truth.not_local), key=_by_text),
         },
         "dataplaneapi": {
             "url": cfg.dataplaneapi.url,
@@ -211,6 +237,29 @@ def report(svc: Service, snap: Snapshot, routes: dict[HostPrefix, Route] | None)
         },
         "synced": snap.synced,
     }
+
+
+def _damped(svc: Service, address: IPAddress, wall: Any) -> float | None:
+    d = svc.core.truth.damped(address)
+    return None if d is None else wall(d.reuse_at(svc.core.truth.damping_policy))
+
+
+def _guard(svc: Service, snap: Snapshot, wall: Any) -> dict[str, Any]:
+    g, p = svc.core.truth.guard, svc.cfg.guard
+    return {
+        "enabled": p.enabled,
+        "engaged": g is not None,
+        "since": None if g is None else wall(g.since),
+        "failing": len(svc.core.truth.failing),
+        "vips": len(svc.vips),
+        "max_down_fraction": p.max_down_fraction,
+        "min_vips": p.min_vips,
+        "guarded": sorted(map(str, snap.guarded_vips), key=_by_text),
+    }
+
+
+def _by_text(address: str) -> tuple[int, IPAddress]:
+    return by_version(ipaddress.ip_address(address))
 
 
 def _check(c: CheckState, wall: Any) -> dict[str, Any]:

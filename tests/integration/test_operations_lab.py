@@ -20,19 +20,21 @@ import pytest
 
 from tests.integration.lab import LBS, Lab, wait_until
 from tests.integration.stack import ANNOUNCED_VIPS, PASSWORD, REPO, LbStack, lb_nexthops
-from tests.support.labroutes import NH4, NH6, V4_VIPS, V6_VIP, wait_routers
+from tests.support.labroutes import (
+    GS,
+    NH4,
+    NH6,
+    V4_VIPS,
+    V6_VIP,
+    WELL_KNOWN,
+    wait_all,
+    wait_routers,
+)
 from tests.support.supervisor import Supervisor
 
 pytestmark = pytest.mark.lab
 
-GS = "65535:0"  # GRACEFUL_SHUTDOWN, RFC 8326
-WELL_KNOWN = {"graceful-shutdown": GS}
 DRAIN_DELAY = 1.0  # tests/integration/announcer/lbN.yaml
-
-
-def wait_all(lab: Lab, lbs: tuple[str, ...] = LBS, timeout: float = 30) -> None:
-    for vip in ANNOUNCED_VIPS:
-        wait_routers(lab, vip, lb_nexthops(vip, lbs), timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -153,7 +153,7 @@ def test_parser_handles_continuations_and_resets() -> None:
         ("ProtectKernelModules", "yes"),
         ("ProtectKernelLogs", "yes"),
         ("ProtectControlGroups", "yes"),
-        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"),
         ("RestrictNamespaces", "yes"),
         ("LockPersonality", "yes"),
         ("MemoryDenyWriteExecute", "yes"),
@@ -548,7 +548,7 @@ AUDIT_ARCH_X86_64 = 0xC000003E
 UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")  # linux-libc-dev
 OFF_NR, OFF_ARCH, OFF_ARG0, OFF_ARG2 = 0, 4, 16, 32  # struct seccomp_data (little endian)
 EPERM, EAFNOSUPPORT = 1, 97
-AF = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10}
+AF = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16}
 
 Insn = tuple[int, int, int, int]  # code, jt, jf, k
 
@@ -712,9 +712,16 @@ for target in (f"127.0.0.1:{port}", f"unix://{sock}"):
         assert struct_pb2.Struct.FromString(out) == msg, target
 server.stop(0)
 assert subprocess.run(["true"]).returncode == 0  # command checks fork and exec
+# The local-VIP check (locality.py): netlink route look-ups and events work.
+import ipaddress
+from announcer.locality import LocalRoutes, RouteEvents
+routes = LocalRoutes()
+loopback, nowhere = ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("192.0.2.99")
+assert routes.not_local([loopback, nowhere]) == {nowhere}
+RouteEvents().read()
 for name, attempt in [
     ("W+X mmap", lambda: mmap.mmap(-1, 4096, prot=7)),
-    ("netlink socket", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)),
+    ("packet socket", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW)),
     ("setpriority", lambda: __import__("os").setpriority(0, 0, 5)),
 ]:
     try:

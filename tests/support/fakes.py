@@ -8,13 +8,16 @@ these from here, never from another test module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from announcer.configfile import parse_config
 from announcer.errors import GobgpError
+from announcer.locality import Locality
 from announcer.model import (
     CheckResult,
     CheckSpec,
@@ -170,12 +173,81 @@ async def until(cond: Callable[[], object], timeout: float = 3.0) -> None:
         await asyncio.sleep(0.01)
 
 
+class FakeKernel:
+    """The kernel's local addresses as the local-VIP check sees them (locality.py):
+    every address is local but those in `not_local`; `set_local` also sends the event
+    the real kernel would, through a socket pair the event loop watches."""
+
+    def __init__(self, *not_local: str) -> None:
+        self.not_local = set(not_local)
+        self.lookups = 0
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._changed: set[str] = set()
+
+    def set_local(self, address: str, local: bool) -> None:
+        (self.not_local.discard if local else self.not_local.add)(address)
+        self._changed.add(address)
+        self._w.send(b"!")
+
+    def routes(self) -> Any:
+        kernel = self
+
+        class Routes:
+            def not_local(self, addresses: Any) -> set[Any]:
+                kernel.lookups += 1
+                return {a for a in addresses if str(a) in kernel.not_local}
+
+            def close(self) -> None:
+                pass
+
+        return Routes()
+
+    def events(self) -> Any:
+        kernel = self
+
+        class Events:
+            def fileno(self) -> int:
+                return kernel._r.fileno()
+
+            def read(self) -> tuple[set[Any], bool]:
+                with contextlib.suppress(BlockingIOError):
+                    kernel._r.recv(4096)
+                changed, kernel._changed = kernel._changed, set()
+                return {ipaddress.ip_network(a) for a in changed}, False
+
+            def close(self) -> None:
+                pass
+
+        return Events()
+
+    def locality(self, core: Any, wake: Callable[[], None]) -> Locality:
+        return Locality(core, wake, routes=self.routes, events=self.events)
+
+    def close(self) -> None:
+        self._r.close()
+        self._w.close()
+
+
 class Harness:
-    def __init__(self, source: FakeSource, table: FakeTable | None = None, **cfg: Any) -> None:
+    def __init__(
+        self,
+        source: FakeSource,
+        table: FakeTable | None = None,
+        *,
+        kernel: FakeKernel | None = None,
+        **cfg: Any,
+    ) -> None:
         self.source = source
         self.table = table or FakeTable()
         self.prober = FakeProber()
-        self.svc = Service(config(**cfg), source=source, table=self.table, prober=self.prober)
+        self.svc = Service(
+            config(**cfg),
+            source=source,
+            table=self.table,
+            prober=self.prober,
+            locality=kernel.locality if kernel is not None else None,
+        )
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 

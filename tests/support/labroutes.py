@@ -9,13 +9,16 @@ from __future__ import annotations
 import time
 from functools import partial
 
-from tests.integration.lab import Lab, kernel_route, wait_until
+from tests.integration.lab import LBS, Lab, kernel_route, wait_until
+from tests.integration.stack import ANNOUNCED_VIPS, lb_nexthops
 
 ROUTERS = ("r1", "r2")
 NH4 = {"lb1": "198.51.100.11", "lb2": "198.51.100.12"}
 NH6 = {"lb1": "2001:db8:ff::11", "lb2": "2001:db8:ff::12"}
 V4_VIPS = ("192.0.2.10/32", "192.0.2.11/32", "192.0.2.12/32")
 V6_VIP = "2001:db8:0:1::10/128"
+GS = "65535:0"  # GRACEFUL_SHUTDOWN, RFC 8326; FRR shows it by name
+WELL_KNOWN = {"graceful-shutdown": GS}
 
 
 def nexthops(lab: Lab, prefix: str) -> dict[str, tuple[set[str], set[str]]]:
@@ -43,3 +46,9 @@ def wait_routers(lab: Lab, prefix: str, want: set[str], timeout: float = 20.0) -
         what=f"{prefix} -> {sorted(want)} at r1 and r2",
     )
     return time.monotonic()
+
+
+def wait_all(lab: Lab, lbs: tuple[str, ...] = LBS, timeout: float = 30) -> None:
+    """Every announced VIP at both routers via exactly the LBs `lbs`."""
+    for vip in ANNOUNCED_VIPS:
+        wait_routers(lab, vip, lb_nexthops(vip, lbs), timeout=timeout)

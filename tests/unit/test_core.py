@@ -4,56 +4,14 @@ local failures), here at the speed of function calls."""
 
 from __future__ import annotations
 
-import ipaddress
-import random
 from typing import Any
 
-from announcer.configfile import parse_config
-from announcer.core import Core, addresses_of
+from announcer.core import addresses_of
 from announcer.health import State
-from announcer.model import CheckResult, Frontend, RawBind, Route
+from announcer.model import CheckResult, Route
 from announcer.planner import Drain, advance
 from announcer.shrink import ShrinkPolicy
-from announcer.vips import vip_specs
-
-A = ipaddress.ip_address
-N = ipaddress.ip_network
-ALLOW = (N("192.0.2.0/24"),)
-OK = CheckResult(True, "HTTP 200", 0.001)
-FAIL = CheckResult(False, "HTTP 503", 0.001)
-
-
-def none(_: Any, __: float) -> Drain:
-    return Drain.NONE
-
-
-def cfg(**health: Any) -> Any:
-    h = {"interval": 1, "fast_interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2, **health}
-    return parse_config(
-        {"allowed_prefixes": ["192.0.2.0/24"], "dataplaneapi": {"password_env": "X"}, "health": h}
-    )
-
-
-def specs(*addresses: str, **health: Any) -> Any:
-    fe = Frontend(
-        "web",
-        "http",
-        monitor_uri="/hz",
-        binds=tuple(RawBind(f"b{i}", a, 80) for i, a in enumerate(addresses)),
-    )
-    return vip_specs([fe], cfg(**health)).specs
-
-
-def core(grace: float = 10.0) -> Core:
-    return Core(0.0, grace, random.Random(1))
-
-
-def feed(c: Core, address: str, result: CheckResult, times: int, now: float) -> float:
-    for _ in range(times):
-        spec = next(s for s in c.checks if str(s.address) == address)
-        c.record(spec, result, now, none)
-        now += 0.5
-    return now
+from tests.support.corekit import ALLOW, FAIL, OK, A, N, core, feed, none, specs
 
 
 def test_vips_rise_and_the_start_ends_when_every_vip_has_a_verdict() -> None:

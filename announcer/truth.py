@@ -1,0 +1,216 @@
+"""What may be announced beyond health: locality, the mass-withdrawal guard, damping.
+
+Pure (no I/O, `now` passed in). The core (core.py) decides each VIP's state from its
+checks and the route that state announces; the rules here can overrule that route,
+and this module keeps their state:
+
+* **locality** (locality.py asks the kernel): a VIP the kernel does not deliver to
+  this host is never announced when its check config says `require_local`, whatever
+  its checks say; its state goes on, so it is announced as soon as the address appears.
+* **the mass-withdrawal guard** (guard.py has the rule): the set of failing VIPs, kept
+  as results come in; while the guard holds, failing VIPs stay announced, made worse;
+  before it engages, a DOWN VIP may wait up to one interval (`pending`).
+* **flap damping** (damping.py has the rule): each withdrawal by health adds a penalty;
+  a suppressed VIP is not announced until its penalty decays.
+
+The core calls `observe` after each result for the VIPs it touched, `rebuild` after a
+discovery, `withdrawn` when health takes a VIP's route away, and `route` for the
+final word on each VIP's route; `expire` and `next_wake` drive the timers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import damping as dm
+from . import guard as gd
+from .health import State
+from .model import IPAddress, Route
+from .planner import Drain, route_for
+
+if TYPE_CHECKING:
+    from .core import VipState
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The mass-withdrawal guard while it holds."""
+
+    since: float
+    failing: int  # VIPs failing when it engaged
+    total: int
+
+
+class Truth:
+    """The rules above health, and their state, for one core."""
+
+    def __init__(
+        self,
+        guard: gd.GuardPolicy,
+        damping: dm.DampingPolicy,
+        *,
+        mark: Callable[[IPAddress], None],
+        mark_all: Callable[[], None],
+    ) -> None:
+        self.guard_policy = guard  # the service sets both on reload
+        self.damping_policy = damping
+        self.mark, self.mark_all = mark, mark_all
+        # VIPs whose route in the kernel is not `local` (locality.py); until a VIP is
+        # first looked up it counts as local, and the lookup comes before its first plan.
+        self.not_local: set[IPAddress] = set()
+        self.failing: set[IPAddress] = set()  # settled VIPs whose checks fail (guard.py)
+        self.recovering: set[IPAddress] = set()  # ...of them, the RISING ones
+        # DOWN VIPs whose withdrawal waits up to one interval while enough VIPs fail to
+        # make a mass fault possible (guard.py), with the time it ends.
+        self.pending: dict[IPAddress, float] = {}
+        self.guard: Guard | None = None  # the mass-withdrawal guard, while it holds
+        self.damps: dict[IPAddress, dm.Damp] = {}  # VIPs with a damping penalty
+
+    # ---------------------------------------------------------------- the route
+
+    def route(self, vs: VipState, phase: Drain, r: Route | None) -> Route | None:
+        """The route of `vs` after these rules, given the one its state announces."""
+        a = vs.vip.address
+        if self.not_local and not self.local(vs):
+            return None
+        if self.damps and (d := self.damps.get(a)) is not None and d.suppressed:
+            return None
+        if r is None and phase is Drain.NONE:
+            if self.guard is not None and a in self.failing:
+                up = route_for(a, State.UP, phase, vs.policy)
+                return gd.guarded(up, self.guard_policy) if up is not None else None
+            if self.pending and a in self.pending:
+                return route_for(a, State.UP, phase, vs.policy)  # as it was, for now
+        return r
+
+    def local(self, vs: VipState) -> bool:
+        """Whether the VIP may be announced as far as locality goes."""
+        return not vs.check.require_local or vs.vip.address not in self.not_local
+
+    def guarded(self, vs: VipState, phase: Drain) -> bool:
+        """Whether the guard keeps this VIP announced (made worse) instead of withdrawn."""
+        return (
+            self.guard is not None
+            and phase is Drain.NONE
+            and vs.vip.address in self.failing
+            and vs.route(phase) is None
+        )
+
+    def damped(self, address: IPAddress) -> dm.Damp | None:
+        d = self.damps.get(address)
+        return d if d is not None and d.suppressed else None
+
+    # ------------------------------------------------------------------ locality
+
+    def set_local(
+        self, checked: Iterable[IPAddress], not_local: set[IPAddress], known: Collection[IPAddress]
+    ) -> list[tuple[IPAddress, bool]]:
+        """The kernel's answer for `checked` VIPs; returns those that changed (address,
+        local now). A VIP that is not `known` (any more) is ignored."""
+        changed = []
+        for a in checked:
+            if a not in known:
+                continue
+            now_local = a not in not_local
+            if now_local == (a not in self.not_local):
+                continue
+            if now_local:
+                self.not_local.discard(a)
+            else:
+                self.not_local.add(a)
+            changed.append((a, now_local))
+            self.mark(a)
+        return changed
+
+    # ----------------------------------------------------------------- the guard
+
+    def observe(self, vs: VipState, failing: bool, now: float) -> None:
+        """Whether a VIP fails after a result; it can change without a transition (a
+        refused connect), and a guarded or pending route depends on it."""
+        a = vs.vip.address
+        if failing != (a in self.failing):
+            if failing:
+                self.failing.add(a)
+            else:
+                self.failing.discard(a)
+            if self.guard is not None:
+                self.mark(a)
+        if failing and vs.state is State.RISING:
+            self.recovering.add(a)
+        else:
+            self.recovering.discard(a)
+        if not failing:
+            self.pending.pop(a, None)
+        elif vs.state is State.DOWN and self._may_be_mass() and vs.route(Drain.NONE) is None:
+            self.pending.setdefault(a, now + vs.check.interval)
+
+    def rebuild(self, vips: dict[IPAddress, VipState], failing: Iterable[IPAddress]) -> None:
+        """After a discovery or reload: the sets for the VIPs there are now."""
+        self.failing = set(failing)
+        self.recovering = {a for a in self.failing if vips[a].state is State.RISING}
+        self.pending = {a: t for a, t in self.pending.items() if a in self.failing}
+        self.not_local &= vips.keys()
+        self.damps = {a: d for a, d in self.damps.items() if a in vips}
+
+    def _may_be_mass(self) -> bool:
+        """Enough VIPs fail that more may follow within one interval."""
+        p = self.guard_policy
+        return self.guard is None and p.enabled and len(self.failing) >= p.min_vips
+
+    def judge(self, now: float, total: int) -> str:
+        """Engage or release the guard after a change; "engaged", "released" or ""."""
+        was = self.guard is not None
+        holds = gd.engaged(
+            was, len(self.failing), total, self.guard_policy, len(self.recovering)
+        )
+        if holds == was:
+            return ""
+        self.guard = Guard(now, len(self.failing), total) if holds else None
+        self.pending.clear()  # engaged: guarded instead; released: the waits are moot
+        self.mark_all()  # every failing VIP's route changes
+        return "engaged" if holds else "released"
+
+    # ------------------------------------------------------------------- damping
+
+    def withdrawn(self, address: IPAddress, now: float) -> dm.Damp | None:
+        """Health took the VIP's route away; returns its damping if this suppressed it."""
+        p = self.damping_policy
+        if not p.enabled:
+            return None
+        before = self.damps.get(address)
+        d = self.damps[address] = dm.withdrawn(before, now, p)
+        if d.suppressed and not (before is not None and before.suppressed):
+            self.mark(address)
+            return d
+        return None
+
+    # -------------------------------------------------------------------- timers
+
+    def expire(self, now: float) -> list[IPAddress]:
+        """End the waits and suppressions that are over (their VIPs are planned now);
+        returns the VIPs whose damping ended."""
+        for a, until in list(self.pending.items()):
+            if until <= now:
+                del self.pending[a]
+                self.mark(a)
+        reused = []
+        for a, d in list(self.damps.items()):
+            settled = dm.settle(d, now, self.damping_policy)
+            if settled is d:
+                continue
+            if settled is None:
+                del self.damps[a]
+            else:
+                self.damps[a] = settled
+            if d.suppressed:
+                reused.append(a)
+                self.mark(a)
+        return reused
+
+    def next_wake(self) -> float | None:
+        """When the next wait or suppression ends (the reconcile sleeps until then)."""
+        times = list(self.pending.values())
+        times += [d.reuse_at(self.damping_policy) for d in self.damps.values() if d.suppressed]
+        return min(times) if times else None
