@@ -133,10 +133,11 @@ def bad_haproxy_reload(lab: Lab, lbs: tuple[str, ...]) -> Iterator[None]:
             s.reload_haproxy()
 
 
-def _reload_announcer(lab: Lab, lb: str, **sections: dict[str, object]) -> None:
+def _reload_announcer(lab: Lab, lb: str, fall: int = 3) -> None:
+    """lbN.yaml as the fault lab writes it, with `fall` (3 there), then SIGHUP."""
     s = tf.stack(lab, lb)
     before = s.announcer_log().count("configuration reloaded")
-    s.write_announcer_cfg(health={"path": "/healthz"}, **sections)
+    s.write_announcer_cfg(health={"path": "/healthz", "fall": fall})
     lab.signal(f"{lb}-announcer", signal.SIGHUP)
     wait_until(
         lambda: s.announcer_log().count("configuration reloaded") > before,
@@ -152,7 +153,7 @@ def guard_timing(lab: Lab) -> Iterator[None]:
     every VIP has failed once before the first reaches fall (guard.py); the defaults
     (fall 3, 0.5 s, 1 s) do the same."""
     for lb in tf.LBS:
-        _reload_announcer(lab, lb, health={"path": "/healthz", "fall": 4})
+        _reload_announcer(lab, lb, fall=4)
     yield
     for lb in tf.LBS:
         _reload_announcer(lab, lb)
@@ -230,3 +231,65 @@ def assert_all_there(sampler: tf.Sampler) -> None:
     for t, paths in sampler.samples:
         for lb in tf.LBS:
             assert tf.lb_prefixes(paths, lb) == tf.want(), (t, lb)
+
+
+# ------------------------------------------------------------------- flap damping
+
+DAMP_VIP = "192.0.2.15"
+FLAP_PERIOD = 3  # seconds down, then as many up: one cycle every 6 s
+FLAP_FOR = 120.0  # the issue's two-minute flap
+
+
+def damp_frontend() -> str:
+    """A frontend that fails its check for FLAP_PERIOD seconds, then passes as long."""
+    return (
+        f"\nfrontend fe_damp\n    bind {DAMP_VIP}:80\n"
+        "    http-request return status 503 content-type text/plain string down"
+        f" if {{ date,mod({2 * FLAP_PERIOD}) lt {FLAP_PERIOD} }}\n"
+        "    http-request return status 200 content-type text/plain string up\n"
+    )
+
+
+def test_a_backend_flapping_for_two_minutes_moves_the_route_a_few_times(lab: Lab) -> None:
+    s = tf.stack(lab)
+    tf.wait_lb1(lab, tf.ANNOUNCED_VIPS)
+    prefix = f"{DAMP_VIP}/32"
+    anchor = "\nfrontend fe_local"
+    lab.add_vip("lb1", prefix)
+    s.edit_cfg(anchor, damp_frontend() + anchor)
+    s.reload_haproxy()
+    log_before = len(s.announcer_log())
+    try:
+        wait_until(
+            lambda: tf.lb_prefixes(tf.bgp_paths(lab), "lb1")["r1"],
+            timeout=30,
+            interval=0.2,
+            check=lambda got: prefix in got,
+            what=f"{prefix} announced by lb1 (in an up half of its cycle)",
+        )
+        with tf.Sampler(lab) as sampler:
+            time.sleep(FLAP_FOR)
+        vip = next(v for v in s.control("status")["vips"] if v["address"] == DAMP_VIP)
+    finally:
+        s.edit_cfg(damp_frontend(), "")
+        s.reload_haproxy()
+        wait_until(
+            lambda: tf.lb_prefixes(tf.bgp_paths(lab), "lb1"),
+            timeout=30,
+            interval=0.2,
+            check=lambda got: got == tf.want(),
+            what="lb1 back to its VIPs",
+        )
+        lab.del_vip("lb1", prefix)
+    log = s.announcer_log()[log_before:]
+    flaps = log.count(f"VIP {DAMP_VIP}: FALLING -> DOWN")
+    changes = sampler.changes("lb1", prefix) // len(tf.ROUTERS)  # per router
+    print(
+        f"{FLAP_FOR:.0f}s of a backend failing {FLAP_PERIOD}s in every {2 * FLAP_PERIOD}s: "
+        f"{flaps} withdrawals by health, {changes} route changes at each router "
+        f"(without damping: {2 * flaps}); damped until {vip['damped_until']}"
+    )
+    assert flaps >= 15  # it really flapped all along
+    assert log.count(f"VIP {DAMP_VIP} flaps: held withdrawn") == 1
+    assert vip["damped_until"] is not None and vip["wanted"] is False
+    assert changes <= 7  # 3 withdrawals and their announcements, +1 if sampled mid-way
