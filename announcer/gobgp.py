@@ -168,6 +168,14 @@ class GobgpClient:
                 api.codec.service,
                 self._announced,
             )
+        if api.version == 3:
+            # BFD came with GoBGP 4.6: with 3.x a dead LB host stays at the routers for
+            # the BGP hold time (docs/operations.md, BFD).
+            log.info(
+                "gobgpd at %s has no BFD (GoBGP 3.x): a dead LB host leaves the routers only "
+                "after the BGP hold time; gobgpd 4.6 or later has BFD",
+                self.target,
+            )
         self._announced = api.version
 
     def _forget(self, api: BoundApi) -> None:

@@ -43,7 +43,7 @@ from . import health as hm
 from .health import State
 from .model import SessionState
 from .planner import Drain
-from .status import Snapshot, take, take_now
+from .status import Snapshot, take
 
 if TYPE_CHECKING:
     from .service import Service
@@ -159,11 +159,8 @@ class Metrics:
         self.dataplane_errors.labels(kind).inc()
 
     # Rendering
-    def render(self) -> bytes:
-        """A fresh page, all of it here and now (tests; the server uses `page`)."""
-        return self._generate(take_now(self.service) if self.service is not None else None)
-
-    def _generate(self, snap: Snapshot | None) -> bytes:
+    def generate(self, snap: Snapshot | None) -> bytes:
+        """The page of a snapshot (None: the counters only); `page` is the server's way."""
         # Thread-safe: prometheus_client locks every counter and family it reads.
         page = generate_latest(_Page(self.registry, snap))
         return page if snap is None else page + _vip_text(snap).encode()
@@ -192,7 +189,7 @@ class Metrics:
             started = loop.time()
             snap = await take(self.service) if self.service is not None else None
             taken = loop.time()
-            page = await asyncio.to_thread(self._generate, snap)
+            page = await asyncio.to_thread(self.generate, snap)
             self._page, self._page_at = page, started
             self.renders.inc()
             log.debug(

@@ -559,6 +559,9 @@ def test_auto_detects_the_version_once_and_logs_it(
     lines = [r.getMessage() for r in caplog.records if "API" in r.getMessage()]
     assert len(lines) == 1, lines
     assert f"GoBGP {version}.x API" in lines[0] and "detected" in lines[0], lines
+    # gobgpd 3.x has no BFD: said once, at detection (4.x has it: nothing said).
+    bfd = [r.getMessage() for r in caplog.records if "BFD" in r.getMessage()]
+    assert len(bfd) == (1 if version == 3 else 0), bfd
 
 
 def test_pinned_version_is_used(gobgpd: GobgpdProc, version: Literal[3, 4]) -> None:

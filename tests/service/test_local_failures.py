@@ -9,6 +9,7 @@ from announcer.metrics import Metrics
 from announcer.model import CheckResult, CheckSpec, Discovery
 from announcer.service import Service
 from tests.support import fakes as ts
+from tests.support.fakes import render
 
 
 class Source(ts.FakeSource):
@@ -61,7 +62,7 @@ def test_local_failures_keep_the_vip_up_and_are_retried_fast() -> None:
             assert table.withdrawn == []
             # Retried at the fast interval (0.05 s), not the normal one (0.1 s).
             assert prober.runs - before >= 8
-            page = metrics.render().decode()
+            page = render(metrics).decode()
             assert 'announcer_check_local_failures_total{reason="emfile"}' in page
             assert 'result="fail"' not in page  # not a verdict on the VIP
             prober.local = None

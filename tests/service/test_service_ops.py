@@ -28,6 +28,7 @@ from tests.support.fakes import (
     N,
     config,
     frontend,
+    render,
     run,
     until,
 )
@@ -427,7 +428,7 @@ def test_status_metrics_and_control_socket(tmp_path: Path) -> None:
             )
             assert r["draining"] == ["192.0.2.10"]
             await until(lambda: GS in table.routes[P10].communities)
-            page = metrics.render().decode()
+            page = render(metrics).decode()
             assert 'announcer_vip_state{state="UP",vip="192.0.2.10"} 1.0' in page
             assert 'announcer_vip_state{state="DOWN",vip="192.0.2.11"} 1.0' in page
             assert 'announcer_vip_drain{phase="draining",vip="192.0.2.10"} 1.0' in page

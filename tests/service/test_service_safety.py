@@ -15,7 +15,7 @@ import pytest
 from announcer import gobgp_sync, liveness
 from announcer.metrics import Metrics
 from announcer.model import PeerStatus, SessionState
-from tests.support.fakes import FakeSource, Harness, frontend, run, until
+from tests.support.fakes import FakeSource, Harness, frontend, render, run, until
 
 N = ipaddress.ip_network
 HOLD = {"vip_loss": {"confirmations": 3, "min_seconds": 1.0}}
@@ -32,12 +32,12 @@ def test_an_empty_answer_withdraws_nothing_until_it_is_confirmed(
         metrics.attach(h.svc)
         async with h:
             await until(lambda: len(h.table.routes) == 3)
-            assert "announcer_vip_loss_held_vips 0.0" in metrics.render().decode()
+            assert "announcer_vip_loss_held_vips 0.0" in render(metrics).decode()
             src.set()  # DataPlaneAPI answers [] (a half-written config, an impostor, a bug)
             await until(lambda: h.svc.core.hold is not None)
             report = await h.svc.report(fresh=False)
             assert report["vip_loss_hold"]["vips"] == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
-            assert "announcer_vip_loss_held_vips 3.0" in metrics.render().decode()
+            assert "announcer_vip_loss_held_vips 3.0" in render(metrics).decode()
             await asyncio.sleep(0.6)
             assert len(h.table.routes) == 3 and not h.table.withdrawn  # held
             # Confirmed by 3 answers over 1 s: the loss is real, the routes go.
@@ -165,7 +165,7 @@ def test_a_peer_disabled_by_someone_else_raises_the_alarm_and_stays_so_by_defaul
                 await until(lambda: h.svc.sync.peer_alarms == {peer: "admin-down"})
                 report = await h.svc.report(fresh=False)
                 assert report["peers"][0]["alarm"] == "admin-down"
-                page = metrics.render().decode()
+                page = render(metrics).decode()
                 assert f'announcer_bgp_peer_alarm{{peer="{peer}",reason="admin-down"}} 1.0' in page
                 await asyncio.sleep(0.3)
                 assert h.table.enabled == [peer]  # left as the operator set it

@@ -18,6 +18,7 @@ from typing import Any
 from announcer.configfile import parse_config
 from announcer.errors import GobgpError
 from announcer.locality import Locality
+from announcer.metrics import Metrics
 from announcer.model import (
     CheckResult,
     CheckSpec,
@@ -31,6 +32,7 @@ from announcer.model import (
 )
 from announcer.planner import allowed
 from announcer.service import Service
+from announcer.status import take_now
 
 A = ipaddress.ip_address
 N = ipaddress.ip_network
@@ -262,6 +264,12 @@ class Harness:
 
     def prefixes(self) -> set[str]:
         return {str(p) for p in self.table.routes}
+
+
+def render(metrics: Metrics) -> bytes:
+    """The metrics page of `metrics` here and now (the server renders off the loop)."""
+    svc = metrics.service
+    return metrics.generate(take_now(svc) if svc is not None else None)
 
 
 def run(coro: Any) -> None:

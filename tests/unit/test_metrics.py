@@ -16,6 +16,7 @@ from announcer.metrics import Metrics, _vip_text
 from announcer.model import Route, host_prefix
 from announcer.planner import Drain
 from announcer.status import Snapshot
+from tests.support.fakes import render
 
 CHECKS = [
     ("http", True, 0.0004),
@@ -44,21 +45,21 @@ def test_check_done_exposes_the_same_series_as_labelled_metrics() -> None:
         bound.check_done(kind, ok, duration)
         plain.checks.labels(kind, "ok" if ok else "fail").inc()
         plain.check_seconds.labels(kind).observe(duration)
-    expected = series(plain.render())
-    assert series(bound.render()) == expected
+    expected = series(render(plain))
+    assert series(render(bound)) == expected
     assert 'announcer_checks_total{kind="http",result="ok"} 3.0' in expected
     assert 'announcer_checks_total{kind="http",result="fail"} 1.0' in expected
     assert 'announcer_check_duration_seconds_count{kind="http"} 4.0' in expected
     assert 'announcer_check_duration_seconds_bucket{kind="http",le="0.0005"} 2.0' in expected
     # The created series exist for the same label sets.
-    created = [line.split(" ")[0] for line in bound.render().decode().splitlines()]
+    created = [line.split(" ")[0] for line in render(bound).decode().splitlines()]
     assert 'announcer_checks_created{kind="tcp",result="ok"}' in created
 
 
 def test_no_series_before_a_check_of_that_kind_and_result() -> None:
     m = Metrics()
     m.check_done("http", True, 0.001)
-    page = m.render().decode()
+    page = render(m).decode()
     assert 'announcer_checks_total{kind="http",result="ok"} 1.0' in page
     assert 'result="fail"' not in page
     assert 'kind="tcp"' not in page
@@ -122,6 +123,6 @@ def test_local_failures_are_counted_by_reason() -> None:
     m.check_local_failure("emfile")
     m.check_local_failure("emfile")
     m.check_local_failure("loop_stall")
-    page = m.render().decode()
+    page = render(m).decode()
     assert 'announcer_check_local_failures_total{reason="emfile"} 2.0' in page
     assert 'announcer_check_local_failures_total{reason="loop_stall"} 1.0' in page
