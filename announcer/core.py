@@ -47,7 +47,7 @@ from .model import (
     Vip,
 )
 from .planner import Drain, Plan, VipPolicy, allowed, make_plan, route_for
-from .truth import Truth
+from .truth import Expired, Truth
 from .vips import VipSpec
 
 UNDECIDED = frozenset({State.INIT, State.RISING})
@@ -277,7 +277,15 @@ class Core:
             if t is not None and (change := self._fold(vs, why, now, phase)) is not None:
                 changes.append(change)
             self.truth.observe(vs, self._is_failing(vs), now)
-        return Recorded(t, tuple(changes), self.truth.judge(now, len(self.vips)))
+        guard = self.truth.judge(now, len(self.vips))
+        # Damping counts the withdrawals that happen: not a route the guard keeps or
+        # that waits for it, nor one a non-local VIP did not have (truth.py).
+        for i, ch in enumerate(changes):
+            if hm.announced(ch.old) and not hm.announced(ch.new):
+                d = self.truth.withdrawn(self.vips[ch.address], now)
+                if d is not None:
+                    changes[i] = replace(ch, damped_until=d.reuse_at(self.truth.damping_policy))
+        return Recorded(t, tuple(changes), guard)
 
     def _fold(self, vs: VipState, why: str, now: float, phase: PhaseOf) -> Change | None:
         """A VIP's state from its checks'; marks it when its route changes."""
@@ -295,11 +303,7 @@ class Core:
         p = phase(a, now)
         if route_for(a, old, p, vs.policy) != route_for(a, new, p, vs.policy):
             self.mark(a)
-        damped = None
-        if hm.announced(old) and not hm.announced(new):
-            d = self.truth.withdrawn(a, now)
-            damped = d.reuse_at(self.truth.damping_policy) if d is not None else None
-        return Change(a, old, new, why, first, was_settled, damped)
+        return Change(a, old, new, why, first, was_settled)
 
     # ----------------------------------------------------------- truth.py's inputs
 
@@ -322,10 +326,9 @@ class Core:
                 return False
         return True
 
-    def expire(self, now: float) -> list[IPAddress]:
-        """End the waits and suppressions that are over (truth.py); returns the VIPs
-        whose damping ended."""
-        return self.truth.expire(now)
+    def expire(self, now: float) -> Expired:
+        """End the waits and suppressions that are over (truth.py)."""
+        return self.truth.expire(now, self.vips)
 
     def next_wake(self) -> float | None:
         return self.truth.next_wake()

@@ -33,6 +33,7 @@ from .planner import Plan
 
 log = logging.getLogger("announcer.gobgp")
 log_health = logging.getLogger("announcer.health")
+DAMPED = "VIP %s flaps: held withdrawn for %.0fs whatever its checks say (damping)"
 
 
 class Reconciler:
@@ -136,8 +137,12 @@ class Reconciler:
         actual, fresh = await self.sync.read()
         if fresh:
             self.core.mark_all()
-        for a in self.core.expire(self.clock()):
+        now = self.clock()
+        expired = self.core.expire(now)
+        for a in expired.reused:
             log_health.info("VIP %s: damping over, announced again if healthy", a)
+        for a, until in expired.damped:
+            log_health.warning(DAMPED, a, until - now)
         starting = not self.synced.is_set()
         started = True
         keep: dict[HostPrefix, Route] | None = None

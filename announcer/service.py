@@ -56,7 +56,7 @@ from .model import (
     Probe,
     VipSource,
 )
-from .reconciler import Reconciler
+from .reconciler import DAMPED, Reconciler
 from .scheduler import Scheduler
 
 log = logging.getLogger("announcer.service")
@@ -324,11 +324,7 @@ class Service:
             f" ({change.why})" if change.why else "",
         )
         if change.damped_until is not None:
-            log_health.warning(
-                "VIP %s flaps: held withdrawn for %.0fs whatever its checks say (damping)",
-                change.address,
-                change.damped_until - self.clock(),
-            )
+            log_health.warning(DAMPED, change.address, change.damped_until - self.clock())
         if self.metrics is not None:
             self.metrics.transition(change.old, change.new)
         if change.first and starting:

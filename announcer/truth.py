@@ -43,6 +43,14 @@ class Guard:
     total: int
 
 
+@dataclass(frozen=True)
+class Expired:
+    """What `expire` ended: VIPs whose damping is over, VIPs a withdrawal damped."""
+
+    reused: list[IPAddress]
+    damped: list[tuple[IPAddress, float]]  # (address, held until)
+
+
 class Truth:
     """The rules above health, and their state, for one core."""
 
@@ -174,13 +182,19 @@ class Truth:
 
     # ------------------------------------------------------------------- damping
 
-    def withdrawn(self, address: IPAddress, now: float) -> dm.Damp | None:
-        """Health took the VIP's route away; returns its damping if this suppressed it."""
-        p = self.damping_policy
-        if not p.enabled:
+    def withdrawn(self, vs: VipState, now: float) -> dm.Damp | None:
+        """Health took the VIP's route away: a flap, unless the route stays (guarded,
+        waiting for the guard) or was not there (not local). Returns the VIP's damping
+        if this suppressed it."""
+        if not self.damping_policy.enabled or not self.local(vs):
             return None
+        if self.route(vs, Drain.NONE, None) is not None:
+            return None
+        return self._penalize(vs.vip.address, now)
+
+    def _penalize(self, address: IPAddress, now: float) -> dm.Damp | None:
         before = self.damps.get(address)
-        d = self.damps[address] = dm.withdrawn(before, now, p)
+        d = self.damps[address] = dm.withdrawn(before, now, self.damping_policy)
         if d.suppressed and not (before is not None and before.suppressed):
             self.mark(address)
             return d
@@ -188,13 +202,16 @@ class Truth:
 
     # -------------------------------------------------------------------- timers
 
-    def expire(self, now: float) -> list[IPAddress]:
-        """End the waits and suppressions that are over (their VIPs are planned now);
-        returns the VIPs whose damping ended."""
+    def expire(self, now: float, vips: dict[IPAddress, VipState]) -> Expired:
+        """End the waits and suppressions that are over (their VIPs are planned now)."""
+        damped: list[tuple[IPAddress, float]] = []
         for a, until in list(self.pending.items()):
             if until <= now:
                 del self.pending[a]
                 self.mark(a)
+                vs = vips.get(a)  # the wait is over: the withdrawal happens now
+                if vs is not None and (d := self.withdrawn(vs, now)) is not None:
+                    damped.append((a, d.reuse_at(self.damping_policy)))
         reused = []
         for a, d in list(self.damps.items()):
             settled = dm.settle(d, now, self.damping_policy)
@@ -207,7 +224,7 @@ class Truth:
             if d.suppressed:
                 reused.append(a)
                 self.mark(a)
-        return reused
+        return Expired(reused, damped)
 
     def next_wake(self) -> float | None:
         """When the next wait or suppression ends (the reconcile sleeps until then)."""

@@ -87,7 +87,7 @@ def test_a_flapping_vip_is_held_withdrawn_then_announced_again() -> None:
     assert c.desired(now, none, ALLOW) == {}  # UP, but damped: not announced
     wake = c.next_wake()
     assert wake is not None and wake == d.reuse_at(P)
-    assert c.expire(wake) == [A("192.0.2.10")]
+    assert c.expire(wake).reused == [A("192.0.2.10")]
     assert set(c.desired(wake, none, ALLOW)) == {N("192.0.2.10/32")}
 
 
@@ -100,3 +100,29 @@ def test_damping_off_never_holds() -> None:
         now = feed(c, "192.0.2.10", FAIL, 2, now + 1.0)
         now = feed(c, "192.0.2.10", OK, 2, now + 1.0)
     assert c.truth.damps == {} and set(c.desired(now, none, ALLOW)) == {N("192.0.2.10/32")}
+
+
+def test_only_withdrawals_that_happen_count() -> None:
+    vips = [f"192.0.2.{i}" for i in range(10, 20)]
+    c = core()
+    c.apply(specs(*vips), 0.0, none, vip_loss=None)
+    now = 1.0
+    for a in vips:
+        feed(c, a, OK, 2, now)
+    for _ in range(3):  # three mass faults in a minute: the guard keeps every route
+        for _ in range(2):
+            for a in vips:
+                feed(c, a, FAIL, 1, now)
+            now += 0.5
+        assert c.truth.guard is not None
+        for _ in range(2):
+            for a in vips:
+                feed(c, a, OK, 1, now)
+            now += 0.5
+    assert c.truth.damps == {}
+    # A VIP that is not local has no route for health to take away.
+    c.set_local([A(vips[0])], {A(vips[0])})
+    for _ in range(3):
+        now = feed(c, vips[0], FAIL, 2, now + 1.0)
+        now = feed(c, vips[0], OK, 2, now + 1.0)
+    assert c.truth.damps == {}

@@ -110,8 +110,10 @@ def test_several_failures_wait_one_interval_for_the_guard_then_go() -> None:
     assert c.next_wake() == 6.5  # DOWN at 5.5 (fall 2), plus one interval
     c.expire(6.49)
     assert len(c.truth.pending) == 5
+    assert c.truth.damps == {}  # nothing withdrawn yet: no flap to count
     c.expire(6.5)
     assert c.truth.pending == {} and len(c.desired(9.0, none, ALLOW)) == 5
+    assert set(c.truth.damps) == {A(a) for a in VIPS[:5]}  # now they were
 
 
 def test_refused_vips_are_withdrawn_and_not_counted() -> None:
