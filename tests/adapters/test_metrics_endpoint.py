@@ -19,6 +19,7 @@ import pytest
 from announcer import fds
 from announcer import metrics as mm
 from announcer.metrics import Metrics
+from tests.support.fakes import render
 
 
 @asynccontextmanager
@@ -78,7 +79,7 @@ def test_scrapes_within_the_interval_share_one_render() -> None:
         bodies = {a.split(b"\r\n\r\n", 1)[1] for a in [*answers, later]}
         assert len(bodies) == 1
         assert b'kind="tcp"' not in later
-        assert "announcer_metrics_renders_total 1.0" in m.render().decode()
+        assert "announcer_metrics_renders_total 1.0" in render(m).decode()
 
     asyncio.run(go())
 
@@ -110,7 +111,7 @@ def test_connections_beyond_the_limit_are_closed_at_once() -> None:
                 w.close()
             await asyncio.sleep(0.05)
             assert (await exchange(where, GET)).startswith(b"HTTP/1.1 200")
-        assert 'announcer_metrics_connections_total{outcome="too_many"} 1.0' in m.render().decode()
+        assert 'announcer_metrics_connections_total{outcome="too_many"} 1.0' in render(m).decode()
 
     asyncio.run(go())
 
@@ -128,7 +129,7 @@ def test_a_connection_is_cut_off_at_its_deadline() -> None:
                 assert await reader.read() == b""
             assert 0.15 < loop.time() - started < 2
             writer.close()
-        assert 'outcome="timeout"} 1.0' in m.render().decode()
+        assert 'outcome="timeout"} 1.0' in render(m).decode()
 
     asyncio.run(go())
 
@@ -144,7 +145,7 @@ def test_connections_that_would_use_the_fd_reserve_are_refused() -> None:
             finally:
                 fds.configure(fds.DEFAULT_RESERVE)
             assert (await exchange(where, GET)).startswith(b"HTTP/1.1 200")
-        assert 'outcome="fd_reserve"} 1.0' in m.render().decode()
+        assert 'outcome="fd_reserve"} 1.0' in render(m).decode()
 
     asyncio.run(go())
 
