@@ -88,6 +88,14 @@ Traps hit (or headed off) while building this, each handled below:
   r1 -> lb1 -> r2 -> client) are normal here, so it is 0 everywhere.
 * FRR logs "Interface: rack does not have a v6 LL address" while v6 sessions come
   up; harmless (it is computing a next hop for updates it never sends).
+* bfdd (`Lab(bfdd=True)`, for the `rN-bfd.conf` variants) would put its control
+  socket in /var/run/frr/bfdd.sock, shared by both routers and every run: it gets
+  `--bfdctl DIR/bfdd.sock`. It reads only the `bfd` block of the integrated config
+  (what `vtysh -b` would send it); bgpd, reading the whole file, reports exactly
+  those lines as unknown and the lab tolerates them like zebra's. The block comes
+  last in the file, where FRR's `show running-config` puts it too: bgpd takes its
+  `exit` lines for its own. bgpd's BFD sessions reach bfdd through zebra, so bfdd
+  starts between zebra and bgpd.
 * gobgpd's API is a unix socket, as in production (systemd/gobgpd.service.d): the
   lab plays systemd's part. Before each gobgpd start, `Lab.start` makes a fresh
   `<tmp>/lbN/gobgpd/` (RuntimeDirectory=, mode 0750, group LAB_API_GID) and starts
@@ -191,6 +199,7 @@ EDGE_ADDR: dict[str, tuple[str, str]] = {
 DEFAULT_TIMEOUT = 30.0
 # Lines of the integrated FRR config that bgpd reports as unknown and may ignore.
 ZEBRA_ONLY = re.compile(r"config line \d+: (ip|ipv6) forwarding$")
+CONFIG_LINE = re.compile(r"config line (\d+):")
 
 
 class LabError(Exception):
@@ -634,6 +643,27 @@ def frr_route_nexthops(router: FrrRouter, prefix: str) -> set[str]:
     return hops
 
 
+def bfd_block(config: str) -> list[tuple[int, str]]:
+    """The lines (number, text) of the top-level `bfd` node of an integrated FRR config.
+
+    What `vtysh -b` sends to bfdd: from a line `bfd` to the next line that starts
+    in column 0 other than `!` (or `exit`, which closes the node and is included).
+    """
+    out: list[tuple[int, str]] = []
+    inside = False
+    for n, line in enumerate(config.splitlines(keepends=True), start=1):
+        if line.rstrip() == "bfd":
+            inside = True
+        elif inside and line[:1] not in (" ", "!", "\n"):
+            if line.rstrip() == "exit":
+                out.append((n, line))
+            inside = False
+            continue
+        if inside:
+            out.append((n, line))
+    return out
+
+
 def bgp_prefixes(router: FrrRouter, family: int = 4) -> set[str]:
     """Prefixes in the router's BGP table (after its import policy)."""
     afi = "ipv4" if family == 4 else "ipv6"
@@ -674,6 +704,10 @@ class Lab:
     lb1/lb2, and waits until every BGP session is Established. Leaving the block (also
     by an exception, also when building failed halfway) stops every process by PID,
     deletes the namespaces and removes the temp dir and state file.
+
+    Variants: `gobgp_config="{node}-bfd.toml"` / `frr_config="{node}-gr.conf"` pick
+    other files of the config directories (`{node}` is lb1, r2, ...), and `bfdd=True`
+    also runs FRR's bfdd on the routers.
     """
 
     def __init__(
@@ -686,6 +720,9 @@ class Lab:
         enable_peers: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
         gobgpd_version: int = 3,
+        gobgp_config: str = "{node}.toml",
+        frr_config: str = "{node}.conf",
+        bfdd: bool = False,
     ) -> None:
         if gobgpd_version not in GOBGPD_VERSIONS:
             raise LabError(f"gobgpd_version {gobgpd_version}: not one of {sorted(GOBGPD_VERSIONS)}")
@@ -693,6 +730,12 @@ class Lab:
         self.gobgpd_version = gobgpd_version  # which gobgpd both LBs run
         self.frr_config_dir = frr_config_dir
         self.gobgp_config_dir = gobgp_config_dir
+        # File names inside those directories, `{node}` = lb1, r2, ...: a variant such
+        # as gobgp/lb1-bfd.toml is gobgp_config="{node}-bfd.toml".
+        self.gobgp_config = gobgp_config
+        self.frr_config = frr_config
+        # Also run FRR's bfdd on the routers (for `neighbor ... bfd` in the config).
+        self.bfdd = bfdd
         self.wait_established = wait_established
         # gobgp/lbN.toml configures every neighbor admin-down (fate-sharing: announcer
         # enables them once its full set is in). A lab without announcer enables them
@@ -832,10 +875,10 @@ class Lab:
     # ---- FRR
 
     def _start_frr(self) -> None:
-        """Start zebra on both routers, wait, then bgpd on both, wait."""
+        """Start zebra on both routers, wait, then (bfdd and) bgpd on both, wait."""
         assert self.tmp is not None
         for node in ROUTERS:
-            source = self.frr_config_dir / f"{node}.conf"
+            source = self.frr_config_dir / self.frr_config.format(node=node)
             if not source.is_file():
                 raise LabError(f"{node}: FRR config {source} not found")
             run_dir = self.tmp / node
@@ -845,11 +888,17 @@ class Lab:
             config = run_dir / "frr.conf"
             shutil.copyfile(source, config)
             (run_dir / "empty.conf").write_text("")
-            for p in (run_dir, config, run_dir / "empty.conf"):
+            files = [run_dir, config, run_dir / "empty.conf"]
+            if self.bfdd:  # bfdd gets only the `bfd` block, as `vtysh -b` would send it
+                bfdd_conf = run_dir / "bfdd.conf"
+                bfdd_conf.write_text("".join(line for _, line in bfd_block(config.read_text())))
+                files.append(bfdd_conf)
+            for p in files:
                 shutil.chown(p, FRR_USER, FRR_USER)
             self.routers[node] = FrrRouter(node, self.nodes[node], run_dir, config)
-        # zebra first: bgpd connects to zebra's zserv socket at start.
-        for daemon in ("zebra", "bgpd"):
+        # zebra first: bfdd and bgpd connect to zebra's zserv socket at start, and
+        # bgpd's BFD sessions reach bfdd through zebra.
+        for daemon in ("zebra", "bfdd", "bgpd") if self.bfdd else ("zebra", "bgpd"):
             procs = [self._spawn_frr_daemon(self.routers[r], daemon) for r in ROUTERS]
             for router, proc in zip(self.routers.values(), procs, strict=True):
                 self._wait_frr_daemon(router, daemon, proc)
@@ -862,7 +911,7 @@ class Lab:
         # only logs "No such command" for zebra's `ip[v6] forwarding` lines, which
         # the lab sets as sysctls anyway. zebra needs nothing from the file here.
         d = router.run_dir
-        config = router.config if daemon == "bgpd" else d / "empty.conf"
+        config = {"bgpd": router.config, "bfdd": d / "bfdd.conf"}.get(daemon, d / "empty.conf")
         argv = [
             str(FRR_BIN / daemon),
             "--vty_socket", str(d),
@@ -872,6 +921,8 @@ class Lab:
             "-f", str(config),
             "--log", "stdout", "--log-level", "info",  # our log file, from line one
         ]  # fmt: skip
+        if daemon == "bfdd":
+            argv += ["--bfdctl", str(d / "bfdd.sock")]  # not /var/run/frr/bfdd.sock
         proc = self.procs.start(
             router.netns.name, argv, f"{router.node}-{daemon}", d / f"{daemon}.log"
         )
@@ -886,7 +937,7 @@ class Lab:
                 raise LabError(f"{proc.name} exited:\n{proc.log_tail()}")
             if not (router.run_dir / f"{daemon}.vty").exists():
                 return False
-            if daemon == "zebra":
+            if daemon != "bgpd":
                 return run([*argv, "show version"], check=False, timeout=5).returncode == 0
             # The vty socket opens before the config file is read (in one event, so a
             # `router bgp` in the running config means the whole file was read).
@@ -899,7 +950,14 @@ class Lab:
         except WaitTimeout as e:
             raise LabError(f"{e}\n{proc.name} log:\n{proc.log_tail()}") from e
         log = proc.log_tail(10_000).splitlines()
-        bad = [ln for ln in log if "config line" in ln and not ZEBRA_ONLY.search(ln)]
+        # bgpd reads the integrated file: zebra's and bfdd's lines are not its own.
+        others = {n for n, _ in bfd_block(router.config.read_text())} if daemon == "bgpd" else set()
+
+        def foreign(line: str) -> bool:
+            m = CONFIG_LINE.search(line)
+            return bool(ZEBRA_ONLY.search(line)) or (m is not None and int(m[1]) in others)
+
+        bad = [ln for ln in log if "config line" in ln and not foreign(ln)]
         if bad:
             raise LabError(f"{router.node}: {daemon} rejected config lines:\n" + "\n".join(bad))
 
@@ -912,7 +970,7 @@ class Lab:
         if self.gobgpd_version != 3 and not Path(gobgpd).is_file():
             raise LabError(f"{gobgpd} missing: run scripts/fetch-gobgp4")
         for node in LBS:
-            config = self.gobgp_config_dir / f"{node}.toml"
+            config = self.gobgp_config_dir / self.gobgp_config.format(node=node)
             if not config.is_file():
                 raise LabError(f"{node}: gobgpd config {config} not found")
             argv = [
