@@ -160,13 +160,14 @@ def _peers_down(args: argparse.Namespace) -> int:
     if not cfg.gobgp.fate_sharing:
         print("announcer peers-down: gobgp.fate_sharing is off; peers left as they are")
         return EX_OK
-    from .keeper import disable_peers
+    from .keeper import withdraw_and_disable
 
-    n = disable_peers(
-        cfg.gobgp.address, cfg.gobgp.api_version, cfg.gobgp.timeout, cfg.gobgp.peers, 10.0
+    g = cfg.gobgp
+    routes, peers = withdraw_and_disable(
+        g.address, g.api_version, g.timeout, g.peers, cfg.allowed_prefixes, 10.0
     )
     why = f" (service result: {result})" if result else ""
-    print(f"announcer peers-down: disabled {n} gobgpd peers{why}")
+    print(f"announcer peers-down: withdrew {routes} routes, disabled {peers} gobgpd peers{why}")
     return EX_OK
 
 
@@ -378,7 +379,7 @@ async def _serve(cfg: Config, config_path: str) -> None:
         raise AnnouncerError(f"control socket {sock}: {e}") from None
     # The keeper next: from here on, a dead announcer takes this LB's routes with it.
     try:
-        svc.keeper = Keeper(cfg.gobgp) if cfg.gobgp.fate_sharing else None
+        svc.keeper = Keeper(cfg.gobgp, cfg.allowed_prefixes) if cfg.gobgp.fate_sharing else None
     except OSError as e:
         ctl.close()
         raise AnnouncerError(f"cannot start the fate-sharing keeper: {e}") from None

@@ -276,6 +276,25 @@ class GobgpClient:
             routes.update(self._call(f"ListPath(ipv{family})", read))
         return routes
 
+    def advertised(self, peer: str) -> set[HostPrefix]:
+        """The host routes gobgpd's Adj-RIB-Out holds for one neighbor (both families)."""
+        out: set[HostPrefix] = set()
+        family: Literal[4, 6]
+        for family in (4, 6):
+
+            def read(api: BoundApi, family: Literal[4, 6] = family) -> set[HostPrefix]:
+                codec = api.codec
+                found: set[HostPrefix] = set()
+                request = codec.adj_out_request(family, peer)
+                for response in api.list_path(request, timeout=self.timeout):
+                    for path in response.destination.paths:
+                        if (prefix := codec.path_prefix(path)) is not None:
+                            found.add(prefix)
+                return found
+
+            out |= self._call(f"ListPath(adj-out {peer} ipv{family})", read)
+        return out
+
     def apply(self, withdraw: Sequence[HostPrefix], announce: Sequence[Route]) -> None:
         """Withdraw, then announce; raises GobgpError (with `.done`) on partial failure.
 

@@ -93,6 +93,7 @@ class Codec(abc.ABC):
     # RPC name -> (request class, response class): exactly the RPCs the client binds.
     rpcs: ClassVar[dict[str, tuple[Any, Any]]]
     table_global: ClassVar[int]
+    table_adj_out: ClassVar[int]
     as_sequence: ClassVar[int]
     admin_up: ClassVar[int]
     session_states: ClassVar[dict[int, SessionState]]
@@ -139,6 +140,23 @@ class Codec(abc.ABC):
 
     def list_path_request(self, family: Literal[4, 6]) -> Any:
         return self.pb.ListPathRequest(table_type=self.table_global, family=self._family[family])
+
+    def adj_out_request(self, family: Literal[4, 6], peer: str) -> Any:
+        """What gobgpd has sent (or would send) to one neighbor."""
+        return self.pb.ListPathRequest(
+            table_type=self.table_adj_out, name=peer, family=self._family[family]
+        )
+
+    def path_prefix(self, path: Any) -> HostPrefix | None:
+        """A path's prefix if it is a unicast host route."""
+        nlri = self._unicast_prefix(path)
+        if nlri is None:
+            return None
+        try:
+            prefix = ipaddress.ip_network(f"{nlri.prefix}/{nlri.prefix_len}")
+        except ValueError:
+            return None
+        return prefix if is_host_prefix(prefix) else None
 
     def add_path_stream_request(self, paths: Sequence[Any]) -> Any:
         # table_type must be GLOBAL explicitly: 3.x and 4.x both refuse anything but
@@ -267,14 +285,8 @@ class Codec(abc.ABC):
 
     def decode_route(self, path: Any, local_asn: int) -> Route | None:
         """The Route a ListPath path stands for, or None if it is not a unicast host route."""
-        nlri = self._unicast_prefix(path)
-        if nlri is None:
-            return None
-        try:
-            prefix = ipaddress.ip_network(f"{nlri.prefix}/{nlri.prefix_len}")
-        except ValueError:
-            return None
-        if not is_host_prefix(prefix):
+        prefix = self.path_prefix(path)
+        if prefix is None:
             return None
 
         unrepresentable: list[str] = []

@@ -63,6 +63,7 @@ class V3Codec(Codec):
         "WatchEvent": (v3.WatchEventRequest, v3.WatchEventResponse),
     }
     table_global = v3.GLOBAL
+    table_adj_out = v3.ADJ_OUT
     as_sequence = v3.AsSegment.AS_SEQUENCE
     admin_up = v3.PeerState.UP
     session_states: ClassVar[dict[int, SessionState]] = {
@@ -131,6 +132,7 @@ class V4Codec(Codec):
         "WatchEvent": (v4.WatchEventRequest, v4.WatchEventResponse),
     }
     table_global = v4.TABLE_TYPE_GLOBAL
+    table_adj_out = v4.TABLE_TYPE_ADJ_OUT
     as_sequence = v4.AsSegment.TYPE_AS_SEQUENCE
     admin_up = v4.PeerState.ADMIN_STATE_UP
     session_states: ClassVar[dict[int, SessionState]] = {

@@ -367,6 +367,10 @@ class KeeperHandle(Protocol):
 
     def respawn(self) -> None: ...
 
+    def own(self, allow: Sequence[IPNetwork]) -> None:
+        """The routes announcer owns grew (a reload): the keeper must withdraw them too."""
+        ...
+
     def release(self) -> None:
         """A clean stop: the keeper exits without touching gobgpd."""
         ...

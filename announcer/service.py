@@ -269,6 +269,8 @@ class Service:
         for k in ignored:
             log.warning("reload: %s changed; it takes effect at the next restart", k)
         self._owned = tuple(dict.fromkeys((*self._owned, *new.allowed_prefixes)))
+        if self.keeper is not None:
+            self.keeper.own(self._owned)
         self.cfg = new
         self.drains.delay = new.drain.delay
         self.core.truth.guard_policy = new.guard

@@ -519,8 +519,12 @@ def test_ebgp_peer_receives_attributes(pair: tuple[GobgpdProc, GobgpdProc]) -> N
         )
         assert len(rib(a, "ipv4")["192.0.2.80/32"]) == 2  # ours and B's
         assert client.local_routes() == {v4.prefix: v4, v6.prefix: v6}
+        # What A sends B (the keeper waits on this before it disables the peers):
+        # our two routes; B's own 192.0.2.80/32 is not sent back to B.
+        assert client.advertised("127.0.0.1") >= {v4.prefix, v6.prefix}
 
         client.apply([v4.prefix, v6.prefix], [])
+        wait_for(lambda: not client.advertised("127.0.0.1") & {v4.prefix, v6.prefix})
         wait_for(
             lambda: (
                 not learned(b, "ipv4", "192.0.2.80/32")

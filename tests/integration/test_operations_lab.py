@@ -145,12 +145,13 @@ def test_sigkill_of_announcer_takes_the_lbs_routes_away(lab: Lab) -> None:
         wait_routers(lab, vip, lb_nexthops(vip, ("lb2",)), timeout=10)
     took = time.monotonic() - started
     print(f"announcer SIGKILLed on lb1: every lb1 route gone from both routers after {took:.2f}s")
-    # Why so fast: the keeper reads EOF on its pipe at once and disables the peers;
-    # DisablePeer sends a Cease NOTIFICATION, so the routers drop lb1's paths
+    # Why so fast: the keeper reads EOF on its pipe at once, withdraws lb1's routes and
+    # disables the peers (a Cease NOTIFICATION), so the routers drop lb1's paths
     # without waiting for the 9 s hold timer.
     assert took < 3.0, took
     log = s1.announcer_log()
-    assert "announcer died: disabling gobgpd's peers" in log and "disabled 4 peers" in log
+    assert "announcer died: withdrawing its routes and disabling" in log
+    assert "withdrew 4 routes and disabled 4 peers" in log
     assert not any(p == pid for p in lab.ns("lb1").pids())
     s1.start_announcer()
     wait_all(lab)
@@ -346,7 +347,7 @@ def test_watchdog_restarts_a_hung_main_loop(lab: Lab) -> None:
         aborts = [e for e in sup.exits if e.result == "watchdog"]
         assert aborts, sup.exits
         log = sup.log_tail(200)
-        assert "announcer died: disabling gobgpd's peers" in log
+        assert "announcer died: withdrawing its routes and disabling" in log
         sup.stop()
     s1.start_announcer()
     wait_all(lab)

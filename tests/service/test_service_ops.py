@@ -58,6 +58,9 @@ class FakeKeeper:
     def release(self) -> None:
         self.released += 1
 
+    def own(self, allow: object) -> None:
+        self.owned = allow
+
 
 # ------------------------------------------------------------- fate-sharing
 
