@@ -262,7 +262,11 @@ def render(report: dict[str, Any], now: float | None = None) -> str:
         up = f", up {p['uptime_s']:.0f}s" if p.get("uptime_s") else ""
         admin = " (admin-down)" if p["admin_down"] else ""
         alarm = f"  ALARM: {p['alarm']}" if p.get("alarm") else ""
-        lines.append(f"  peer {p['address']} AS{p['asn']}: {p['state']}{admin}{up}{alarm}")
+        bfd = f", BFD {p['bfd']}" if p.get("bfd") else ""
+        gr = f", GRACEFUL RESTART {p['graceful_restart_s']}s" if p.get("graceful_restart_s") else ""
+        lines.append(
+            f"  peer {p['address']} AS{p['asn']}: {p['state']}{admin}{up}{bfd}{gr}{alarm}"
+        )
     dstate = {True: "ok", False: f"FAILING ({d['error']})", None: "not tried yet"}
     lines.append(
         f"DataPlaneAPI {d['url']}: {dstate[d['ok']]}, configuration version {d['version']}, "

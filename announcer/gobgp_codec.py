@@ -379,13 +379,21 @@ class Codec(abc.ABC):
             since = float(peer.timers.state.uptime.seconds) + peer.timers.state.uptime.nanos / 1e9
             if since > 0:
                 uptime = max(0.0, now - since)
+        gr = peer.graceful_restart
         return PeerStatus(
             address=str(peer.conf.neighbor_address or peer.state.neighbor_address),
             peer_asn=int(peer.conf.peer_asn or peer.state.peer_asn),
             state=state,
             admin_down=peer.state.admin_state != self.admin_up,
             uptime_s=uptime,
+            # gobgpd's default restart time is 120 s when GR is on without one.
+            graceful_restart_s=(gr.restart_time or 120) if gr.enabled else 0,
+            bfd=self.bfd_state(peer),
         )
+
+    def bfd_state(self, peer: Any) -> str | None:
+        """The BFD session's state; None where gobgpd has no BFD or it is off."""
+        return None
 
     def peer_event(self, response: Any, now: float) -> PeerEvent | None:
         """The peer event in a WatchEventResponse, or None for other events."""

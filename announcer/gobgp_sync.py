@@ -131,6 +131,7 @@ class GobgpSync:
         self.back = asyncio.Event()  # its event stream opened: retry at once
         self.peers: list[PeerStatus] = []
         self.peer_alarms: dict[str, str] = {}  # managed peers that are down, and why
+        self._gr_warned: set[str] = set()  # peers warned about graceful restart
         self._down_since: dict[str, float] = {}
         self.ok: bool | None = None
         self.error = ""
@@ -246,8 +247,26 @@ class GobgpSync:
                 continue
             await self._judge_peers(self.clock())
 
+    def _warn_graceful_restart(self, managed: set[str]) -> None:
+        """Once per peer: gobgpd advertises graceful restart to it. The keeper withdraws
+        before it disables the peers, but if gobgpd itself dies the router keeps this
+        LB's routes stale for the restart time (docs/operations.md)."""
+        for p in self.peers:
+            if p.graceful_restart_s and p.address not in self._gr_warned:
+                if managed and p.address not in managed:
+                    continue
+                self._gr_warned.add(p.address)
+                log.warning(
+                    "gobgpd advertises graceful restart to %s: if gobgpd dies, that router "
+                    "may keep this LB's routes as stale for up to %ds; disable graceful "
+                    "restart for the LB neighbors (docs/operations.md)",
+                    p.address,
+                    p.graceful_restart_s,
+                )
+
     async def _judge_peers(self, now: float) -> None:
         g = self.config().gobgp
+        self._warn_graceful_restart(set(g.peers))
         # With fate-sharing the peers are admin-down until we enable them: only from
         # then on (in this gobgpd lifetime) is an admin-down peer someone else's doing.
         expect_enabled = not g.fate_sharing or self.peers_epoch == self.epoch

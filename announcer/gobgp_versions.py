@@ -150,6 +150,18 @@ class V4Codec(Codec):
         v4.WatchEventResponse.PeerEvent.TYPE_STATE: "state",
     }
 
+    _bfd_states: ClassVar[dict[int, str]] = {
+        v4.BFD_SESSION_STATE_UP: "up",
+        v4.BFD_SESSION_STATE_DOWN: "down",
+        v4.BFD_SESSION_STATE_ADMIN_DOWN: "admin-down",
+        v4.BFD_SESSION_STATE_INIT: "init",
+    }
+
+    def bfd_state(self, peer: Any) -> str | None:
+        if not peer.bfd.enabled:
+            return None
+        return self._bfd_states.get(peer.state.bfd_state.session_state, "unknown")
+
     def _wrap_nlri(self, prefix: Any) -> Any:
         return v4.NLRI(prefix=prefix)
 

@@ -24,10 +24,11 @@ every LB then takes the whole service off the network, which is what the 2025-07
   GRACEFUL_SHUTDOWN (65535:0) added and `as_path_prepend` more AS-path prepends:
   routers prefer any other LB that announces it healthy, and keep sending here only
   where no LB does. A VIP that is healthy again is announced as usual.
-* It **releases** when the failing VIPs drop to half the threshold (or below
-  `min_vips`) and none of them is RISING: the VIPs still DOWN are withdrawn then, as
-  without the guard. (Releasing while some are RISING would withdraw VIPs that are
-  about to be announced again: a recovery would end in a flap.)
+* It **releases** once the failing VIPs have stayed at or below half the threshold
+  (or below `min_vips`), none of them RISING, for `release_after` seconds: the VIPs
+  still DOWN then are withdrawn, as without the guard. (Releasing at the first
+  moment would withdraw VIPs whose checks are a little behind the others in a
+  recovery, only to announce them again a second later.)
 * Drains, a stop, a non-local VIP and the allow-list are not the guard's business:
   they withdraw as always.
 """
@@ -48,6 +49,7 @@ class GuardPolicy:
     max_down_fraction: float = 0.5  # engage above this share of the host's VIPs failing
     min_vips: int = 3  # ...and at least this many (one failure of two VIPs is no fault)
     as_path_prepend: int = 3  # added to a guarded route's prepends (plus 65535:0)
+    release_after: float = 10.0  # seconds the release condition must hold
 
 
 def engaged(

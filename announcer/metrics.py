@@ -282,11 +282,25 @@ def _gauges(snap: Snapshot) -> Iterator[Metric]:
     admin = GaugeMetricFamily(
         "announcer_bgp_peer_admin_down", "gobgpd holds the peer admin-down", labels=["peer"]
     )
+    gr = GaugeMetricFamily(
+        "announcer_bgp_peer_graceful_restart_seconds",
+        "Graceful restart gobgpd advertises to the peer (0: none): how long the router "
+        "may keep this LB's routes stale if gobgpd dies",
+        labels=["peer"],
+    )
+    bfd = GaugeMetricFamily(
+        "announcer_bgp_peer_bfd_up", "gobgpd's BFD session to the peer is up", labels=["peer"]
+    )
     for p in snap.peers:
         peer.add_metric([p.address], 1 if p.state is SessionState.ESTABLISHED else 0)
         admin.add_metric([p.address], 1 if p.admin_down else 0)
+        gr.add_metric([p.address], p.graceful_restart_s)
+        if p.bfd is not None:
+            bfd.add_metric([p.address], 1 if p.bfd == "up" else 0)
     yield peer
     yield admin
+    yield gr
+    yield bfd
     alarm = GaugeMetricFamily(
         "announcer_bgp_peer_alarm",
         "1 for a managed peer that is down (admin-down behind announcer's back, or its "

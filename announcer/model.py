@@ -192,6 +192,10 @@ class PeerStatus:
     state: SessionState
     admin_down: bool
     uptime_s: float | None = None
+    # Graceful restart gobgpd advertises to this router (0: none): if gobgpd dies,
+    # the router keeps this LB's routes stale for up to this many seconds.
+    graceful_restart_s: int = 0
+    bfd: str | None = None  # gobgpd 4.x with BFD on: the BFD session's state ("up", ...)
 
 
 # ------------------------------------------------------------- DataPlaneAPI view

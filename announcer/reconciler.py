@@ -50,6 +50,7 @@ class Reconciler:
         owned: Callable[[], tuple[IPNetwork, ...]],
         discovered: Callable[[], bool],
         status_line: Callable[[], str],
+        guard_changed: Callable[[str], None],
         notifier: Notifier | None = None,
         metrics: MetricsSink | None = None,
     ) -> None:
@@ -61,6 +62,7 @@ class Reconciler:
         self.owned = owned
         self.discovered = discovered
         self.status_line = status_line
+        self.guard_changed = guard_changed  # the guard released at a timer (logged)
         self.notifier = notifier
         self.metrics = metrics
         self.synced = asyncio.Event()  # a first full reconcile succeeded
@@ -143,6 +145,8 @@ class Reconciler:
             log_health.info("VIP %s: damping over, announced again if healthy", a)
         for a, until in expired.damped:
             log_health.warning(DAMPED, a, until - now)
+        if expired.guard:
+            self.guard_changed(expired.guard)
         starting = not self.synced.is_set()
         started = True
         keep: dict[HostPrefix, Route] | None = None

@@ -114,6 +114,7 @@ class Service:
             owned=lambda: self._owned,
             discovered=lambda: self.intake.discovered,
             status_line=self._status_line,
+            guard_changed=self._guard_changed,
             notifier=notifier,
             metrics=metrics,
         )

@@ -193,6 +193,8 @@ def report(svc: Service, snap: Snapshot, routes: dict[HostPrefix, Route] | None)
                 "admin_down": p.admin_down,
                 "uptime_s": p.uptime_s,
                 "alarm": snap.peer_alarms.get(p.address),
+                "graceful_restart_s": p.graceful_restart_s,
+                "bfd": p.bfd,
             }
             for p in snap.peers
         ],

@@ -49,6 +49,7 @@ class Expired:
 
     reused: list[IPAddress]
     damped: list[tuple[IPAddress, float]]  # (address, held until)
+    guard: str = ""  # "released" when the guard's calm period ended
 
 
 class Truth:
@@ -74,6 +75,7 @@ class Truth:
         # make a mass fault possible (guard.py), with the time it ends.
         self.pending: dict[IPAddress, float] = {}
         self.guard: Guard | None = None  # the mass-withdrawal guard, while it holds
+        self._calm_since: float | None = None  # the guard holds, but need not since then
         self.damps: dict[IPAddress, dm.Damp] = {}  # VIPs with a damping penalty
 
     # ---------------------------------------------------------------- the route
@@ -168,14 +170,21 @@ class Truth:
         return self.guard is None and p.enabled and len(self.failing) >= p.min_vips
 
     def judge(self, now: float, total: int) -> str:
-        """Engage or release the guard after a change; "engaged", "released" or ""."""
+        """Engage or release the guard after a change (or a timer); "engaged",
+        "released" or ""."""
+        p = self.guard_policy
         was = self.guard is not None
-        holds = gd.engaged(
-            was, len(self.failing), total, self.guard_policy, len(self.recovering)
-        )
+        holds = gd.engaged(was, len(self.failing), total, p, len(self.recovering))
+        if was and not holds:  # released only once that has lasted release_after
+            if self._calm_since is None:
+                self._calm_since = now
+            holds = now - self._calm_since < p.release_after and p.enabled
+        else:
+            self._calm_since = None
         if holds == was:
             return ""
         self.guard = Guard(now, len(self.failing), total) if holds else None
+        self._calm_since = None
         self.pending.clear()  # engaged: guarded instead; released: the waits are moot
         self.mark_all()  # every failing VIP's route changes
         return "engaged" if holds else "released"
@@ -224,10 +233,12 @@ class Truth:
             if d.suppressed:
                 reused.append(a)
                 self.mark(a)
-        return Expired(reused, damped)
+        return Expired(reused, damped, self.judge(now, len(vips)))
 
     def next_wake(self) -> float | None:
         """When the next wait or suppression ends (the reconcile sleeps until then)."""
         times = list(self.pending.values())
+        if self.guard is not None and self._calm_since is not None:
+            times.append(self._calm_since + self.guard_policy.release_after)
         times += [d.reuse_at(self.damping_policy) for d in self.damps.values() if d.suppressed]
         return min(times) if times else None

@@ -169,6 +169,18 @@ class Global(_message.Message):
     use_multiple_paths: bool
     def __init__(self, asn: _Optional[int] = ..., router_id: _Optional[str] = ..., listen_port: _Optional[int] = ..., listen_addresses: _Optional[_Iterable[str]] = ..., families: _Optional[_Iterable[int]] = ..., use_multiple_paths: bool = ..., bind_to_device: _Optional[str] = ...) -> None: ...
 
+class GracefulRestart(_message.Message):
+    __slots__ = ["enabled", "helper_only", "notification_enabled", "restart_time"]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    HELPER_ONLY_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATION_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    RESTART_TIME_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    helper_only: bool
+    notification_enabled: bool
+    restart_time: int
+    def __init__(self, enabled: bool = ..., restart_time: _Optional[int] = ..., helper_only: bool = ..., notification_enabled: bool = ...) -> None: ...
+
 class IPAddressPrefix(_message.Message):
     __slots__ = ["prefix", "prefix_len"]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
@@ -316,16 +328,18 @@ class Path(_message.Message):
     def __init__(self, nlri: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., pattrs: _Optional[_Iterable[_Union[_any_pb2.Any, _Mapping]]] = ..., age: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., best: bool = ..., is_withdraw: bool = ..., no_implicit_withdraw: bool = ..., family: _Optional[_Union[Family, _Mapping]] = ..., source_asn: _Optional[int] = ..., source_id: _Optional[str] = ..., filtered: bool = ..., stale: bool = ..., is_from_external: bool = ..., neighbor_ip: _Optional[str] = ..., uuid: _Optional[bytes] = ..., is_nexthop_invalid: bool = ..., identifier: _Optional[int] = ..., local_identifier: _Optional[int] = ..., nlri_binary: _Optional[bytes] = ..., pattrs_binary: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ["conf", "state", "timers", "transport"]
+    __slots__ = ["conf", "graceful_restart", "state", "timers", "transport"]
     CONF_FIELD_NUMBER: _ClassVar[int]
+    GRACEFUL_RESTART_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TIMERS_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     conf: PeerConf
+    graceful_restart: GracefulRestart
     state: PeerState
     timers: Timers
     transport: Transport
-    def __init__(self, conf: _Optional[_Union[PeerConf, _Mapping]] = ..., state: _Optional[_Union[PeerState, _Mapping]] = ..., timers: _Optional[_Union[Timers, _Mapping]] = ..., transport: _Optional[_Union[Transport, _Mapping]] = ...) -> None: ...
+    def __init__(self, conf: _Optional[_Union[PeerConf, _Mapping]] = ..., state: _Optional[_Union[PeerState, _Mapping]] = ..., timers: _Optional[_Union[Timers, _Mapping]] = ..., transport: _Optional[_Union[Transport, _Mapping]] = ..., graceful_restart: _Optional[_Union[GracefulRestart, _Mapping]] = ...) -> None: ...
 
 class PeerConf(_message.Message):
     __slots__ = ["admin_down", "allow_own_asn", "auth_password", "description", "local_asn", "neighbor_address", "neighbor_interface", "peer_asn", "peer_group", "remove_private", "replace_peer_asn", "route_flap_damping", "send_community", "type", "vrf"]

@@ -5,6 +5,11 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
+BFD_SESSION_STATE_ADMIN_DOWN: BfdSessionState
+BFD_SESSION_STATE_DOWN: BfdSessionState
+BFD_SESSION_STATE_INIT: BfdSessionState
+BFD_SESSION_STATE_UNSPECIFIED: BfdSessionState
+BFD_SESSION_STATE_UP: BfdSessionState
 DESCRIPTOR: _descriptor.FileDescriptor
 PEER_TYPE_EXTERNAL: PeerType
 PEER_TYPE_INTERNAL: PeerType
@@ -73,6 +78,18 @@ class Attribute(_message.Message):
     next_hop: NextHopAttribute
     origin: OriginAttribute
     def __init__(self, origin: _Optional[_Union[OriginAttribute, _Mapping]] = ..., as_path: _Optional[_Union[AsPathAttribute, _Mapping]] = ..., next_hop: _Optional[_Union[NextHopAttribute, _Mapping]] = ..., multi_exit_disc: _Optional[_Union[MultiExitDiscAttribute, _Mapping]] = ..., local_pref: _Optional[_Union[LocalPrefAttribute, _Mapping]] = ..., communities: _Optional[_Union[CommunitiesAttribute, _Mapping]] = ..., mp_reach: _Optional[_Union[MpReachNLRIAttribute, _Mapping]] = ..., large_communities: _Optional[_Union[LargeCommunitiesAttribute, _Mapping]] = ...) -> None: ...
+
+class BfdPeerConfig(_message.Message):
+    __slots__ = ["enabled"]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    def __init__(self, enabled: bool = ...) -> None: ...
+
+class BfdPeerState(_message.Message):
+    __slots__ = ["session_state"]
+    SESSION_STATE_FIELD_NUMBER: _ClassVar[int]
+    session_state: BfdSessionState
+    def __init__(self, session_state: _Optional[_Union[BfdSessionState, str]] = ...) -> None: ...
 
 class CommunitiesAttribute(_message.Message):
     __slots__ = ["communities"]
@@ -170,6 +187,18 @@ class Global(_message.Message):
     router_id: str
     use_multiple_paths: bool
     def __init__(self, asn: _Optional[int] = ..., router_id: _Optional[str] = ..., listen_port: _Optional[int] = ..., listen_addresses: _Optional[_Iterable[str]] = ..., families: _Optional[_Iterable[int]] = ..., use_multiple_paths: bool = ..., bind_to_device: _Optional[str] = ...) -> None: ...
+
+class GracefulRestart(_message.Message):
+    __slots__ = ["enabled", "helper_only", "notification_enabled", "restart_time"]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    HELPER_ONLY_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATION_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    RESTART_TIME_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    helper_only: bool
+    notification_enabled: bool
+    restart_time: int
+    def __init__(self, enabled: bool = ..., restart_time: _Optional[int] = ..., helper_only: bool = ..., notification_enabled: bool = ...) -> None: ...
 
 class IPAddressPrefix(_message.Message):
     __slots__ = ["prefix", "prefix_len"]
@@ -318,16 +347,20 @@ class Path(_message.Message):
     def __init__(self, nlri: _Optional[_Union[NLRI, _Mapping]] = ..., pattrs: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., age: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., best: bool = ..., is_withdraw: bool = ..., no_implicit_withdraw: bool = ..., family: _Optional[_Union[Family, _Mapping]] = ..., source_asn: _Optional[int] = ..., source_id: _Optional[str] = ..., filtered: bool = ..., stale: bool = ..., is_from_external: bool = ..., neighbor_ip: _Optional[str] = ..., uuid: _Optional[bytes] = ..., is_nexthop_invalid: bool = ..., identifier: _Optional[int] = ..., local_identifier: _Optional[int] = ..., nlri_binary: _Optional[bytes] = ..., pattrs_binary: _Optional[_Iterable[bytes]] = ..., send_max_filtered: bool = ...) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ["conf", "state", "timers", "transport"]
+    __slots__ = ["bfd", "conf", "graceful_restart", "state", "timers", "transport"]
+    BFD_FIELD_NUMBER: _ClassVar[int]
     CONF_FIELD_NUMBER: _ClassVar[int]
+    GRACEFUL_RESTART_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TIMERS_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    bfd: BfdPeerConfig
     conf: PeerConf
+    graceful_restart: GracefulRestart
     state: PeerState
     timers: Timers
     transport: Transport
-    def __init__(self, conf: _Optional[_Union[PeerConf, _Mapping]] = ..., state: _Optional[_Union[PeerState, _Mapping]] = ..., timers: _Optional[_Union[Timers, _Mapping]] = ..., transport: _Optional[_Union[Transport, _Mapping]] = ...) -> None: ...
+    def __init__(self, conf: _Optional[_Union[PeerConf, _Mapping]] = ..., state: _Optional[_Union[PeerState, _Mapping]] = ..., timers: _Optional[_Union[Timers, _Mapping]] = ..., transport: _Optional[_Union[Transport, _Mapping]] = ..., graceful_restart: _Optional[_Union[GracefulRestart, _Mapping]] = ..., bfd: _Optional[_Union[BfdPeerConfig, _Mapping]] = ...) -> None: ...
 
 class PeerConf(_message.Message):
     __slots__ = ["admin_down", "allow_own_asn", "auth_password", "description", "local_asn", "neighbor_address", "neighbor_interface", "peer_asn", "peer_group", "remove_private", "replace_peer_asn", "route_flap_damping", "send_community", "type", "vrf"]
@@ -364,7 +397,7 @@ class PeerConf(_message.Message):
     def __init__(self, auth_password: _Optional[str] = ..., description: _Optional[str] = ..., local_asn: _Optional[int] = ..., neighbor_address: _Optional[str] = ..., peer_asn: _Optional[int] = ..., peer_group: _Optional[str] = ..., type: _Optional[_Union[PeerType, str]] = ..., remove_private: _Optional[_Union[RemovePrivate, str]] = ..., route_flap_damping: bool = ..., send_community: _Optional[int] = ..., neighbor_interface: _Optional[str] = ..., vrf: _Optional[str] = ..., allow_own_asn: _Optional[int] = ..., replace_peer_asn: bool = ..., admin_down: bool = ...) -> None: ...
 
 class PeerState(_message.Message):
-    __slots__ = ["admin_state", "description", "flops", "local_asn", "neighbor_address", "out_q", "peer_asn", "peer_group", "router_id", "session_state", "type"]
+    __slots__ = ["admin_state", "bfd_state", "description", "flops", "local_asn", "neighbor_address", "out_q", "peer_asn", "peer_group", "router_id", "session_state", "type"]
     class AdminState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = []
     class SessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -374,6 +407,7 @@ class PeerState(_message.Message):
     ADMIN_STATE_PFX_CT: PeerState.AdminState
     ADMIN_STATE_UNSPECIFIED: PeerState.AdminState
     ADMIN_STATE_UP: PeerState.AdminState
+    BFD_STATE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     FLOPS_FIELD_NUMBER: _ClassVar[int]
     LOCAL_ASN_FIELD_NUMBER: _ClassVar[int]
@@ -392,6 +426,7 @@ class PeerState(_message.Message):
     SESSION_STATE_UNSPECIFIED: PeerState.SessionState
     TYPE_FIELD_NUMBER: _ClassVar[int]
     admin_state: PeerState.AdminState
+    bfd_state: BfdPeerState
     description: str
     flops: int
     local_asn: int
@@ -402,7 +437,7 @@ class PeerState(_message.Message):
     router_id: str
     session_state: PeerState.SessionState
     type: PeerType
-    def __init__(self, description: _Optional[str] = ..., local_asn: _Optional[int] = ..., neighbor_address: _Optional[str] = ..., peer_asn: _Optional[int] = ..., peer_group: _Optional[str] = ..., type: _Optional[_Union[PeerType, str]] = ..., session_state: _Optional[_Union[PeerState.SessionState, str]] = ..., admin_state: _Optional[_Union[PeerState.AdminState, str]] = ..., out_q: _Optional[int] = ..., flops: _Optional[int] = ..., router_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, description: _Optional[str] = ..., local_asn: _Optional[int] = ..., neighbor_address: _Optional[str] = ..., peer_asn: _Optional[int] = ..., peer_group: _Optional[str] = ..., type: _Optional[_Union[PeerType, str]] = ..., session_state: _Optional[_Union[PeerState.SessionState, str]] = ..., admin_state: _Optional[_Union[PeerState.AdminState, str]] = ..., out_q: _Optional[int] = ..., flops: _Optional[int] = ..., router_id: _Optional[str] = ..., bfd_state: _Optional[_Union[BfdPeerState, _Mapping]] = ...) -> None: ...
 
 class Timers(_message.Message):
     __slots__ = ["config", "state"]
@@ -527,4 +562,7 @@ class PeerType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 
 class RemovePrivate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class BfdSessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from announcer.gobgp import GobgpClient
 from tests.integration.lab import (
     CLIENT_V4,
     CLIENT_V6,
@@ -198,6 +199,9 @@ def test_bfd_takes_a_dead_lbs_routes_off_both_routers_in_under_a_second() -> Non
     ) as lab:
         announce_by_hand(lab)
         wait_until(lambda: bfd_settled(lab), timeout=30, what="BFD up and settled")
+        # What announcer reads (status, announcer_bgp_peer_bfd_up): BFD up per peer.
+        with GobgpClient(f"unix://{lab.api_socket('lb1')}") as client:
+            assert {p.bfd for p in client.peers()} == {"up"}, client.peers()
         # IPv6 drops static addresses on link down; keep lb1's so the link can come back.
         lab.ns("lb1").sysctl("net.ipv6.conf.rack.keep_addr_on_down", "1")
         cuts: list[Gone] = []
@@ -383,6 +387,15 @@ def test_gr_negotiated_fate_sharing_still_drops_at_once_but_a_dead_gobgpd_goes_s
         s = start_lb1(lab)
         modes = gr_modes(lab)
         assert all(m.startswith("Restart") and n for m, n in modes.values()), modes
+        # announcer sees what gobgpd advertises and says so, once per peer.
+        wait_until(
+            lambda: s.announcer_log().count("gobgpd advertises graceful restart to") == 4,
+            timeout=15,
+            interval=0.2,
+            what="a graceful-restart warning per peer",
+        )
+        peers = s.control("status")["peers"]
+        assert {p["graceful_restart_s"] for p in peers} == {int(RESTART_TIME)}, peers
         faults = [
             "gobgpd SIGTERM",
             "gobgpd SIGKILL",

@@ -22,7 +22,9 @@ def test_every_check_failing_at_once_keeps_every_route_made_worse(
         # (fall - 1) x fast_interval at least one interval: every VIP has failed once
         # before the first reaches fall (guard.py); the defaults are 2 x 0.5 s and 1 s.
         health = {"fall": 3, "interval": 0.1, "fast_interval": 0.05}
-        async with Harness(FakeSource(frontend("web", *VIPS)), health=health) as h:
+        guard = {"release_after": 0.5}
+        src = FakeSource(frontend("web", *VIPS))
+        async with Harness(src, health=health, guard=guard) as h:
             await until(lambda: len(h.table.routes) == 4 and h.svc.synced.is_set())
             h.prober.bad = set(VIPS)  # a bad HAProxy reload: every monitor-uri says 503
             await until(lambda: all(str(v.state) == "DOWN" for v in h.svc.vips.values()))
@@ -36,8 +38,8 @@ def test_every_check_failing_at_once_keeps_every_route_made_worse(
             assert all(v["guarded"] for v in report["vips"])
             h.prober.bad = set()
             await until(lambda: all(not r.communities for r in h.table.routes.values()))
-            assert not h.table.withdrawn
-            assert not (await h.svc.report(fresh=False))["guard"]["engaged"]
+            await until(lambda: h.svc.core.truth.guard is None)  # calm for release_after
+            assert not h.table.withdrawn and len(h.table.routes) == 4
 
     run(go())
     engaged = [r for r in caplog.records if "guard engaged" in r.getMessage()]

@@ -174,6 +174,25 @@ def test_peer_status_reads_each_versions_enums(codec: Codec) -> None:
     assert not codec.peer_status(up, 0.0).admin_down
 
 
+def test_peer_status_reads_graceful_restart_and_bfd(codec: Codec) -> None:
+    pb = codec.pb
+    plain = codec.peer_status(pb.Peer(), 0.0)
+    assert (plain.graceful_restart_s, plain.bfd) == (0, None)
+    gr = pb.Peer(graceful_restart=pb.GracefulRestart(enabled=True, restart_time=3))
+    assert codec.peer_status(gr, 0.0).graceful_restart_s == 3
+    default = pb.Peer(graceful_restart=pb.GracefulRestart(enabled=True))
+    assert codec.peer_status(default, 0.0).graceful_restart_s == 120  # gobgpd's default
+    if codec.version == 4:
+        on = pb.Peer(
+            bfd=pb.BfdPeerConfig(enabled=True),
+            state=pb.PeerState(bfd_state=pb.BfdPeerState(session_state=pb.BFD_SESSION_STATE_UP)),
+        )
+        wire = pb.Peer.FromString(on.SerializeToString())
+        assert codec.peer_status(wire, 0.0).bfd == "up"
+        off = pb.Peer(state=pb.PeerState(bfd_state=pb.BfdPeerState(session_state=1)))
+        assert codec.peer_status(off, 0.0).bfd is None  # BFD not configured
+
+
 def test_delete_path_is_never_bound() -> None:
     # DeletePath without `path` deletes every local path: the adapter must not use it.
     for codec in CODECS.values():

@@ -127,9 +127,22 @@ def test_it_releases_as_vips_recover_and_withdraws_the_rest() -> None:
     _fail(c, VIPS, FAIL, 3, 5.0)
     assert _fail(c, VIPS[:7], OK, 2, 8.0) == []  # 3 failing: more than half of 5
     assert len(c.desired(20.0, none, ALLOW)) == 10
-    assert _fail(c, VIPS[7:8], OK, 2, 9.0) == ["released"]  # 2 failing
-    assert c.truth.guard is None
+    assert _fail(c, VIPS[7:8], OK, 2, 9.0) == []  # 2 failing: calm, from 9.5 on
+    assert c.truth.guard is not None and c.next_wake() == 19.5  # release_after 10 s
+    assert len(c.desired(12.0, none, ALLOW)) == 10  # the last two stay guarded meanwhile
+    assert c.expire(19.4).guard == ""
+    assert c.expire(19.5).guard == "released" and c.truth.guard is None
     assert set(c.desired(20.0, none, ALLOW)) == {N(f"{a}/32") for a in VIPS[:8]}
+
+
+def test_a_vip_a_little_behind_in_the_recovery_is_not_withdrawn() -> None:
+    c = _all_up()
+    _fail(c, VIPS, FAIL, 3, 5.0)
+    _fail(c, VIPS[:9], OK, 2, 8.0)  # one VIP's checks are behind the others'
+    assert c.truth.guard is not None  # calm, but not for release_after yet
+    _fail(c, VIPS[9:], OK, 2, 10.0)
+    assert len(c.desired(12.0, none, ALLOW)) == 10  # all UP again, none ever withdrawn
+    assert c.expire(30.0).guard == "released"
 
 
 def test_a_guarded_vip_that_becomes_refused_is_withdrawn() -> None:
