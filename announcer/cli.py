@@ -314,7 +314,7 @@ def _raise_fd_limit() -> None:
 
 async def _serve(cfg: Config, config_path: str) -> None:
     # Imported here so that `check-config` works without grpc or requests loaded.
-    from . import control, fds
+    from . import control, fds, metrics_http
     from . import metrics as m
     from .dataplane import DataPlaneClient
     from .gobgp import GobgpClient
@@ -386,8 +386,8 @@ async def _serve(cfg: Config, config_path: str) -> None:
     if metrics is not None:
         metrics.attach(svc)
         try:
-            limits = m.Limits(mc.max_connections, mc.timeout)
-            servers.append(await m.serve(metrics, mc.address, limits))
+            limits = metrics_http.Limits(mc.max_connections, mc.timeout)
+            servers.append(await metrics_http.serve(metrics, mc.address, limits))
         except OSError as e:
             log.error("metrics on %s: %s; no metrics", cfg.metrics.address, e)
     stop, hurry = asyncio.Event(), asyncio.Event()

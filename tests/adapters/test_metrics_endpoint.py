@@ -1,4 +1,4 @@
-"""The metrics server (metrics.serve) on real sockets, TCP and unix: the page, its limits.
+"""The metrics server (metrics_http.serve) on real sockets, TCP and unix: the page, its limits.
 
 The series and the page's text, without sockets, are in tests/unit/test_metrics.py.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from announcer import fds
-from announcer import metrics as mm
+from announcer import metrics_http as mm
 from announcer.metrics import Metrics
 from tests.support.fakes import render
 

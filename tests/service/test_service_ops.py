@@ -461,7 +461,7 @@ def test_control_client_errors(tmp_path: Path) -> None:
 
 
 def test_service_metrics_http_endpoint() -> None:
-    from announcer import metrics as m
+    from announcer import metrics_http as m
 
     async def go() -> None:
         metrics = Metrics()
