@@ -140,6 +140,7 @@ def _guard(s: Section) -> GuardPolicy:
         min_vips=s.get("min_vips", int_in(1, 1_000_000), d.min_vips),
         as_path_prepend=s.get("as_path_prepend", int_in(1, MAX_PREPEND), d.as_path_prepend),
         release_after=s.get("release_after", seconds(0, 3600), d.release_after),
+        window=s.get("window", seconds(0.1, 3600), d.window),
     )
     s.finish()
     return cfg

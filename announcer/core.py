@@ -52,6 +52,7 @@ from .vips import VipSpec
 
 UNDECIDED = frozenset({State.INIT, State.RISING})
 FAILING = frozenset({State.FALLING, State.DOWN, State.RISING})  # once settled (guard.py)
+FELL = frozenset({State.FALLING, State.DOWN})  # left UP for these: a fall (guard.py)
 
 PhaseOf = Callable[[IPAddress, float], Drain]  # a VIP's drain phase at a time (drains.py)
 
@@ -276,6 +277,8 @@ class Core:
                 continue
             if t is not None and (change := self._fold(vs, why, now, phase)) is not None:
                 changes.append(change)
+                if change.old is State.UP and change.new in FELL:
+                    self.truth.fall(vs, now)
             self.truth.observe(vs, self._is_failing(vs), now)
         guard = self.truth.judge(now, len(self.vips))
         # Damping counts the withdrawals that happen: not a route the guard keeps or

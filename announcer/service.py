@@ -339,20 +339,18 @@ class Service:
         g, p = self.core.truth.guard, self.cfg.guard
         if event == "engaged" and g is not None:
             log_health.error(
-                "mass-withdrawal guard engaged: %d of %d VIPs fail at once (more than %.0f%%); "
-                "keeping the DOWN ones announced with 65535:0 and %d more AS-path prepends "
+                "mass-withdrawal guard engaged: %d of %d VIPs failed within %.0fs (more than "
+                "%.0f%%); keeping them announced with 65535:0 and %d more AS-path prepends "
                 "instead of withdrawing them (guard.*)",
-                g.failing,
+                g.fell,
                 g.total,
+                p.window,
                 p.max_down_fraction * 100,
                 p.as_path_prepend,
             )
         elif event == "released":
             log_health.warning(
-                "mass-withdrawal guard released: %d of %d VIPs failing; DOWN VIPs are "
-                "withdrawn again",
-                len(self.core.truth.failing),
-                len(self.vips),
+                "mass-withdrawal guard released: the VIPs still DOWN are withdrawn again",
             )
         if self.metrics is not None and event == "engaged":
             self.metrics.guard_engaged()

@@ -252,7 +252,8 @@ def _guard(svc: Service, snap: Snapshot, wall: Any) -> dict[str, Any]:
         "enabled": p.enabled,
         "engaged": g is not None,
         "since": None if g is None else wall(g.since),
-        "failing": len(svc.core.truth.failing),
+        "fell_lately": svc.core.truth.recent,  # within guard.window (as last counted)
+        "failing": len(svc.core.truth.guarded_vips),
         "vips": len(svc.vips),
         "max_down_fraction": p.max_down_fraction,
         "min_vips": p.min_vips,

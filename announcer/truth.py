@@ -7,9 +7,10 @@ and this module keeps their state:
 * **locality** (locality.py asks the kernel): a VIP the kernel does not deliver to
   this host is never announced when its check config says `require_local`, whatever
   its checks say; its state goes on, so it is announced as soon as the address appears.
-* **the mass-withdrawal guard** (guard.py has the rule): the set of failing VIPs, kept
-  as results come in; while the guard holds, failing VIPs stay announced, made worse;
-  before it engages, a DOWN VIP may wait up to one interval (`pending`).
+* **the mass-withdrawal guard** (guard.py has the rule): the VIPs that fell (left UP)
+  and when, kept as results come in; while the guard holds, the VIPs of the fault stay
+  announced, made worse; before it engages, a DOWN VIP may wait up to one interval
+  (`pending`).
 * **flap damping** (damping.py has the rule): each withdrawal by health adds a penalty;
   a suppressed VIP is not announced until its penalty decays.
 
@@ -20,6 +21,7 @@ final word on each VIP's route; `expire` and `next_wake` drive the timers.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -39,7 +41,7 @@ class Guard:
     """The mass-withdrawal guard while it holds."""
 
     since: float
-    failing: int  # VIPs failing when it engaged
+    fell: int  # VIPs that fell within the window when it engaged
     total: int
 
 
@@ -69,12 +71,18 @@ class Truth:
         # VIPs whose route in the kernel is not `local` (locality.py); until a VIP is
         # first looked up it counts as local, and the lookup comes before its first plan.
         self.not_local: set[IPAddress] = set()
-        self.failing: set[IPAddress] = set()  # settled VIPs whose checks fail (guard.py)
-        self.recovering: set[IPAddress] = set()  # ...of them, the RISING ones
-        # DOWN VIPs whose withdrawal waits up to one interval while enough VIPs fail to
+        # VIPs that left UP and have not been UP since (nor refused), and when (guard.py).
+        self.fell: dict[IPAddress, float] = {}
+        # The falls in time order, to count those within the window without a scan:
+        # an entry counts while `fell` still holds its time.
+        self._falls: deque[tuple[float, IPAddress]] = deque()
+        self.recent = 0  # VIPs that fell within the window (as of the last prune)
+        self.total = 0  # VIPs the core has (set at each discovery)
+        # DOWN VIPs whose withdrawal waits up to one interval while enough VIPs fell to
         # make a mass fault possible (guard.py), with the time it ends.
         self.pending: dict[IPAddress, float] = {}
         self.guard: Guard | None = None  # the mass-withdrawal guard, while it holds
+        self.guarded_vips: set[IPAddress] = set()  # the VIPs of the fault, while it holds
         self._calm_since: float | None = None  # the guard holds, but need not since then
         self.damps: dict[IPAddress, dm.Damp] = {}  # VIPs with a damping penalty
 
@@ -88,7 +96,7 @@ class Truth:
         if self.damps and (d := self.damps.get(a)) is not None and d.suppressed:
             return None
         if r is None and phase is Drain.NONE:
-            if self.guard is not None and a in self.failing:
+            if self.guard is not None and a in self.guarded_vips:
                 up = route_for(a, State.UP, phase, vs.policy)
                 return gd.guarded(up, self.guard_policy) if up is not None else None
             if self.pending and a in self.pending:
@@ -104,7 +112,7 @@ class Truth:
         return (
             self.guard is not None
             and phase is Drain.NONE
-            and vs.vip.address in self.failing
+            and vs.vip.address in self.guarded_vips
             and vs.route(phase) is None
         )
 
@@ -136,58 +144,95 @@ class Truth:
 
     # ----------------------------------------------------------------- the guard
 
-    def observe(self, vs: VipState, failing: bool, now: float) -> None:
-        """Whether a VIP fails after a result; it can change without a transition (a
-        refused connect), and a guarded or pending route depends on it."""
+    def fall(self, vs: VipState, now: float) -> None:
+        """The VIP left UP (for FALLING or DOWN) at `now`."""
+        if not self.local(vs):
+            return  # it had no route here to lose
         a = vs.vip.address
-        if failing != (a in self.failing):
-            if failing:
-                self.failing.add(a)
-            else:
-                self.failing.discard(a)
-            if self.guard is not None:
-                self.mark(a)
-        if failing and vs.state is State.RISING:
-            self.recovering.add(a)
-        else:
-            self.recovering.discard(a)
+        self._prune(now)
+        self.fell[a] = now
+        self._falls.append((now, a))
+        self.recent += 1
+        if self.guard is not None:
+            self.guarded_vips.add(a)  # part of the fault it holds for
+
+    def observe(self, vs: VipState, failing: bool, now: float) -> None:
+        """After a result: a VIP that no longer fails (UP again, or refused) is no longer
+        fallen; a fallen VIP reaching DOWN may wait for the guard (`pending`)."""
+        a = vs.vip.address
         if not failing:
+            if a in self.fell:
+                self._prune(now)
+                if self.fell.pop(a) >= now - self.guard_policy.window:
+                    self.recent -= 1  # its entry in _falls no longer counts
             self.pending.pop(a, None)
-        elif vs.state is State.DOWN and self._may_be_mass() and vs.route(Drain.NONE) is None:
+            if a in self.guarded_vips:
+                self.guarded_vips.discard(a)
+                self.mark(a)
+        elif (
+            a in self.fell
+            and vs.state is State.DOWN
+            and vs.route(Drain.NONE) is None
+            and self._may_be_mass(now)
+        ):
             self.pending.setdefault(a, now + vs.check.interval)
 
+    def _prune(self, now: float) -> None:
+        """Drop the falls older than the window from the count."""
+        cut = now - self.guard_policy.window
+        falls, fell = self._falls, self.fell
+        while falls and falls[0][0] < cut:
+            t, a = falls.popleft()
+            if fell.get(a) == t:
+                self.recent -= 1
+
     def rebuild(self, vips: dict[IPAddress, VipState], failing: Iterable[IPAddress]) -> None:
-        """After a discovery or reload: the sets for the VIPs there are now."""
-        self.failing = set(failing)
-        self.recovering = {a for a in self.failing if vips[a].state is State.RISING}
-        self.pending = {a: t for a, t in self.pending.items() if a in self.failing}
+        """After a discovery or reload: the state for the VIPs there are now."""
+        keep = set(failing)
+        self.fell = {a: t for a, t in self.fell.items() if a in keep}
+        self._falls = deque(sorted((t, a) for a, t in self.fell.items()))
+        self.recent = len(self._falls)  # the next prune drops the old ones
+        self.total = len(vips)
+        self.guarded_vips &= self.fell.keys()
+        self.pending = {a: t for a, t in self.pending.items() if a in self.fell}
         self.not_local &= vips.keys()
         self.damps = {a: d for a, d in self.damps.items() if a in vips}
 
-    def _may_be_mass(self) -> bool:
-        """Enough VIPs fail that more may follow within one interval."""
+    def _may_be_mass(self, now: float) -> bool:
+        """Enough VIPs fell lately (at least min_vips, and half way to the share that
+        engages the guard) that a mass fault may be showing within one interval."""
         p = self.guard_policy
-        return self.guard is None and p.enabled and len(self.failing) >= p.min_vips
+        if self.guard is not None or not p.enabled:
+            return False
+        self._prune(now)
+        return self.recent >= p.min_vips and self.recent > p.max_down_fraction * self.total / 2
 
     def judge(self, now: float, total: int) -> str:
         """Engage or release the guard after a change (or a timer); "engaged",
         "released" or ""."""
         p = self.guard_policy
-        was = self.guard is not None
-        holds = gd.engaged(was, len(self.failing), total, p, len(self.recovering))
-        if was and not holds:  # released only once that has lasted release_after
-            if self._calm_since is None:
-                self._calm_since = now
-            holds = now - self._calm_since < p.release_after and p.enabled
-        else:
+        if self.guard is None:
+            self._prune(now)
+            if not gd.engages(self.recent, total, p):
+                return ""
+            cut = now - p.window
+            self.guarded_vips = {a for a, t in self.fell.items() if t >= cut}
+            self.guard = Guard(now, self.recent, total)
             self._calm_since = None
-        if holds == was:
+            self.pending.clear()  # guarded instead
+            self.mark_all()  # every VIP of the fault is announced again, made worse
+            return "engaged"
+        if not gd.calm(len(self.guarded_vips), total, p):
+            self._calm_since = None
             return ""
-        self.guard = Guard(now, len(self.failing), total) if holds else None
-        self._calm_since = None
-        self.pending.clear()  # engaged: guarded instead; released: the waits are moot
-        self.mark_all()  # every failing VIP's route changes
-        return "engaged" if holds else "released"
+        if self._calm_since is None:
+            self._calm_since = now
+        if p.enabled and now - self._calm_since < p.release_after:
+            return ""
+        self.guard, self._calm_since = None, None
+        self.guarded_vips = set()
+        self.mark_all()  # the VIPs still DOWN are withdrawn now
+        return "released"
 
     # ------------------------------------------------------------------- damping
 

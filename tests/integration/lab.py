@@ -218,8 +218,14 @@ class WaitTimeout(LabError):
 
 
 def new_prefix() -> str:
-    """A run-unique name prefix such as `an3f2a1c-` (4 hex of the PID, 2 random)."""
-    return f"an{os.getpid() & 0xFFFF:04x}{secrets.randbelow(256):02x}-"
+    """A run-unique name prefix such as `an3f2a1c-` (4 hex of the PID, 2 random), not
+    used by any namespace now: two labs of one process (a module's lab and a test's
+    own) drew the same one in CI once."""
+    taken = {n.split("-", 1)[0] + "-" for n in list_netns() if n.startswith("an")}
+    while True:
+        prefix = f"an{os.getpid() & 0xFFFF:04x}{secrets.randbelow(256):02x}-"
+        if prefix not in taken:
+            return prefix
 
 
 def run(

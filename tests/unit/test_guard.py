@@ -21,34 +21,33 @@ REFUSE = CheckResult(False, REFUSED, 0.001)
 VIPS = [f"192.0.2.{i}" for i in range(10, 20)]  # ten VIPs
 
 
-def test_it_engages_above_the_share_and_releases_at_half_of_it() -> None:
-    assert not gd.engaged(False, 5, 10, P)  # half is not more than half
-    assert gd.engaged(False, 6, 10, P)
-    assert gd.engaged(True, 3, 10, P)  # engaged: holds while more than 2.5 fail
-    assert not gd.engaged(True, 2, 10, P)
-    assert not gd.engaged(False, 2, 2, P)  # fewer than min_vips: never
-    assert not gd.engaged(False, 10, 10, gd.GuardPolicy(enabled=False))
+def test_it_engages_above_the_share_and_calms_at_half_of_it() -> None:
+    assert not gd.engages(5, 10, P)  # half is not more than half
+    assert gd.engages(6, 10, P)
+    assert not gd.calm(3, 10, P)  # engaged: holds while more than 2.5 fail
+    assert gd.calm(2, 10, P)
+    assert not gd.engages(2, 2, P)  # fewer than min_vips: never
+    assert gd.calm(2, 2, P)
+    assert not gd.engages(10, 10, gd.GuardPolicy(enabled=False))
 
 
 @given(
-    was=st.booleans(),
-    failing=st.integers(0, 1000),
+    fell=st.integers(0, 1000),
     extra=st.integers(0, 1000),
     fraction=st.floats(0, 1),
     min_vips=st.integers(1, 50),
 )
 def test_the_rule_is_monotonic_and_has_hysteresis(
-    was: bool, failing: int, extra: int, fraction: float, min_vips: int
+    fell: int, extra: int, fraction: float, min_vips: int
 ) -> None:
     p = gd.GuardPolicy(max_down_fraction=fraction, min_vips=min_vips)
-    total = failing + extra
-    now = gd.engaged(was, failing, total, p)
-    if now:  # more failing VIPs never release it
-        assert gd.engaged(was, min(total, failing + 1), total, p)
-    if gd.engaged(False, failing, total, p):  # what engages also holds
-        assert gd.engaged(True, failing, total, p)
-    if failing < min_vips:
-        assert not now
+    total = fell + extra
+    if gd.engages(fell, total, p):
+        assert gd.engages(min(total, fell + 1), total, p)  # more falls never stop it
+        assert not gd.calm(fell, total, p)  # what engages is not calm at once
+    if fell < min_vips:
+        assert not gd.engages(fell, total, p)
+        assert gd.calm(fell, total, p)
 
 
 def test_a_guarded_route_is_the_healthy_one_made_worse() -> None:
@@ -86,7 +85,7 @@ def test_a_common_fault_engages_before_any_vip_is_withdrawn() -> None:
     c = _all_up()
     # One failed check each (FALLING): the guard engages before anything reaches fall.
     assert _fail(c, VIPS, FAIL, 1, 5.0) == ["engaged"]
-    assert c.truth.guard is not None and (c.truth.guard.failing, c.truth.guard.total) == (6, 10)
+    assert c.truth.guard is not None and (c.truth.guard.fell, c.truth.guard.total) == (6, 10)
     _fail(c, VIPS, FAIL, 2, 6.0)  # now DOWN, all of them
     assert all(vs.state is State.DOWN for vs in c.vips.values())
     routes = c.desired(9.0, none, ALLOW)
@@ -119,7 +118,7 @@ def test_several_failures_wait_one_interval_for_the_guard_then_go() -> None:
 def test_refused_vips_are_withdrawn_and_not_counted() -> None:
     c = _all_up()
     assert _fail(c, VIPS, REFUSE, 3, 5.0) == []  # HAProxy gone: nothing to guard
-    assert c.truth.failing == set() and c.desired(9.0, none, ALLOW) == {}
+    assert c.truth.fell == {} and c.desired(9.0, none, ALLOW) == {}
 
 
 def test_it_releases_as_vips_recover_and_withdraws_the_rest() -> None:
@@ -173,3 +172,26 @@ def test_disabled_it_never_engages() -> None:
     for a in VIPS:
         feed(c, a, OK, 2, 1.0)
     assert _fail(c, VIPS, FAIL, 3, 5.0) == [] and c.desired(9.0, none, ALLOW) == {}
+
+
+def test_vips_down_before_the_fault_neither_count_nor_come_back() -> None:
+    c = _all_up()
+    _fail(c, VIPS[:4], FAIL, 3, 5.0)  # four real failures: withdrawn after the wait
+    c.expire(8.0)
+    assert c.truth.guard is None and len(c.desired(8.0, none, ALLOW)) == 6
+    # An hour later the other six fail at once: six of ten fell within the window.
+    assert _fail(c, VIPS[4:], FAIL, 1, 3600.0) == ["engaged"]
+    _fail(c, VIPS[4:], FAIL, 2, 3600.5)
+    got = c.desired(3602.0, none, ALLOW)
+    assert set(got) == {N(f"{a}/32") for a in VIPS[4:]}  # the long-dead four stay out
+    assert all(GRACEFUL_SHUTDOWN in r.communities for r in got.values())
+
+
+def test_falls_spread_over_more_than_the_window_do_not_engage() -> None:
+    c = _all_up()
+    now = 10.0
+    for a in VIPS[:8]:  # one VIP every 6 s: each on its own
+        assert _fail(c, [a], FAIL, 2, now) == []
+        now += 6.0
+    c.expire(now)
+    assert c.truth.guard is None and len(c.desired(now, none, ALLOW)) == 2
