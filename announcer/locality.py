@@ -67,7 +67,7 @@ _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, int
 # answers fit in the socket's receive buffer with room to spare.
 BATCH = 256
 _RCVBUF = 1 << 20
-SWEEP = 10.0  # seconds between full checks when no event comes
+SWEEP = 30.0  # seconds between full checks when no event comes (170 ms of CPU at 10 000)
 
 
 def route_get(seq: int, address: IPAddress) -> bytes:
