@@ -277,7 +277,13 @@ def test_exec_start_reaches_the_cli_and_a_bad_config_exits_78(tmp_path: Path) ->
 
 def test_exec_stop_post_is_the_backstop_with_the_same_command() -> None:
     argv = one(S, "Service", "ExecStopPost").split()
-    assert argv == [ANNOUNCER_BIN, "peers-down", "-c", "/etc/announcer/announcer.yaml", "--if-failed"]
+    assert argv == [
+        ANNOUNCER_BIN,
+        "peers-down",
+        "-c",
+        "/etc/announcer/announcer.yaml",
+        "--if-failed",
+    ]
 
 
 # ---------------------------------------------------------------- the virtualenv drop-in
