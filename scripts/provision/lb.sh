@@ -27,10 +27,13 @@ haproxy_cfg=$REPO/tests/integration/haproxy/lb.cfg
 # group (required), and announcer's unit, installed when the checkout has it; until
 # then announcer runs as a transient unit (as root, so it reaches the API too).
 announcer_unit=$REPO/systemd/announcer.service # optional: may not be committed yet
+# The unit runs the Debian package's /usr/bin/announcer; this drop-in points it at
+# the virtualenv below instead.
+venv_dropin=$REPO/systemd/announcer.service.d/venv.conf
 gobgpd_dropin=$REPO/systemd/gobgpd.service.d/announcer.conf
 sysusers=$REPO/systemd/sysusers.d/announcer.conf # the group of gobgpd's API socket
 gobgp_api=unix:///run/gobgpd/api.sock # where the drop-in puts gobgpd's API
-venv=/opt/announcer/venv # where systemd/announcer.service runs it from
+venv=/opt/announcer/venv # where $venv_dropin runs it from
 
 [[ -r $haproxy_cfg ]] || die "$haproxy_cfg: not readable"
 list=$(read_list "$REPO/scripts/provision/lb.packages")
@@ -143,7 +146,7 @@ systemctl stop announcer.service 2>/dev/null || true
 systemctl reset-failed announcer.service 2>/dev/null || true
 if [[ -f $announcer_unit ]]; then
   install -m 0644 "$announcer_unit" /etc/systemd/system/announcer.service
-  mkdir -p /etc/systemd/system/announcer.service.d
+  install -D -m 0644 "$venv_dropin" /etc/systemd/system/announcer.service.d/venv.conf
   cat >/etc/systemd/system/announcer.service.d/announcer-lab.conf <<EOF
 [Unit]
 After=gobgpd.service announcer-lab-dpapi.service

@@ -10,6 +10,8 @@ Three layers, because no systemd runs on the test host (PID 1 is not systemd):
 * `systemd-analyze security --offline=yes`: the exposure score must stay low.
 * Our own reading of the files: the directives announcer relies on are there, and the
   numbers agree with announcer's defaults (drain and stop timeouts, keeper, paths).
+* The virtualenv drop-in (announcer.service.d/venv.conf): the unit names the Debian
+  package's /usr/bin/announcer, the drop-in swaps only that path for a pip install.
 * The API socket's access rule (issue 11): gobgpd's socket, its directory, its group
   and announcer's group agree across the drop-in, the unit, the sysusers.d file and
   etc/announcer.yaml; `systemd-sysusers --root=` creates the group in a temp root.
@@ -38,9 +40,11 @@ REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "announcer.service"
 DROPIN = REPO / "systemd" / "gobgpd.service.d" / "announcer.conf"
 SYSUSERS = REPO / "systemd" / "sysusers.d" / "announcer.conf"
+VENV_DROPIN = REPO / "systemd" / "announcer.service.d" / "venv.conf"
 EXAMPLE_CONFIG = REPO / "etc" / "announcer.yaml"
 DEBIAN_GOBGPD = Path("/lib/systemd/system/gobgpd.service")
-ANNOUNCER_BIN = "/opt/announcer/venv/bin/announcer"
+ANNOUNCER_BIN = "/usr/bin/announcer"  # where the Debian package (debian/) installs it
+VENV_BIN = "/opt/announcer/venv/bin/announcer"  # docs/operations.md's pip install
 ANALYZE = shutil.which("systemd-analyze")
 SYSUSERS_BIN = shutil.which("systemd-sysusers")
 
@@ -223,7 +227,7 @@ def test_no_exec_start_pre() -> None:
 
 
 def test_comment_above_every_directive() -> None:
-    for text in (UNIT_TEXT, DROPIN.read_text(), SYSUSERS.read_text()):
+    for text in (UNIT_TEXT, DROPIN.read_text(), VENV_DROPIN.read_text(), SYSUSERS.read_text()):
         lines = text.splitlines()
         for i, line in enumerate(lines):
             if "=" in line and not line.startswith(("#", ";", "[")):
@@ -269,6 +273,55 @@ def test_exec_start_reaches_the_cli_and_a_bad_config_exits_78(tmp_path: Path) ->
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
     assert cp.returncode == int(one(S, "Service", "RestartPreventExitStatus")), cp.stderr
+
+
+def test_exec_stop_post_is_the_backstop_with_the_same_command() -> None:
+    argv = one(S, "Service", "ExecStopPost").split()
+    assert argv == [
+        ANNOUNCER_BIN,
+        "peers-down",
+        "-c",
+        "/etc/announcer/announcer.yaml",
+        "--if-failed",
+    ]
+
+
+# ---------------------------------------------------------------- the virtualenv drop-in
+
+VENV_TEXT = VENV_DROPIN.read_text()
+
+
+def test_venv_dropin_changes_only_the_commands_path() -> None:
+    # The same service, from the virtualenv: every setting of the unit stays, and the
+    # two commands keep their arguments (one of each: the lists are reset).
+    merged = effective(UNIT_TEXT, VENV_TEXT)
+    for key in ("ExecStart", "ExecStopPost"):
+        unit_argv = one(S, "Service", key).split()
+        venv_argv = one(merged, "Service", key).split()
+        assert venv_argv == [VENV_BIN, *unit_argv[1:]], key
+    assert {k: v for k, v in merged.items() if k[1] not in ("ExecStart", "ExecStopPost")} == {
+        k: v for k, v in S.items() if k[1] not in ("ExecStart", "ExecStopPost")
+    }
+    assert {key for _, key, _ in parse_unit(VENV_TEXT)} == {"ExecStart", "ExecStopPost"}
+
+
+@needs_analyze
+def test_unit_with_venv_dropin_verifies(tmp_path: Path) -> None:
+    stub = tmp_path / "venv-announcer"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    unit = unit_copy(tmp_path)
+    (tmp_path / "announcer.service.d").mkdir()
+    (tmp_path / "announcer.service.d" / "venv.conf").write_text(
+        VENV_TEXT.replace(VENV_BIN, str(stub))
+    )
+    assert analyze_verify(unit) == []
+    # verify reads the drop-in: one without its ExecStart= reset is refused.
+    (tmp_path / "announcer.service.d" / "venv.conf").write_text(
+        VENV_TEXT.replace(VENV_BIN, str(stub)).replace("ExecStart=\n", "", 1)
+    )
+    problems = analyze_verify(unit)
+    assert any("more than one ExecStart" in p for p in problems), problems
 
 
 # ---------------------------------------------------------------- systemd-analyze verify
