@@ -209,7 +209,7 @@ class Core:
         new_checks, retired = self._sync_checks(previous, now)
         changes = tuple(c for vs in wanted.values() if (c := self._fold(vs, "", now, phase)))
         self.truth.rebuild(wanted, (a for a, vs in wanted.items() if self._is_failing(vs)))
-        event = self.truth.judge(now, len(wanted))
+        event = self.truth.judge(now)
         self.mark_all()  # policies may have changed too
         return Applied(added, removed, new_checks, retired, changes, verdict, event)
 
@@ -280,7 +280,7 @@ class Core:
                 if change.old is State.UP and change.new in FELL:
                     self.truth.fall(vs, now)
             self.truth.observe(vs, self._is_failing(vs), now)
-        guard = self.truth.judge(now, len(self.vips))
+        guard = self.truth.judge(now)
         # Damping counts the withdrawals that happen: not a route the guard keeps or
         # that waits for it, nor one a non-local VIP did not have (truth.py).
         for i, ch in enumerate(changes):

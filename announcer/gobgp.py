@@ -35,12 +35,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 
 from .errors import GobgpError, InvalidRoute
-from .gobgp_codec import UNREPRESENTABLE_PREPEND, ApiVersion
+from .gobgp_codec import UNREPRESENTABLE_PREPEND, ApiVersion, Codec
 from .gobgp_paths import DEFAULT_PATH_CACHE_SIZE
 from .gobgp_rpc import BoundApi, Watch, is_unimplemented, raise_gobgp_error
 from .gobgp_versions import CODECS
@@ -254,45 +254,48 @@ class GobgpClient:
         as_path_prepend == UNREPRESENTABLE_PREPEND, so it never equals a desired route.
         """
         asn = self.local_asn()
-        routes: dict[HostPrefix, Route] = {}
-        family: Literal[4, 6]
-        for family in (4, 6):
 
-            def read(api: BoundApi, family: Literal[4, 6] = family) -> dict[HostPrefix, Route]:
-                codec = api.codec
-                found: dict[HostPrefix, Route] = {}
-                responses = api.list_path(
-                    codec.list_path_request(family), timeout=max(_LIST_DEADLINE, self.timeout)
-                )
-                for response in responses:
-                    for path in response.destination.paths:
-                        if not codec.is_ours_to_manage(path):
-                            continue
-                        route = codec.decode_route(path, asn)
-                        if route is not None:
-                            found[route.prefix] = route
-                return found
+        def route(codec: Codec, path: Any) -> Route | None:
+            return codec.decode_route(path, asn) if codec.is_ours_to_manage(path) else None
 
-            routes.update(self._call(f"ListPath(ipv{family})", read))
-        return routes
+        found = self._list_paths(
+            "", lambda c, f: c.list_path_request(f), route, max(_LIST_DEADLINE, self.timeout)
+        )
+        return {r.prefix: r for r in found}
 
     def advertised(self, peer: str) -> set[HostPrefix]:
         """The host routes gobgpd's Adj-RIB-Out holds for one neighbor (both families)."""
-        out: set[HostPrefix] = set()
+        return set(
+            self._list_paths(
+                f"adj-out {peer} ",
+                lambda c, f: c.adj_out_request(f, peer),
+                lambda c, path: c.path_prefix(path),
+                self.timeout,
+            )
+        )
+
+    def _list_paths(
+        self,
+        what: str,
+        request: Callable[[Codec, Literal[4, 6]], Any],
+        take: Callable[[Codec, Any], T | None],
+        timeout: float,
+    ) -> list[T]:
+        """ListPath for both families: `take` of every path, where it is not None."""
+        out: list[T] = []
         family: Literal[4, 6]
         for family in (4, 6):
 
-            def read(api: BoundApi, family: Literal[4, 6] = family) -> set[HostPrefix]:
+            def read(api: BoundApi, family: Literal[4, 6] = family) -> list[T]:
                 codec = api.codec
-                found: set[HostPrefix] = set()
-                request = codec.adj_out_request(family, peer)
-                for response in api.list_path(request, timeout=self.timeout):
-                    for path in response.destination.paths:
-                        if (prefix := codec.path_prefix(path)) is not None:
-                            found.add(prefix)
-                return found
+                return [
+                    x
+                    for response in api.list_path(request(codec, family), timeout=timeout)
+                    for path in response.destination.paths
+                    if (x := take(codec, path)) is not None
+                ]
 
-            out |= self._call(f"ListPath(adj-out {peer} ipv{family})", read)
+            out += self._call(f"ListPath({what}ipv{family})", read)
         return out
 
     def apply(self, withdraw: Sequence[HostPrefix], announce: Sequence[Route]) -> None:

@@ -156,13 +156,22 @@ def changed(data: bytes) -> tuple[set[IPNetwork], bool]:
     return nets, False
 
 
+def _netlink(groups: int) -> socket.socket:
+    """A NETLINK_ROUTE socket with room for a batch's answers, bound to `groups`."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+    sock.bind((0, groups))
+    return sock
+
+
 class LocalRoutes:
     """Asks the kernel, VIP by VIP, whether it delivers the VIP locally."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
-        self._sock.bind((0, 0))
+        self._sock = _netlink(0)
+        # The answers are queued before sendall returns: a read never waits for long;
+        # the timeout only bounds a kernel that never answers (an OSError).
+        self._sock.settimeout(1.0)
         self._seq = 0
 
     def not_local(self, addresses: Iterable[IPAddress]) -> set[IPAddress]:
@@ -185,9 +194,6 @@ class LocalRoutes:
         pending = {first + i: a for i, a in enumerate(batch)}
         local: set[IPAddress] = set()
         while pending:
-            # The answers are queued before sendall returns: a read never waits for
-            # long; the timeout only bounds a kernel that never answers (an OSError).
-            self._sock.settimeout(1.0)
             data = self._sock.recv(_RCVBUF)
             for seq, kind in answers(data):
                 a = pending.pop(seq, None)
@@ -203,9 +209,7 @@ class RouteEvents:
     """The kernel's address and route events, for `loop.add_reader(events.fileno())`."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
-        self._sock.bind((0, _GROUPS))
+        self._sock = _netlink(_GROUPS)
         self._sock.setblocking(False)
 
     def fileno(self) -> int:
@@ -267,12 +271,12 @@ class Locality:
             self._fail(f"cannot open a netlink socket: {e}")
 
     def _fail(self, why: str) -> None:
+        """Netlink is gone: say so once, and hold no VIP back for being non-local."""
         self.ok, self.error = False, why
         log.error("local-VIP check off: %s; VIPs are announced by their checks alone", why)
-        for c in (self._routes, self._events):
-            if c is not None:
-                c.close()
+        self.close()
         self._routes = self._events = None
+        self._apply(list(self.core.vips), set())
 
     def check(self, addresses: Collection[IPAddress]) -> None:
         """Look `addresses` up now (new VIPs: before their first plan)."""
@@ -282,8 +286,11 @@ class Locality:
             not_local = self._routes.not_local(addresses)
         except OSError as e:
             self._fail(f"netlink route look-up failed: {e}")
-            self.core.set_local(addresses, set())  # nothing held back for being non-local
             return
+        self._apply(addresses, not_local)
+
+    def _apply(self, addresses: Collection[IPAddress], not_local: set[IPAddress]) -> None:
+        """The kernel's answer into the core: one line per VIP that changed."""
         changed = self.core.set_local(addresses, not_local)
         for a, local in sorted(changed, key=lambda c: by_version(c[0])):
             if local:
@@ -320,7 +327,6 @@ class Locality:
                     nets, everything = events.read()
                 except OSError as e:
                     self._fail(f"reading netlink events failed: {e}")
-                    self.core.set_local(list(self.core.vips), set())
                     return
                 if everything or loop.time() >= next_sweep:
                     await self._sweep()

@@ -131,7 +131,7 @@ def _scalars(svc: Service) -> Snapshot:
         not_local=len(svc.core.truth.not_local),
         local_check=svc.locality.ok if svc.locality is not None else None,
         guard_engaged=svc.core.truth.guard is not None,
-        damped=sum(1 for d in svc.core.truth.damps.values() if d.suppressed),
+        damped=len(svc.core.truth.held),
         state_saved=svc.drainer.saved,
     )
 

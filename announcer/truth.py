@@ -85,6 +85,9 @@ class Truth:
         self.guarded_vips: set[IPAddress] = set()  # the VIPs of the fault, while it holds
         self._calm_since: float | None = None  # the guard holds, but need not since then
         self.damps: dict[IPAddress, dm.Damp] = {}  # VIPs with a damping penalty
+        # ...of them, those held withdrawn, and when they may be announced again: the
+        # timers look only here, not at every VIP that ever flapped.
+        self.held: dict[IPAddress, float] = {}
 
     # ---------------------------------------------------------------- the route
 
@@ -93,7 +96,7 @@ class Truth:
         a = vs.vip.address
         if self.not_local and not self.local(vs):
             return None
-        if self.damps and (d := self.damps.get(a)) is not None and d.suppressed:
+        if self.held and a in self.held:
             return None
         if r is None and phase is Drain.NONE:
             if self.guard is not None and a in self.guarded_vips:
@@ -117,8 +120,7 @@ class Truth:
         )
 
     def damped(self, address: IPAddress) -> dm.Damp | None:
-        d = self.damps.get(address)
-        return d if d is not None and d.suppressed else None
+        return self.damps[address] if address in self.held else None
 
     # ------------------------------------------------------------------ locality
 
@@ -197,6 +199,7 @@ class Truth:
         self.pending = {a: t for a, t in self.pending.items() if a in self.fell}
         self.not_local &= vips.keys()
         self.damps = {a: d for a, d in self.damps.items() if a in vips}
+        self.held = {a: t for a, t in self.held.items() if a in vips}
 
     def _may_be_mass(self, now: float) -> bool:
         """Enough VIPs fell lately (at least min_vips, and half way to the share that
@@ -207,12 +210,13 @@ class Truth:
         self._prune(now)
         return self.recent >= p.min_vips and self.recent > p.max_down_fraction * self.total / 2
 
-    def judge(self, now: float, total: int) -> str:
+    def judge(self, now: float) -> str:
         """Engage or release the guard after a change (or a timer); "engaged",
         "released" or ""."""
         p = self.guard_policy
         if self.guard is None:
             self._prune(now)
+            total = self.total
             if not gd.engages(self.recent, total, p):
                 return ""
             cut = now - p.window
@@ -222,7 +226,7 @@ class Truth:
             self.pending.clear()  # guarded instead
             self.mark_all()  # every VIP of the fault is announced again, made worse
             return "engaged"
-        if not gd.calm(len(self.guarded_vips), total, p):
+        if not gd.calm(len(self.guarded_vips), self.total, p):
             self._calm_since = None
             return ""
         if self._calm_since is None:
@@ -249,10 +253,13 @@ class Truth:
     def _penalize(self, address: IPAddress, now: float) -> dm.Damp | None:
         before = self.damps.get(address)
         d = self.damps[address] = dm.withdrawn(before, now, self.damping_policy)
-        if d.suppressed and not (before is not None and before.suppressed):
-            self.mark(address)
-            return d
-        return None
+        if not d.suppressed:
+            return None
+        self.held[address] = d.reuse_at(self.damping_policy)
+        if before is not None and before.suppressed:
+            return None  # held already (for longer now)
+        self.mark(address)
+        return d
 
     # -------------------------------------------------------------------- timers
 
@@ -267,23 +274,23 @@ class Truth:
                 if vs is not None and (d := self.withdrawn(vs, now)) is not None:
                     damped.append((a, d.reuse_at(self.damping_policy)))
         reused = []
-        for a, d in list(self.damps.items()):
-            settled = dm.settle(d, now, self.damping_policy)
-            if settled is d:
+        for a, until in list(self.held.items()):
+            if until > now:
                 continue
+            del self.held[a]
+            settled = dm.settle(self.damps[a], now, self.damping_policy)
             if settled is None:
                 del self.damps[a]
             else:
                 self.damps[a] = settled
-            if d.suppressed:
-                reused.append(a)
-                self.mark(a)
-        return Expired(reused, damped, self.judge(now, len(vips)))
+            reused.append(a)
+            self.mark(a)
+        return Expired(reused, damped, self.judge(now))
 
     def next_wake(self) -> float | None:
         """When the next wait or suppression ends (the reconcile sleeps until then)."""
         times = list(self.pending.values())
         if self.guard is not None and self._calm_since is not None:
             times.append(self._calm_since + self.guard_policy.release_after)
-        times += [d.reuse_at(self.damping_policy) for d in self.damps.values() if d.suppressed]
+        times += self.held.values()
         return min(times) if times else None
