@@ -15,6 +15,9 @@
 #   EDGE_V4 EDGE_V6   the client LAN, reached through both routers
 #   GOBGP_CONFIG      gobgpd config, e.g. gobgp/lb1.toml
 #   ANNOUNCER_CONFIG  announcer config, e.g. tests/integration/announcer/lb1.yaml
+#   ANNOUNCER_DEB     optional: the Debian package to install announcer from (a path,
+#                     absolute or relative to $REPO; scripts/build-deb makes it). Unset:
+#                     announcer is pip-installed from the checkout into a virtualenv.
 set -euo pipefail
 : "${REPO:?}" "${LAB_NODE:?}" "${RACK_MAC:?}" "${RACK_V4:?}" "${RACK_V6:?}"
 : "${ROUTERS_V4:?}" "${ROUTERS_V6:?}" "${EDGE_V4:?}" "${EDGE_V6:?}"
@@ -23,12 +26,12 @@ set -euo pipefail
 source "$REPO/scripts/provision/lib.sh"
 
 haproxy_cfg=$REPO/tests/integration/haproxy/lb.cfg
-# The production units: the gobgpd drop-in with the sysusers.d file of its API
-# group (required), and announcer's unit, installed when the checkout has it; until
-# then announcer runs as a transient unit (as root, so it reaches the API too).
-announcer_unit=$REPO/systemd/announcer.service # optional: may not be committed yet
-# The unit runs the Debian package's /usr/bin/announcer; this drop-in points it at
-# the virtualenv below instead.
+# From the Debian package: its unit (/usr/bin/announcer), its gobgpd drop-in and its
+# sysusers.d file. From the checkout: the same three files from systemd/, plus the
+# drop-in that runs the unit from the virtualenv below.
+deb=${ANNOUNCER_DEB:-}
+[[ -z $deb || $deb == /* ]] || deb=$REPO/$deb
+announcer_unit=$REPO/systemd/announcer.service
 venv_dropin=$REPO/systemd/announcer.service.d/venv.conf
 gobgpd_dropin=$REPO/systemd/gobgpd.service.d/announcer.conf
 sysusers=$REPO/systemd/sysusers.d/announcer.conf # the group of gobgpd's API socket
@@ -101,70 +104,88 @@ simple_service announcer-lab-dpapi "Announcer lab: DataPlaneAPI emulator" \
   /usr/bin/python3 /usr/local/libexec/announcer-lab/dpapi_emulator.py \
   --config /etc/haproxy/haproxy.cfg --api-version 3 --listen 127.0.0.1:5555
 
+# ------------------------------------------------------------------ announcer
+# First, because the package brings what gobgpd's unit needs below: the drop-in that
+# moves gobgpd's API to /run/gobgpd/api.sock and the group announcer-gobgp that may
+# reach it (the package's postinst runs systemd-sysusers; without the group systemd
+# would give gobgpd a dynamic group of that name that announcer cannot use).
+systemctl stop announcer.service 2>/dev/null || true
+systemctl reset-failed announcer.service 2>/dev/null || true
+if [[ -n $deb ]]; then
+  [[ -r $deb ]] || die "$deb: not readable"
+  say "installing announcer from $deb"
+  # Its dependencies are lb.packages (installed above), so this needs no network. A
+  # copy: apt's sandbox user must be able to read the file, which a synced folder or
+  # a read-only bind mount may not allow.
+  cp "$deb" /tmp/announcer.deb
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    /tmp/announcer.deb >/dev/null
+  rm -f /tmp/announcer.deb
+  # What an earlier provisioning from the checkout left would override the package.
+  rm -rf /etc/systemd/system/announcer.service /etc/systemd/system/announcer.service.d/venv.conf \
+    /etc/systemd/system/gobgpd.service.d/announcer.conf /usr/local/bin/announcer "$venv"
+  announcer=/usr/bin/announcer
+else
+  # Built from a copy of the checkout, offline: its dependencies are Debian's
+  # (lb.packages; --system-site-packages), pip only builds the package. The copy
+  # keeps build/ and egg-info out of the synced folder.
+  say "installing announcer into $venv"
+  [[ -r $gobgpd_dropin && -r $sysusers ]] || die "$gobgpd_dropin or $sysusers: not readable"
+  src=$(mktemp -d)
+  trap 'rm -rf "$src"' EXIT
+  cp -a "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/announcer" "$src/"
+  [[ -x $venv/bin/python ]] || python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation \
+    --force-reinstall "$src"
+  ln -sf "$venv/bin/announcer" /usr/local/bin/announcer
+  install -D -m 0644 "$sysusers" /etc/sysusers.d/announcer.conf
+  systemd-sysusers /etc/sysusers.d/announcer.conf
+  install -D -m 0644 "$gobgpd_dropin" /etc/systemd/system/gobgpd.service.d/announcer.conf
+  install -m 0644 "$announcer_unit" /etc/systemd/system/announcer.service
+  install -D -m 0644 "$venv_dropin" /etc/systemd/system/announcer.service.d/venv.conf
+  announcer=$venv/bin/announcer
+fi
+
 # ------------------------------------------------------------------ gobgpd
-# Debian's gobgpd.service reads /etc/gobgpd.conf; by default its API listens on
-# every address (and has no authentication) and pprof is on. The production
-# drop-in moves the API to /run/gobgpd/api.sock, which only root and the group
-# announcer-gobgp reach, and turns pprof off. The group comes first: without it
-# systemd would give gobgpd a dynamic group of that name that announcer cannot use.
-[[ -r $gobgpd_dropin && -r $sysusers ]] || die "$gobgpd_dropin or $sysusers: not readable"
-install -D -m 0644 "$sysusers" /etc/sysusers.d/announcer.conf
-systemd-sysusers /etc/sysusers.d/announcer.conf
+# Debian's gobgpd.service reads /etc/gobgpd.conf; by default its API listens on every
+# address (and has no authentication) and pprof is on. The drop-in installed above
+# serves the API on /run/gobgpd/api.sock only (root and announcer-gobgp), pprof off.
+getent group announcer-gobgp >/dev/null || die "group announcer-gobgp missing (sysusers.d)"
 install -m 0644 "$REPO/$GOBGP_CONFIG" /etc/gobgpd.conf
-dropins=/etc/systemd/system/gobgpd.service.d
-mkdir -p "$dropins"
-install -m 0644 "$gobgpd_dropin" "$dropins/announcer.conf"
-printf '[Unit]\nAfter=announcer-lab-net.service\n' >"$dropins/announcer-lab.conf"
+mkdir -p /etc/systemd/system/gobgpd.service.d
+printf '[Unit]\nAfter=announcer-lab-net.service\n' \
+  >/etc/systemd/system/gobgpd.service.d/announcer-lab.conf
 systemctl daemon-reload
 systemctl enable --quiet gobgpd
 systemctl restart gobgpd
 
-# ------------------------------------------------------------------ announcer
-# Built from a copy of the checkout, offline: its dependencies are Debian's
-# python3-grpcio/protobuf/yaml/h11/httptools (--system-site-packages), pip only builds
-# the package. The copy keeps build/ and egg-info out of the synced folder.
-say "installing announcer into $venv"
-src=$(mktemp -d)
-trap 'rm -rf "$src"' EXIT
-cp -a "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/announcer" "$src/"
-[[ -x $venv/bin/python ]] || python3 -m venv --system-site-packages "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation \
-  --force-reinstall "$src"
-ln -sf "$venv/bin/announcer" /usr/local/bin/announcer
-
-# The lab config reads the DataPlaneAPI password from $ANNOUNCER_DPAPI_PASSWORD;
-# the emulator's users are lb.cfg's userlist, so that is where the password is.
-# The production unit also loads it as a credential from the file below (and fails
-# to start without that file), so both are set.
+# ------------------------------------------------------------------ announcer's config
+# The password reaches announcer only as the unit's credential (LoadCredential= from
+# the root-only file below): the config shared with the netns lab names an
+# environment variable, which here becomes the credential's name. The emulator's
+# users are lb.cfg's userlist, so that is where the password is.
 password=$(awk '$1 == "user" && $3 == "insecure-password" { print $4; exit }' "$haproxy_cfg")
 [[ -n $password ]] || die "$haproxy_cfg: no insecure-password user for the emulator"
-install -D -m 0644 "$REPO/$ANNOUNCER_CONFIG" /etc/announcer/announcer.yaml
+install -d -m 0755 /etc/announcer
 (umask 077 && printf '%s\n' "$password" >/etc/announcer/dataplaneapi.password)
-ANNOUNCER_DPAPI_PASSWORD=$password "$venv/bin/announcer" check-config -c /etc/announcer/announcer.yaml
+config=/etc/announcer/announcer.yaml
+sed -E 's/^([[:space:]]*)password_env:[[:space:]]*ANNOUNCER_DPAPI_PASSWORD[[:space:]]*$/\1password_file: dataplaneapi-password   # announcer.service: LoadCredential=/' \
+  "$REPO/$ANNOUNCER_CONFIG" >"$config.new"
+grep -q '^[[:space:]]*password_file: dataplaneapi-password' "$config.new" ||
+  die "$ANNOUNCER_CONFIG: no 'password_env: ANNOUNCER_DPAPI_PASSWORD' to turn into the credential"
+chmod 0644 "$config.new"
+mv "$config.new" "$config"
+# Checked the way the service reads it: as a dynamic user, with the credential.
+systemd-run --quiet --pipe --wait --collect -p DynamicUser=yes \
+  -p LoadCredential=dataplaneapi-password:/etc/announcer/dataplaneapi.password \
+  "$announcer" check-config -c "$config"
 
-systemctl stop announcer.service 2>/dev/null || true
-systemctl reset-failed announcer.service 2>/dev/null || true
-if [[ -f $announcer_unit ]]; then
-  install -m 0644 "$announcer_unit" /etc/systemd/system/announcer.service
-  install -D -m 0644 "$venv_dropin" /etc/systemd/system/announcer.service.d/venv.conf
-  cat >/etc/systemd/system/announcer.service.d/announcer-lab.conf <<EOF
-[Unit]
-After=gobgpd.service announcer-lab-dpapi.service
-
-[Service]
-Environment=ANNOUNCER_DPAPI_PASSWORD=$password
-EOF
-  systemctl daemon-reload
-  systemctl enable --quiet announcer.service
-  systemctl start announcer.service
-else
-  say "systemd/announcer.service is not in this checkout yet: announcer runs as a" \
-    "transient unit, until the next reboot (then: vagrant provision $LAB_NODE)"
-  systemd-run --quiet --unit=announcer --property=Restart=on-failure \
-    --property=RuntimeDirectory=announcer --property=StateDirectory=announcer \
-    --setenv=ANNOUNCER_DPAPI_PASSWORD="$password" \
-    "$venv/bin/announcer" run -c /etc/announcer/announcer.yaml
-fi
+mkdir -p /etc/systemd/system/announcer.service.d
+printf '[Unit]\nAfter=announcer-lab-dpapi.service\n' \
+  >/etc/systemd/system/announcer.service.d/announcer-lab.conf
+systemctl daemon-reload
+systemctl enable --quiet announcer.service
+systemctl start announcer.service
 
 # ------------------------------------------------------------------ done
 say "waiting for the BGP sessions to r1 and r2 (the core VM's routers dial in)"
