@@ -293,6 +293,25 @@ def test_password_only_through_credential(settled: SystemdLab) -> None:
     }  # fmt: skip
 
 
+def test_control_socket_for_root_and_the_service_only(settled: SystemdLab) -> None:
+    m = settled.machines["lb1"]
+    # Numbers: a dynamic user's name resolves only through nss-systemd.
+    service_uid = m.exec(["ps", "-o", "uid=", "-p", unit(m)["MainPID"]]).stdout.strip()
+    assert m.exec(["stat", "-c", "%a %u", "/run/announcer"]).stdout.split() == [
+        "700",
+        service_uid,
+    ]
+    assert status_json(m)["vips"]  # root: through
+    # Any other user (a dynamic one here): refused at the directory, nothing drained.
+    other = m.exec(
+        ["systemd-run", "--quiet", "--wait", "--pipe", "-p", "DynamicUser=yes",
+         "announcer", "drain", "--all"],
+        check=False,
+    )  # fmt: skip
+    assert other.returncode != 0 and "ermission denied" in other.stdout + other.stderr, other
+    assert {v["drain"] for v in status_json(m)["vips"]} == {"none"}, status_json(m)["vips"]
+
+
 def test_http_tcp_and_command_checks_under_the_hardening(settled: SystemdLab) -> None:
     lab = settled
     m = lab.machines["lb1"]

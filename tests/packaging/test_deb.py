@@ -261,7 +261,13 @@ apt-get -f install -y -q
 echo "version: $(announcer --version)"
 echo "group: $(getent group announcer-gobgp)"
 umask 077; echo password > /etc/announcer/dataplaneapi.password
-announcer check-config -c /usr/share/doc/announcer/examples/announcer.yaml
+example=/usr/share/doc/announcer/examples/announcer.yaml
+# The example names the unit's credential: outside systemd a clear error (78)...
+set +e; announcer check-config -c $example > /tmp/out 2>&1; rc=$?; set -e
+grep -q "credential name" /tmp/out && test $rc = 78 && echo "no credential: 78"
+# ...and with what LoadCredential= would give it, OK.
+mkdir -p /tmp/creds; cp /etc/announcer/dataplaneapi.password /tmp/creds/dataplaneapi-password
+CREDENTIALS_DIRECTORY=/tmp/creds announcer check-config -c $example
 if ls /etc/systemd/system/*.wants/announcer.service 2>/dev/null; then
     echo "enabled on install" >&2; exit 1
 fi
@@ -309,6 +315,7 @@ def test_installs_and_runs(deb: Path, tmp_path: Path, suite: str) -> None:
         assert cp.returncode == 0, out
         assert f"version: announcer {version()}" in out, out
         assert re.search(r"group: announcer-gobgp:x:\d+:$", out, re.M), out
+        assert "no credential: 78" in out, out
         assert "examples/announcer.yaml: OK" in out, out
         assert "verify: ok" in out and "purge: ok" in out, out
     finally:

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import pytest
 
+from announcer.configfile import load_config
+
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "announcer.service"
 DROPIN = REPO / "systemd" / "gobgpd.service.d" / "announcer.conf"
@@ -286,6 +288,12 @@ def test_exec_stop_post_is_the_backstop_with_the_same_command() -> None:
         "/etc/announcer/announcer.yaml",
         "--if-failed",
     ]
+
+
+def test_example_config_reads_the_units_credential() -> None:
+    # etc/announcer.yaml (the package's example) names what LoadCredential= provides.
+    name = one(S, "Service", "LoadCredential").split(":")[0]
+    assert str(load_config(EXAMPLE_CONFIG).dataplaneapi.password_file) == name
 
 
 # ---------------------------------------------------------------- the OnFailure= backstop
