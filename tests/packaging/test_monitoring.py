@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -120,3 +121,56 @@ def test_the_unit_tests_can_fail(tmp_path: Path, old: str, new: str) -> None:
     shutil.copy(TESTS, tmp_path / "tests" / TESTS.name)
     cp = promtool("test", "rules", TESTS.name, cwd=tmp_path / "tests")
     assert cp.returncode != 0 and "FAILED" in cp.stdout + cp.stderr, cp.stdout
+
+
+# ---------------------------------------------------------------- the Grafana dashboard
+
+DASHBOARD = REPO / "monitoring" / "grafana" / "announcer.json"
+# Grafana's variables, replaced by what they expand to for promtool.
+GRAFANA_VARS = {"$__rate_interval": "1m", "$instance": ".*"}
+
+
+def dashboard_exprs() -> list[str]:
+    doc = json.loads(DASHBOARD.read_text())
+    exprs = []
+    for panel in doc["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for var, value in GRAFANA_VARS.items():
+                expr = expr.replace(var, value)
+            exprs.append(expr)
+    return exprs
+
+
+def test_dashboard_expressions_parse(tmp_path: Path) -> None:
+    exprs = dashboard_exprs()
+    assert len(exprs) >= 20
+    assert not [e for e in exprs if "$" in e], "a Grafana variable this test does not expand"
+    # promtool parses expressions as rules: one recording rule per panel query.
+    group = {"name": "dashboard", "rules": [
+        {"record": f"dashboard:query{i}", "expr": e} for i, e in enumerate(exprs)
+    ]}  # fmt: skip
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [group]}))
+    cp = promtool("check", "rules", str(path))
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    # And the check can fail: one broken query is refused.
+    group["rules"].append({"record": "dashboard:broken", "expr": "sum by (vip announcer_vips"})
+    path.write_text(yaml.safe_dump({"groups": [group]}))
+    assert promtool("check", "rules", str(path)).returncode != 0
+
+
+def test_dashboard_uses_only_exported_metrics() -> None:
+    used = {
+        name
+        for e in dashboard_exprs()
+        for name in re.findall(r"(?<![:\w])(announcer_[a-z_]+)(?![:\w])", e)
+    }
+    assert len(used) >= 20 and used <= exported_metrics(), used - exported_metrics()
+
+
+def test_dashboard_panels_say_what_they_show() -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    graphs = [p for p in doc["panels"] if p["type"] != "row"]
+    assert graphs and all(len(p.get("description", "")) > 20 for p in graphs)
+    assert len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
