@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.lab import REPO, wait_until
+from tests.integration.lab import REPO, list_netns, wait_until
 from tests.integration.machines import (
     EXIT_REBOOT,
     Machine,
@@ -61,6 +61,11 @@ def lab(request: pytest.FixtureRequest, deb: Path) -> Iterator[SystemdLab]:
         TIMINGS.mkdir(parents=True, exist_ok=True)
         path = TIMINGS / f"{lab.suite}.json"
         path.write_text(json.dumps({k: round(v, 2) for k, v in lab.timings.items()}, indent=1))
+    # Nothing of it is left on the host: namespaces, machines' cgroups, mounts, files.
+    assert not [n for n in list_netns() if n.startswith(lab.prefix)]
+    assert not [m for m in lab.machines.values() if any(cg.exists() for cg in m.cgroups)]
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(lab.tmp) not in mounts and not lab.tmp.exists()
 
 
 # ---------------------------------------------------------------- what the routers see
