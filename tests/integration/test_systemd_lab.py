@@ -14,6 +14,7 @@ Measured times go to .cache/systemd-lab/SUITE.json (quoted in docs/operations.md
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import re
@@ -228,13 +229,20 @@ def test_boot_ready_after_first_sync(settled: SystemdLab) -> None:
         # READY=1 only after the first sync: the start-up line (every verdict in gobgpd)
         # is logged before systemd calls the unit started.
         journal = m.journal("announcer")
+        # announcer's own time stamp on that line (taken before it sends READY=1), not
+        # journald's, which is when the line arrived and may come after systemd's.
         done = re.search(
-            r"\[\s*([\d.]+)\].*start-up done after [\d.]+s: 4 VIPs UP.*4 routes", journal
+            r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+: start-up done after [\d.]+s: "
+            r"4 VIPs UP.*4 routes",
+            journal,
         )
         assert done, journal[-3000:]
-        assert float(done.group(1)) * 1e6 <= int(u["ActiveEnterTimestampMonotonic"]), journal[
-            -2000:
-        ]
+        logged = dt.datetime.strptime(done.group(1) + "000", "%Y-%m-%d %H:%M:%S,%f")
+        shown = m.exec(
+            ["systemctl", "show", "--timestamp=us+utc", "-p", "ActiveEnterTimestamp", "announcer"]
+        ).stdout.strip()  # ActiveEnterTimestamp=Mon 2026-11-30 19:21:30.123456 UTC
+        ready = dt.datetime.strptime(shown.split("=", 1)[1], "%a %Y-%m-%d %H:%M:%S.%f %Z")
+        assert logged <= ready, (done.group(0), shown)
         lab.timings[f"{name}: start -> READY"] = ready_seconds(u)
         # Nothing to warn about but the lab's deliberate VIP outside the allow-list.
         expected = "VIP 192.0.2.200 (frontends fe_outside) is outside allowed_prefixes"
