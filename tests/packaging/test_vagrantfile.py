@@ -32,13 +32,16 @@ REPO = Path(__file__).resolve().parents[2]
 PROVISION = Path("scripts/provision")
 
 # Vagrant's configuration API as far as the Vagrantfile uses it: every call is
-# accepted, provisioners and networks are recorded with the machine they belong to.
+# accepted, provisioners and networks are recorded with the machine they belong to,
+# and so is each provider's setting (`lv.memory = 1024` in `provider :libvirt`) with
+# the machine it applies to (nil: every machine).
 VAGRANT_STUB = r"""
 require "json"
-RECORD = { "provisions" => [], "networks" => [] }
+RECORD = { "provisions" => [], "networks" => [], "settings" => [] }
 class Recorder
-  def initialize(machine = nil)
+  def initialize(machine = nil, provider = nil)
     @machine = machine
+    @provider = provider
   end
 
   def method_missing(name, *args, **opts, &block)
@@ -47,7 +50,16 @@ class Recorder
     when :provision, :network
       RECORD["#{name}s"] << { "machine" => @machine, "type" => args[0] }.merge(
         opts.transform_keys(&:to_s))
-    else block&.call(Recorder.new(@machine))
+    when :provider
+      # |settings, override| for a provider block
+      block.call(Recorder.new(@machine, args[0].to_s), Recorder.new(@machine))
+    else
+      if @provider && (name.end_with?("=") || !opts.empty?)
+        RECORD["settings"] << { "machine" => @machine, "provider" => @provider,
+                                "name" => name.to_s.delete_suffix("="),
+                                "value" => args[0], "options" => opts.transform_keys(&:to_s) }
+      end
+      block&.call(Recorder.new(@machine, @provider))
     end
     self
   end
