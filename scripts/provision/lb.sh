@@ -97,10 +97,12 @@ systemctl reload-or-restart haproxy
 
 # ------------------------------------------------------------------ DataPlaneAPI
 # The emulator stands in for DataPlaneAPI here as in the netns lab: it serves the
-# installed haproxy.cfg over DataPlaneAPI's v3 API (users: lb.cfg's userlist).
+# installed haproxy.cfg over DataPlaneAPI's v3 API (users: lb.cfg's userlist). As user
+# haproxy, like a packaged DataPlaneAPI: announcer sends its password only to a server
+# socket owned by one of dataplaneapi.server_users (root and haproxy by default).
 install -D -m 0755 "$REPO/tests/support/dpapi_emulator.py" \
   /usr/local/libexec/announcer-lab/dpapi_emulator.py
-simple_service announcer-lab-dpapi "Announcer lab: DataPlaneAPI emulator" \
+simple_service --user haproxy announcer-lab-dpapi "Announcer lab: DataPlaneAPI emulator" \
   /usr/bin/python3 /usr/local/libexec/announcer-lab/dpapi_emulator.py \
   --config /etc/haproxy/haproxy.cfg --api-version 3 --listen 127.0.0.1:5555
 

@@ -82,10 +82,15 @@ EOF
   systemctl restart "$name.service"
 }
 
-# simple_service NAME DESCRIPTION COMMAND...: a small long-running lab service (a
-# backend, the DataPlaneAPI emulator) as a unit of its own, unprivileged, restarted
-# when it dies, (re)started now.
+# simple_service [--user USER] NAME DESCRIPTION COMMAND...: a small long-running lab
+# service (a backend, the DataPlaneAPI emulator) as a unit of its own, unprivileged (a
+# dynamic user, or USER), restarted when it dies, (re)started now.
 simple_service() {
+  local user="DynamicUser=yes"
+  if [[ $1 == --user ]]; then
+    user="User=$2"
+    shift 2
+  fi
   local name=$1 description=$2
   shift 2
   cat >"/etc/systemd/system/$name.service" <<EOF
@@ -95,7 +100,7 @@ After=announcer-lab-net.service
 
 [Service]
 ExecStart=$*
-DynamicUser=yes
+$user
 Restart=always
 RestartSec=1
 

@@ -20,6 +20,12 @@ Why the namespaces, and the traps met on the way:
   children. `ip netns exec` would remount /sys without /sys/fs/cgroup, where
   libvirtd puts each qemu in a cgroup; here the namespace's own sysfs is mounted (libvirt
   must see the namespace's bridges and taps) and the host's cgroup tree bound back.
+* A /dev/kvm that boots no Debian kernel (this machine's is PVM's: no vmx/svm flags)
+  costs about a minute per `vagrant up`: libvirt finds the device usable by its qemu
+  user, finds no KVM in the capabilities it probed, so it declares its cache stale and
+  probes QEMU again on each API call that needs them. Where the CPU has no vmx/svm, the
+  Vagrantfile picks QEMU's emulation, and here /dev/kvm is covered by an unreadable
+  file in the mount namespace, so libvirt sees KVM as unusable, as it is.
 * The qemu processes run as Debian's `libvirt-qemu` user: libvirt hands them the disk,
   kernel and initrd, but every directory above those must be searchable by that user.
   `mkdtemp` makes 0700 directories: the temp root is chmod 0755.
@@ -54,6 +60,12 @@ PRIVATE_DIRS = {
     "/run/libvirt": "run",
 }
 DAEMONS = ("virtlogd", "libvirtd")
+
+
+def hardware_virtualization() -> bool:
+    """The CPU offers vmx or svm (the Vagrantfile's test for choosing KVM)."""
+    flags = Path("/proc/cpuinfo").read_text()
+    return any(f" {flag}" in flags for flag in ("vmx", "svm"))
 
 
 class Libvirt:
@@ -93,6 +105,10 @@ class Libvirt:
         for name in PRIVATE_DIRS.values():
             (self.root / name).mkdir()
         (self.root / "cgroup").mkdir()
+        hide_kvm = ""
+        if Path("/dev/kvm").exists() and not hardware_virtualization():
+            (self.root / "no-kvm").touch(mode=0o600)
+            hide_kvm = f" && mount --bind {self.root / 'no-kvm'} /dev/kvm"
         binds = " && ".join(
             f"mkdir -p {host} && mount --bind {self.root / name} {host}"
             for host, name in PRIVATE_DIRS.items()
@@ -100,7 +116,7 @@ class Libvirt:
         mounts = (
             f"mount --rbind /sys/fs/cgroup {self.root / 'cgroup'} && "
             "mount -t sysfs sysfs /sys && "
-            f"mount --rbind {self.root / 'cgroup'} /sys/fs/cgroup && {binds}"
+            f"mount --rbind {self.root / 'cgroup'} /sys/fs/cgroup && {binds}{hide_kvm}"
         )
         # In the foreground, as our children, so that stop() reaps them (daemonized, they
         # would become zombies of a PID 1 that may not reap). `unshare` and `nsenter`
