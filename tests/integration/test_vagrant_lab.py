@@ -206,14 +206,15 @@ def diagnostics(lab: VagrantLab) -> str:
 def teardown(lab: VagrantLab) -> list[str]:
     """Remove everything, also after a failure; what went wrong on the way."""
     problems: list[str] = []
-    try:
-        lab.vagrant("destroy", "-f", timeout=300.0)
-    except LabError as e:
-        problems.append(f"vagrant destroy: {e}")
+    if lab.virt.pids.get("libvirtd"):
+        try:
+            lab.vagrant("destroy", "-f", timeout=300.0)
+        except LabError as e:
+            problems.append(f"vagrant destroy: {e}")
     lab.procs.stop_all()
     for ns in lab.netns:
         ns.delete()
-    problems += lab.virt.stop()
+    problems += lab.virt.stop()  # also what libvirt left running, by PID
     left = [n for n in list_netns() if n.startswith(lab.prefix)]
     if left:
         problems.append(f"namespaces left: {left}")

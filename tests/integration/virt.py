@@ -25,7 +25,9 @@ Why the namespaces, and the traps met on the way:
   user, finds no KVM in the capabilities it probed, so it declares its cache stale and
   probes QEMU again on each API call that needs them. Where the CPU has no vmx/svm, the
   Vagrantfile picks QEMU's emulation, and here /dev/kvm is covered by an unreadable
-  file in the mount namespace, so libvirt sees KVM as unusable, as it is.
+  file in the mount namespace, so libvirt sees KVM as unusable, as it is. libvirt
+  would carry that mount into each VM's private /dev and fails to, so the private
+  libvirtd's qemu.conf (a copy of Debian's) also turns the per-VM mount namespace off.
 * The qemu processes run as Debian's `libvirt-qemu` user: libvirt hands them the disk,
   kernel and initrd, but every directory above those must be searchable by that user.
   `mkdtemp` makes 0700 directories: the temp root is chmod 0755.
@@ -108,7 +110,16 @@ class Libvirt:
         hide_kvm = ""
         if Path("/dev/kvm").exists() and not hardware_virtualization():
             (self.root / "no-kvm").touch(mode=0o600)
-            hide_kvm = f" && mount --bind {self.root / 'no-kvm'} /dev/kvm"
+            # libvirt would carry that mount into each VM's own /dev and fails to
+            # ("Unable to move ... mount to /dev/kvm"): no per-VM mount namespace.
+            qemu_conf = self.root / "qemu.conf"
+            shutil.copyfile("/etc/libvirt/qemu.conf", qemu_conf)
+            with qemu_conf.open("a") as f:
+                f.write("\n# tests/integration/virt.py: /dev/kvm is covered\nnamespaces = []\n")
+            hide_kvm = (
+                f" && mount --bind {self.root / 'no-kvm'} /dev/kvm"
+                f" && mount --bind {qemu_conf} /etc/libvirt/qemu.conf"
+            )
         binds = " && ".join(
             f"mkdir -p {host} && mount --bind {self.root / name} {host}"
             for host, name in PRIVATE_DIRS.items()
@@ -126,7 +137,8 @@ class Libvirt:
             [
                 "unshare", "--mount", "--propagation", "private", "--",
                 "nsenter", f"--net=/run/netns/{self.netns.name}", "--",
-                "sh", "-c", f"{mounts} && exec virtlogd", "virtlogd",
+                "sh", "-c", f"{mounts} && exec virtlogd --pid-file {self.root / 'virtlogd.pid'}",
+                "virtlogd",
             ],
         )  # fmt: skip
         wait_until(
@@ -134,7 +146,10 @@ class Libvirt:
             timeout=self.timeout,
             what="virtlogd listens",
         )
-        self._spawn("libvirtd", [*self.nsenter("virtlogd"), "libvirtd"])
+        pid_file = self.root / "libvirtd.pid"  # not /run/libvirtd.pid, the host's
+        self._spawn(
+            "libvirtd", [*self.nsenter("virtlogd"), "libvirtd", "--pid-file", str(pid_file)]
+        )
         wait_until(
             lambda: (
                 self.run(["virsh", "-c", "qemu:///system", "version"], check=False).returncode == 0
@@ -161,6 +176,8 @@ class Libvirt:
 
     def nsenter(self, daemon: str = "libvirtd") -> list[str]:
         """The prefix that runs a command in the daemons' network and mount namespaces."""
+        if daemon not in self.pids:
+            raise LabError(f"{daemon} was not started")
         pid, starttime = self.pids[daemon]
         if not pid_alive(pid, starttime):
             log = (self.root / f"{daemon}.log").read_text(errors="replace")[-2000:]
@@ -221,9 +238,11 @@ class Libvirt:
                 f.write(f"(exit {cp.returncode} after {time.monotonic() - t0:.1f} s)\n")
             cp.stdout, cp.stderr = out, ""
         if check and cp.returncode != 0:
-            raise LabError(
-                f"{' '.join(argv)}: exit {cp.returncode}:\n{(out + (cp.stderr or ''))[-3000:]}"
+            # Without the frames of a Ruby backtrace, which would push the message out.
+            text = "\n".join(
+                ln for ln in (out + (cp.stderr or "")).splitlines() if not ln.startswith("\tfrom ")
             )
+            raise LabError(f"{' '.join(argv)}: exit {cp.returncode}:\n{text[-4000:]}")
         return cp
 
     def virsh(self, *args: str) -> str:
