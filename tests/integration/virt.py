@@ -21,13 +21,13 @@ Why the namespaces, and the traps met on the way:
   libvirtd puts each qemu in a cgroup; here the namespace's own sysfs is mounted (libvirt
   must see the namespace's bridges and taps) and the host's cgroup tree bound back.
 * A /dev/kvm that boots no Debian kernel (this machine's is PVM's: no vmx/svm flags)
-  costs about a minute per `vagrant up`: libvirt finds the device usable by its qemu
-  user, finds no KVM in the capabilities it probed, so it declares its cache stale and
-  probes QEMU again on each API call that needs them. Where the CPU has no vmx/svm, the
-  Vagrantfile picks QEMU's emulation, and here /dev/kvm is covered by an unreadable
-  file in the mount namespace, so libvirt sees KVM as unusable, as it is. libvirt
-  would carry that mount into each VM's private /dev and fails to, so the private
-  libvirtd's qemu.conf (a copy of Debian's) also turns the per-VM mount namespace off.
+  cost about 130 s per `vagrant up`: libvirtd started in 12 s instead of 4, and on
+  defining and on starting the domain it spent about 50 s each spawning short-lived
+  QEMU processes (capability probes). Where the CPU has no vmx/svm the Vagrantfile picks
+  QEMU's emulation, and here /dev/kvm is covered by an unreadable file in the mount
+  namespace, so libvirt sees KVM as unusable, as it is. libvirt would carry that mount
+  into each VM's private /dev and fails to, so the private libvirtd's qemu.conf (a copy
+  of Debian's) also turns the per-VM mount namespace off.
 * The qemu processes run as Debian's `libvirt-qemu` user: libvirt hands them the disk,
   kernel and initrd, but every directory above those must be searchable by that user.
   `mkdtemp` makes 0700 directories: the temp root is chmod 0755.
