@@ -15,7 +15,8 @@ Why the namespaces, and the traps met on the way:
   /var/lib/libvirt with the storage pool that holds the box's volume, /var/cache/libvirt,
   /var/log/libvirt, /run/libvirt) is bound from directories under the test's temp dir,
   so a killed run leaves no domain, network, pool or volume on the host, and a libvirt
-  the host may run is untouched.
+  the host may run is untouched. (A missing mount point, such as /etc/libvirt/storage
+  before libvirt ever ran, is created empty on the host: the one trace left.)
 * The host has no systemd: libvirtd and virtlogd run in the foreground as the test's
   children. `ip netns exec` would remount /sys without /sys/fs/cgroup, where
   libvirtd puts each qemu in a cgroup; here the namespace's own sysfs is mounted (libvirt
