@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     pd.add_argument(
         "--if-failed",
         action="store_true",
-        help="do nothing when systemd says the service stopped cleanly ($SERVICE_RESULT)",
+        help="do nothing when systemd says the service stopped cleanly"
+        " ($SERVICE_RESULT, or $MONITOR_SERVICE_RESULT in an OnFailure= unit)",
     )
     st = control("status", help="show every VIP, its checks, gobgpd and the peers")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -152,7 +153,9 @@ def _scrub_environment(cfg: Config) -> None:
 
 
 def _peers_down(args: argparse.Namespace) -> int:
-    result = os.environ.get("SERVICE_RESULT")
+    # ExecStopPost= gets $SERVICE_RESULT; an OnFailure= unit (announcer-peers-down.service)
+    # gets the failed unit's as $MONITOR_SERVICE_RESULT.
+    result = os.environ.get("SERVICE_RESULT") or os.environ.get("MONITOR_SERVICE_RESULT")
     if args.if_failed and result == "success":
         print("announcer peers-down: the service stopped cleanly; peers left as they are")
         return EX_OK

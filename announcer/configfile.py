@@ -402,7 +402,8 @@ def read_password(cfg: DataPlaneConfig, environ: Mapping[str, str] | None = None
     """The DataPlaneAPI password from its file or environment variable; raises ConfigError.
 
     A file's trailing newline is dropped. systemd's LoadCredential puts the file under
-    $CREDENTIALS_DIRECTORY; a relative password_file is looked up there first.
+    $CREDENTIALS_DIRECTORY; a relative password_file is a credential name, looked up
+    there and nowhere else.
     """
     env = os.environ if environ is None else environ
     if cfg.password_env is not None:
@@ -414,7 +415,16 @@ def read_password(cfg: DataPlaneConfig, environ: Mapping[str, str] | None = None
         raise ConfigError("dataplaneapi: password_file or password_env is required")
     path = cfg.password_file
     creds = env.get("CREDENTIALS_DIRECTORY")
-    if not path.is_absolute() and creds:
+    if not path.is_absolute():
+        if not creds:
+            # Not the working directory: that would read whatever file of that name is
+            # where the command happens to run.
+            raise ConfigError(
+                f"dataplaneapi.password_file: {path} is a credential name (a relative "
+                "path) and $CREDENTIALS_DIRECTORY is not set: run it under systemd with "
+                f"LoadCredential={path}:FILE (docs/operations.md, Install), or give an "
+                "absolute path"
+            )
         path = Path(creds) / path
     try:
         value = path.read_text(encoding="utf-8").rstrip("\r\n")

@@ -32,6 +32,7 @@ haproxy_cfg=$REPO/tests/integration/haproxy/lb.cfg
 deb=${ANNOUNCER_DEB:-}
 [[ -z $deb || $deb == /* ]] || deb=$REPO/$deb
 announcer_unit=$REPO/systemd/announcer.service
+backstop_unit=$REPO/systemd/announcer-peers-down.service # announcer.service's OnFailure=
 venv_dropin=$REPO/systemd/announcer.service.d/venv.conf
 gobgpd_dropin=$REPO/systemd/gobgpd.service.d/announcer.conf
 sysusers=$REPO/systemd/sysusers.d/announcer.conf # the group of gobgpd's API socket
@@ -125,6 +126,7 @@ if [[ -n $deb ]]; then
   rm -f /tmp/announcer.deb
   # What an earlier provisioning from the checkout left would override the package.
   rm -rf /etc/systemd/system/announcer.service /etc/systemd/system/announcer.service.d/venv.conf \
+    /etc/systemd/system/announcer-peers-down.service /etc/systemd/system/announcer-peers-down.service.d \
     /etc/systemd/system/gobgpd.service.d/announcer.conf /usr/local/bin/announcer "$venv"
   announcer=/usr/bin/announcer
 else
@@ -145,6 +147,9 @@ else
   install -D -m 0644 "$gobgpd_dropin" /etc/systemd/system/gobgpd.service.d/announcer.conf
   install -m 0644 "$announcer_unit" /etc/systemd/system/announcer.service
   install -D -m 0644 "$venv_dropin" /etc/systemd/system/announcer.service.d/venv.conf
+  install -m 0644 "$backstop_unit" /etc/systemd/system/announcer-peers-down.service
+  install -D -m 0644 "$REPO/systemd/announcer-peers-down.service.d/venv.conf" \
+    /etc/systemd/system/announcer-peers-down.service.d/venv.conf
   announcer=$venv/bin/announcer
 fi
 

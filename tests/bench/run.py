@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tests.bench import gen
+from tests.bench import gen, plots
 from tests.bench.topo import (
     CLK_TCK,
     LB,
@@ -432,6 +432,8 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
         "start_to_first_sync_s": round(t_sync - t0, 3) if t_sync else None,
         "first_sync_to_all_routes_s": round(t_all - t_sync, 3) if t_sync else None,
         "rise_floor_s": round(run_.s.fast_interval * (run_.s.rise - 1), 3),
+        # When each route reached the router, seconds after the start (for the plots).
+        "arrivals_s": arrivals(run_, t0),
     }
     g0 = cpu_sample([gobgpd])
     # announcer and its fate-sharing keeper (a child process).
@@ -447,6 +449,12 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
         kept.write_text(log)
         out["log"] = str(kept)
     return out
+
+
+def arrivals(run_: LbRun, t0: float) -> list[float]:
+    """Seconds from t0 to each of the run's routes at the router (millisecond steps)."""
+    present = run_.watch.present
+    return sorted(round(present[p] - t0, 3) for p in run_.prefixes if p in present)
 
 
 def startup_timeline(log: str, t0: float, t_all: float) -> dict[str, Any]:
@@ -529,6 +537,7 @@ def failover(run_: LbRun, samples: int, bound: float, down_needle: str | None) -
         "samples": samples,
         "bound_fall_x_interval_s": bound,
         "latency_s": summary(latency),
+        "latencies_s": [round(x, 4) for x in latency],
         "excess_over_bound_s": summary([x - bound for x in latency]),
         "verdict_to_router_s": summary(pipeline),
         # announcer's log has millisecond stamps: DOWN verdict -> the withdrawal planned
@@ -547,6 +556,7 @@ def resync(run_: LbRun, rounds: int) -> dict[str, Any]:
     """gobgpd stopped and started again: time from its start until the router has all N."""
     lab = run_.lab
     times, sessions, api, enabled = [], [], [], []
+    last: list[float] = []
     for _ in range(rounds):
         lab.stop("lb1-gobgpd", timeout=10)
         if run_.watch.wait_none(run_.prefixes, timeout=60) is None:
@@ -559,6 +569,7 @@ def resync(run_: LbRun, rounds: int) -> dict[str, Any]:
             have = run_.watch.count(run_.prefixes)
             raise LabError(f"after a gobgpd restart only {have} of {run_.n} routes came back")
         times.append(t_all - t0)
+        last = arrivals(run_, t0)
         api.append(t_api - t0)
         t_enabled = first_log_time(run_.announcer_log(), "enabled: gobgpd has the complete", t0)
         if t_enabled is not None:
@@ -574,6 +585,7 @@ def resync(run_: LbRun, rounds: int) -> dict[str, Any]:
         "restart_to_gobgpd_api_s": summary(api),
         "restart_to_peer_enabled_s": summary(enabled),
         "restart_to_session_up_s": summary(sessions),
+        "arrivals_s": last,  # the last round's, for the plot
     }
 
 
@@ -779,6 +791,9 @@ def run_bench(s: Settings, out_dir: Path) -> tuple[dict[str, Any], Path]:
             watch.stop()
     results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
     results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    # Pictures beside the JSON, in a directory named like it.
+    pictures = plots.write_all(results, path.with_suffix(""))
+    results["plots"] = [str(p) for p in pictures]
     _write(path, results)
     return results, path
 

@@ -8,6 +8,7 @@ everything down. Run it as root through `scripts/demo`.
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,29 @@ def view(lab: Lab, prefix: str) -> str:
 def table(lab: Lab) -> None:
     for prefix in VIPS:
         say(f"    {prefix:<22} {view(lab, prefix)}")
+
+
+def log_at(line: str) -> float | None:
+    """The wall-clock time of an announcer log line (`2026-11-30 18:23:55,286 ...`)."""
+    try:
+        return dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return None
+
+
+def timeline(events: list[tuple[float, str]], log: str, vip: str, t0: float) -> None:
+    """Print what happened to `vip` after t0: our events and announcer's log lines."""
+    for line in log.splitlines():
+        at = log_at(line)
+        if (
+            at is not None
+            and at >= t0
+            and vip in line
+            and ("->" in line or "draw" in line or "announce " in line)
+        ):
+            events.append((at, "announcer: " + line[24:].split(": ", 1)[-1][:90]))
+    for at, what in sorted(events):
+        say(f"    {at - t0:6.2f}s  {what}")
 
 
 def nexthops(lab: Lab, prefix: str) -> set[str]:
@@ -82,7 +106,8 @@ def main() -> int:
         say("3. Kill the only server of backend be_api on lb1. HAProxy's monitor-uri of fe_api")
         say("   (192.0.2.11) turns to 503, announcer's check fails 3 times (fall=3, every")
         say("   0.2-0.5 s), and lb1 withdraws 192.0.2.11/32 from gobgpd:")
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
+        events = [(wall0, "the server of be_api on lb1 is killed")]
         stacks["lb1"].stop_backend("api")
         wait_until(
             lambda: nexthops(lab, "192.0.2.11/32") == {"lb2"},
@@ -90,11 +115,13 @@ def main() -> int:
             interval=0.05,
             what="192.0.2.11 only via lb2",
         )
+        events.append((time.time(), "r1 and r2: 192.0.2.11/32 only via lb2"))
         say(f"   ... gone from lb1 at both routers after {time.monotonic() - t0:.2f}s:")
         table(lab)
         say()
         say("4. Bring the server back: after rise=2 good checks lb1 announces it again:")
         t0 = time.monotonic()
+        events.append((time.time(), "the server is started again"))
         stacks["lb1"].start_backend("api")
         wait_until(
             lambda: nexthops(lab, "192.0.2.11/32") == {"lb1", "lb2"},
@@ -102,13 +129,13 @@ def main() -> int:
             interval=0.05,
             what="192.0.2.11 via both",
         )
+        events.append((time.time(), "r1 and r2: 192.0.2.11/32 via lb1 and lb2 again"))
         say(f"   ... back after {time.monotonic() - t0:.2f}s:")
         table(lab)
         say()
-        say("What announcer on lb1 logged about it:")
-        for line in stacks["lb1"].announcer_log().splitlines():
-            if "192.0.2.11" in line:
-                say("    " + line)
+        say("The failover as a timeline (seconds after the server died; announcer's log")
+        say("lines about 192.0.2.11 and what the routers showed):")
+        timeline(events, stacks["lb1"].announcer_log(), "192.0.2.11", wall0)
         say()
         say("Tearing down (every process by PID, every namespace).")
     say("Done. To keep a lab for exploring: make lab-up (then make lab-down).")

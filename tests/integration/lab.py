@@ -551,6 +551,26 @@ def tcp_listening(pid: int, address: str, port: int) -> bool:
     return any(f[1] == want and f[3] == "0A" for f in (ln.split() for ln in lines))
 
 
+def remove_namespaces(created: list[Netns]) -> list[str]:
+    """Delete the namespaces a lab created (and empty the list); what went wrong.
+
+    Anything still running in them (e.g. HAProxy workers, a CLI call that hung) is ours
+    by construction: it is stopped by PID before the namespace goes.
+    """
+    errors: list[str] = []
+    for ns in created:
+        try:
+            leftovers = [(pid, proc_starttime(pid), None) for pid in ns.pids()]
+            stop_pids(leftovers, timeout=2.0)
+        except Exception as e:
+            errors.append(f"{ns.name}: stopping leftover processes: {e}")
+        ns.delete()
+        if ns.exists():
+            errors.append(f"{ns.name}: still listed after delete")
+    created.clear()
+    return errors
+
+
 def list_netns() -> list[str]:
     """Names from `ip netns list` (which prints `name (id: N)`)."""
     cp = run(["ip", "netns", "list"], check=False)
@@ -761,7 +781,94 @@ def bgp_sessions(router: FrrRouter) -> dict[str, str]:
 # --------------------------------------------------------------------------- the lab
 
 
-class Lab:
+def wire(nodes: dict[str, Netns], *, addressed: Iterable[str] = NODES) -> None:
+    """The LANs between the nodes' namespaces: two bridges in `sw`, one veth per node and
+    LAN (named after the LAN inside the node), forwarding and ECMP hashing on the routers
+    and the client, the client's and the LBs' static routes. Nodes not in `addressed`
+    get their veths only: something inside them (scripts/provision/lb.sh in the systemd
+    lab) configures their addresses and routes.
+    """
+    configure = set(addressed)
+    sw = nodes[SWITCH]
+    # The switch only bridges frames; no IPv6 of its own so it stays silent.
+    sw.sysctl("net.ipv6.conf.all.disable_ipv6", "1")
+    sw.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+    for lan, members, v4net, v6net in (
+        ("rack", RACK_ADDR, RACK_V4, RACK_V6),
+        ("edge", EDGE_ADDR, CLIENT_V4, CLIENT_V6),
+    ):
+        sw.ip(
+            "link", "add", lan, "type", "bridge",
+            "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0",
+        )  # fmt: skip
+        sw.link_up(lan)
+        for node, (v4, v6) in members.items():
+            ns = nodes[node]
+            port = f"{lan}-{node}"  # the switch side, e.g. rack-lb1
+            add_veth(ns, lan, sw, port)
+            sw.ip("link", "set", port, "master", lan)
+            if node in configure:
+                ns.add_addr(lan, f"{v4}/{v4net.prefixlen}")
+                ns.add_addr(lan, f"{v6}/{v6net.prefixlen}")
+    for r in ROUTERS:
+        nodes[r].sysctl("net.ipv4.ip_forward", "1")
+        nodes[r].sysctl("net.ipv6.conf.all.forwarding", "1")
+    # Hash on the 5-tuple so different connections take different paths (ECMP).
+    for node in (*ROUTERS, CLIENT):
+        nodes[node].sysctl("net.ipv4.fib_multipath_hash_policy", "1")
+        nodes[node].sysctl("net.ipv6.fib_multipath_hash_policy", "1")
+    # The client reaches the VIP ranges through both routers.
+    client = nodes[CLIENT]
+    client.add_route(str(VIP_V4), *(EDGE_ADDR[r][0] for r in ROUTERS))
+    client.add_route(str(VIP_V6), *(EDGE_ADDR[r][1] for r in ROUTERS))
+    # The LBs get no routes over BGP (the routers export nothing), so they reach
+    # the clients through a static multipath route via both routers.
+    for lb in configure.intersection(LBS):
+        ns = nodes[lb]
+        ns.add_route(str(CLIENT_V4), *(RACK_ADDR[r][0] for r in ROUTERS))
+        ns.add_route(str(CLIENT_V6), *(RACK_ADDR[r][1] for r in ROUTERS))
+
+
+class Topology:
+    """A context manager over `build()` and `teardown()`: leaving the block (also by an
+    exception, also when building failed halfway) tears down what was built; teardown
+    problems are raised, or noted on the error that ended the block."""
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def teardown(self) -> list[str]:
+        """Remove everything built; return what could not be removed."""
+        raise NotImplementedError
+
+    def __enter__(self: TopologyT) -> TopologyT:
+        try:
+            self.build()
+        except BaseException as e:
+            errors = self.teardown()
+            if errors:
+                e.add_note("teardown incomplete: " + "; ".join(errors))
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        errors = self.teardown()
+        if errors:
+            message = "teardown incomplete: " + "; ".join(errors)
+            if exc is None:
+                raise LabError(message)
+            exc.add_note(message)  # do not hide the error that ended the block
+
+
+TopologyT = TypeVar("TopologyT", bound=Topology)
+
+
+class Lab(Topology):
     """The whole topology; a context manager that always tears down what it built.
 
     `with Lab() as lab:` builds namespaces and links, starts FRR on r1/r2 and gobgpd on
@@ -816,29 +923,6 @@ class Lab:
 
     # ---- lifecycle
 
-    def __enter__(self) -> Lab:
-        try:
-            self.build()
-        except BaseException as e:
-            errors = self.teardown()
-            if errors:
-                e.add_note("teardown incomplete: " + "; ".join(errors))
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        errors = self.teardown()
-        if errors:
-            message = "teardown incomplete: " + "; ".join(errors)
-            if exc is None:
-                raise LabError(message)
-            exc.add_note(message)  # do not hide the error that ended the block
-
     def build(self) -> None:
         """Create namespaces, links, addresses and routes; start FRR and gobgpd."""
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.prefix}lab-"))
@@ -869,18 +953,7 @@ class Lab:
             self.procs.stop_all()
         except Exception as e:
             errors.append(f"stopping processes: {e}")
-        for ns in self.created:
-            # Anything else left in our namespaces (e.g. HAProxy workers, a CLI call
-            # that hung) is ours by construction: stop it by PID before deleting.
-            try:
-                leftovers = [(pid, proc_starttime(pid), None) for pid in ns.pids()]
-                stop_pids(leftovers, timeout=2.0)
-            except Exception as e:
-                errors.append(f"{ns.name}: stopping leftover processes: {e}")
-            ns.delete()
-            if ns.exists():
-                errors.append(f"{ns.name}: still listed after delete")
-        self.created.clear()
+        errors += remove_namespaces(self.created)
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             if self.tmp.exists():
@@ -898,43 +971,7 @@ class Lab:
             raise LabError(f"unknown node {node!r} (nodes: {', '.join(NODES)})") from None
 
     def _wire(self) -> None:
-        sw = self.nodes[SWITCH]
-        # The switch only bridges frames; no IPv6 of its own so it stays silent.
-        sw.sysctl("net.ipv6.conf.all.disable_ipv6", "1")
-        sw.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
-        for lan, members, v4net, v6net in (
-            ("rack", RACK_ADDR, RACK_V4, RACK_V6),
-            ("edge", EDGE_ADDR, CLIENT_V4, CLIENT_V6),
-        ):
-            sw.ip(
-                "link", "add", lan, "type", "bridge",
-                "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0",
-            )  # fmt: skip
-            sw.link_up(lan)
-            for node, (v4, v6) in members.items():
-                ns = self.nodes[node]
-                port = f"{lan}-{node}"  # the switch side, e.g. rack-lb1
-                add_veth(ns, lan, sw, port)
-                sw.ip("link", "set", port, "master", lan)
-                ns.add_addr(lan, f"{v4}/{v4net.prefixlen}")
-                ns.add_addr(lan, f"{v6}/{v6net.prefixlen}")
-        for r in ROUTERS:
-            self.nodes[r].sysctl("net.ipv4.ip_forward", "1")
-            self.nodes[r].sysctl("net.ipv6.conf.all.forwarding", "1")
-        # Hash on the 5-tuple so different connections take different paths (ECMP).
-        for node in (*ROUTERS, CLIENT):
-            self.nodes[node].sysctl("net.ipv4.fib_multipath_hash_policy", "1")
-            self.nodes[node].sysctl("net.ipv6.fib_multipath_hash_policy", "1")
-        # The client reaches the VIP ranges through both routers.
-        client = self.nodes[CLIENT]
-        client.add_route(str(VIP_V4), *(EDGE_ADDR[r][0] for r in ROUTERS))
-        client.add_route(str(VIP_V6), *(EDGE_ADDR[r][1] for r in ROUTERS))
-        # The LBs get no routes over BGP (the routers export nothing), so they reach
-        # the clients through a static multipath route via both routers.
-        for lb in LBS:
-            ns = self.nodes[lb]
-            ns.add_route(str(CLIENT_V4), *(RACK_ADDR[r][0] for r in ROUTERS))
-            ns.add_route(str(CLIENT_V6), *(RACK_ADDR[r][1] for r in ROUTERS))
+        wire(self.nodes)
 
     # ---- FRR
 

@@ -91,3 +91,12 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
     has(ex["failover"], FAILOVER, "exabgp.failover")
     assert ex["steady"]["routes_at_router_end"] == ex["n"]
     assert ex["failover"]["latency_s"]["count"] == ex["failover"]["samples"]
+
+    # The pictures beside the JSON: startup (N=20), re-sync, failover, ExaBGP vs announcer
+    # when the quick run measured announcer at ExaBGP's N.
+    assert len(scale["arrivals_s"]) == 20 and rs["arrivals_s"]
+    assert len(fo["latencies_s"]) == fo["samples"]
+    plots = {Path(p).name for p in doc["plots"]}
+    assert {"startup-20.png", "resync.png", "failover.png"} <= plots, plots
+    for p in doc["plots"]:
+        assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p

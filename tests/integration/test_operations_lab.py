@@ -301,6 +301,10 @@ def test_peers_down_is_the_backstop_when_the_whole_cgroup_is_killed(lab: Lab) ->
     argv = [sys.executable, "-m", "announcer", "peers-down", "-c", str(s1.run_cfg), "--if-failed"]
     out = lab.exec("lb1", ["env", "SERVICE_RESULT=success", *argv], check=True).stdout
     assert "stopped cleanly; peers left" in out
+    # The same from announcer-peers-down.service, the OnFailure= unit: systemd gives it the
+    # failed unit's result as $MONITOR_SERVICE_RESULT.
+    out = lab.exec("lb1", ["env", "MONITOR_SERVICE_RESULT=success", *argv], check=True).stdout
+    assert "stopped cleanly; peers left" in out
     time.sleep(0.5)
     wait_all(lab, timeout=1)  # still announced from both
     out = lab.exec("lb1", ["env", "SERVICE_RESULT=signal", *argv], check=True).stdout

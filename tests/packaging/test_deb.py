@@ -140,6 +140,7 @@ def test_file_list(deb: Path) -> None:
     expected = {
         "/usr/bin/announcer": "-rwxr-xr-x",
         "/lib/systemd/system/announcer.service": "-rw-r--r--",
+        "/lib/systemd/system/announcer-peers-down.service": "-rw-r--r--",
         "/lib/systemd/system/gobgpd.service.d/announcer.conf": "-rw-r--r--",
         "/usr/lib/sysusers.d/announcer.conf": "-rw-r--r--",
         "/usr/share/doc/announcer/examples/announcer.yaml": "-rw-r--r--",
@@ -166,6 +167,7 @@ def test_units_are_the_repositorys(deb: Path, tmp_path: Path) -> None:
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True)
     same = {
         "lib/systemd/system/announcer.service": "systemd/announcer.service",
+        "lib/systemd/system/announcer-peers-down.service": "systemd/announcer-peers-down.service",
         "lib/systemd/system/gobgpd.service.d/announcer.conf": (
             "systemd/gobgpd.service.d/announcer.conf"
         ),
@@ -179,6 +181,9 @@ def test_units_are_the_repositorys(deb: Path, tmp_path: Path) -> None:
     for key in ("ExecStart", "ExecStopPost"):
         [line] = [ln for ln in unit.splitlines() if ln.startswith(f"{key}=")]
         assert line.split("=", 1)[1].split()[0] == "/usr/bin/announcer"
+    backstop = (tmp_path / "lib/systemd/system/announcer-peers-down.service").read_text()
+    [line] = [ln for ln in backstop.splitlines() if ln.startswith("ExecStart=")]
+    assert line.split("=", 1)[1].split()[0] == "/usr/bin/announcer"
     assert (tmp_path / "usr/bin/announcer").exists()
 
 
@@ -256,11 +261,18 @@ apt-get -f install -y -q
 echo "version: $(announcer --version)"
 echo "group: $(getent group announcer-gobgp)"
 umask 077; echo password > /etc/announcer/dataplaneapi.password
-announcer check-config -c /usr/share/doc/announcer/examples/announcer.yaml
+example=/usr/share/doc/announcer/examples/announcer.yaml
+# The example names the unit's credential: outside systemd a clear error (78)...
+set +e; announcer check-config -c $example > /tmp/out 2>&1; rc=$?; set -e
+grep -q "credential name" /tmp/out && test $rc = 78 && echo "no credential: 78"
+# ...and with what LoadCredential= would give it, OK.
+mkdir -p /tmp/creds; cp /etc/announcer/dataplaneapi.password /tmp/creds/dataplaneapi-password
+CREDENTIALS_DIRECTORY=/tmp/creds announcer check-config -c $example
 if ls /etc/systemd/system/*.wants/announcer.service 2>/dev/null; then
     echo "enabled on install" >&2; exit 1
 fi
-systemd-analyze verify --man=no --generators=no /lib/systemd/system/announcer.service
+systemd-analyze verify --man=no --generators=no /lib/systemd/system/announcer.service \
+    /lib/systemd/system/announcer-peers-down.service
 echo "verify: ok"
 dpkg --purge announcer
 test ! -e /usr/bin/announcer
@@ -303,6 +315,7 @@ def test_installs_and_runs(deb: Path, tmp_path: Path, suite: str) -> None:
         assert cp.returncode == 0, out
         assert f"version: announcer {version()}" in out, out
         assert re.search(r"group: announcer-gobgp:x:\d+:$", out, re.M), out
+        assert "no credential: 78" in out, out
         assert "examples/announcer.yaml: OK" in out, out
         assert "verify: ok" in out and "purge: ok" in out, out
     finally:

@@ -36,11 +36,15 @@ from pathlib import Path
 
 import pytest
 
+from announcer.configfile import load_config
+
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "announcer.service"
 DROPIN = REPO / "systemd" / "gobgpd.service.d" / "announcer.conf"
 SYSUSERS = REPO / "systemd" / "sysusers.d" / "announcer.conf"
 VENV_DROPIN = REPO / "systemd" / "announcer.service.d" / "venv.conf"
+BACKSTOP = REPO / "systemd" / "announcer-peers-down.service"
+BACKSTOP_VENV = REPO / "systemd" / "announcer-peers-down.service.d" / "venv.conf"
 EXAMPLE_CONFIG = REPO / "etc" / "announcer.yaml"
 DEBIAN_GOBGPD = Path("/lib/systemd/system/gobgpd.service")
 ANNOUNCER_BIN = "/usr/bin/announcer"  # where the Debian package (debian/) installs it
@@ -284,6 +288,60 @@ def test_exec_stop_post_is_the_backstop_with_the_same_command() -> None:
         "/etc/announcer/announcer.yaml",
         "--if-failed",
     ]
+
+
+def test_example_config_reads_the_units_credential() -> None:
+    # etc/announcer.yaml (the package's example) names what LoadCredential= provides.
+    name = one(S, "Service", "LoadCredential").split(":")[0]
+    assert str(load_config(EXAMPLE_CONFIG).dataplaneapi.password_file) == name
+
+
+# ---------------------------------------------------------------- the OnFailure= backstop
+
+B = effective(BACKSTOP.read_text())
+# What announcer.service has and the backstop must not copy: the long-running service's
+# own settings, and AF_NETLINK (the locality check, which peers-down does not do).
+NOT_COPIED = {
+    "Type", "NotifyAccess", "TimeoutStartSec", "WatchdogSec", "WatchdogSignal", "Environment",
+    "LimitCORE", "Restart", "RestartSec", "RestartPreventExitStatus", "ExecStart",
+    "ExecReload", "ExecStopPost", "KillMode", "LimitNOFILE", "TimeoutStopSec", "MemoryHigh",
+    "MemoryMax", "RuntimeDirectory", "RuntimeDirectoryMode", "RuntimeDirectoryPreserve",
+    "StateDirectory", "StateDirectoryMode", "LoadCredential", "RestrictAddressFamilies",
+}  # fmt: skip
+
+
+def test_backstop_runs_the_stop_post_command_on_failure() -> None:
+    # The same command as ExecStopPost= (which systemd 257 kills with the cgroup).
+    assert one(B, "Service", "ExecStart") == one(S, "Service", "ExecStopPost")
+    assert one(B, "Service", "Type") == "oneshot"
+    assert one(S, "Unit", "OnFailure") == BACKSTOP.name
+    # announcer's restart waits for a backstop that is still running.
+    assert BACKSTOP.name in words(S, "Unit", "After")
+    assert "[Install]" not in BACKSTOP.read_text()  # never enabled
+
+
+def test_backstop_has_the_services_identity_and_hardening() -> None:
+    service = {k: v for (sec, k), v in S.items() if sec == "Service" and k not in NOT_COPIED}
+    backstop = {k: v for (sec, k), v in B.items() if sec == "Service"}
+    missing = {k: v for k, v in service.items() if backstop.get(k) != v}
+    assert not missing, f"in announcer.service, not (or not so) in the backstop: {missing}"
+    assert words(B, "Service", "RestrictAddressFamilies") == ["AF_UNIX", "AF_INET", "AF_INET6"]
+
+
+def test_backstop_venv_dropin_changes_only_the_path() -> None:
+    merged = effective(BACKSTOP.read_text(), BACKSTOP_VENV.read_text())
+    unit_argv = one(B, "Service", "ExecStart").split()
+    assert one(merged, "Service", "ExecStart").split() == [VENV_BIN, *unit_argv[1:]]
+
+
+@needs_analyze
+def test_backstop_verifies(tmp_path: Path) -> None:
+    stub = tmp_path / "announcer"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    path = tmp_path / BACKSTOP.name
+    path.write_text(BACKSTOP.read_text().replace(ANNOUNCER_BIN, str(stub)))
+    assert analyze_verify(path) == []
 
 
 # ---------------------------------------------------------------- the virtualenv drop-in

@@ -197,6 +197,10 @@ def test_read_password(tmp_path: Path) -> None:
     assert read_password(cfg, {}) == "s3cret"
     rel = parse_config(minimal(dataplaneapi={"password_file": "pw"})).dataplaneapi
     assert read_password(rel, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "s3cret"
+    # A credential name outside systemd: a clear error, not a file of the working dir.
+    no_creds = r"pw is a credential name .* \$CREDENTIALS_DIRECTORY is not set"
+    with pytest.raises(ConfigError, match=no_creds):
+        read_password(rel, {})
     env = parse_config(minimal()).dataplaneapi
     assert read_password(env, {"DPAPI_PW": "x"}) == "x"
     with pytest.raises(ConfigError, match=r"\$DPAPI_PW is not set"):
