@@ -204,4 +204,4 @@ done
 gobgp --target "$gobgp_api" neighbor || true
 gobgp --target "$gobgp_api" global rib -a ipv4 || true
 gobgp --target "$gobgp_api" global rib -a ipv6 || true
-say "done. On the core VM: docker exec r1 vtysh -c 'show ip bgp'"
+say "done. On the core VM: lab-vtysh r1 -c 'show ip bgp' (docker exec r1 vtysh ... with Docker routers)"

@@ -654,6 +654,64 @@ def vtysh_json(router: FrrRouter, command: str) -> Any:
         raise LabError(f"{router.node}: {command}: not JSON: {out[:500]!r}") from e
 
 
+def spawn_frr_daemon(procs: ProcessRegistry, router: FrrRouter, daemon: str) -> Proc:
+    """Start one FRR daemon of `router` in its namespace, its files in its run dir."""
+    # Why bgpd reads the integrated file itself instead of `vtysh -f` (which is
+    # what `vtysh -b` does at boot in a VM): config applied through vtysh puts
+    # bgpd's peers in a "config-pending hold" that costs about 4 s before the
+    # first connect. bgpd reading the file at startup starts them at once and
+    # only logs "No such command" for zebra's `ip[v6] forwarding` lines, which
+    # the lab sets as sysctls anyway. zebra needs nothing from the file here.
+    d = router.run_dir
+    config = {"bgpd": router.config, "bfdd": d / "bfdd.conf"}.get(daemon, d / "empty.conf")
+    argv = [
+        str(FRR_BIN / daemon),
+        "--vty_socket", str(d),
+        "-z", str(d / "zserv.api"),  # zebra <-> bgpd, not in /var/run/frr
+        "-i", str(d / f"{daemon}.pid"),
+        "-P", "0",  # no vty TCP port
+        "-f", str(config),
+        "--log", "stdout", "--log-level", "info",  # our log file, from line one
+    ]  # fmt: skip
+    if daemon == "bfdd":
+        argv += ["--bfdctl", str(d / "bfdd.sock")]  # not /var/run/frr/bfdd.sock
+    return procs.start(router.netns.name, argv, f"{router.node}-{daemon}", d / f"{daemon}.log")
+
+
+def wait_frr_daemon(router: FrrRouter, daemon: str, proc: Proc, timeout: float) -> None:
+    """Wait until `daemon` answers (bgpd: has read its config); LabError on a rejected line."""
+    argv = ["vtysh", "--vty_socket", str(router.run_dir), "-d", daemon, "-c"]
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise LabError(f"{proc.name} exited:\n{proc.log_tail()}")
+        if not (router.run_dir / f"{daemon}.vty").exists():
+            return False
+        if daemon != "bgpd":
+            return run([*argv, "show version"], check=False, timeout=5).returncode == 0
+        # The vty socket opens before the config file is read (in one event, so a
+        # `router bgp` in the running config means the whole file was read).
+        cp = run([*argv, "show running-config"], check=False, timeout=5)
+        return cp.returncode == 0 and "\nrouter bgp " in cp.stdout
+
+    what = f"{router.node}: {daemon} answers on its vty socket"
+    try:
+        wait_until(ready, timeout=timeout, interval=0.05, what=what)
+    except WaitTimeout as e:
+        raise LabError(f"{e}\n{proc.name} log:\n{proc.log_tail()}") from e
+    log = proc.log_tail(10_000).splitlines()
+    # bgpd reads the integrated file: zebra's and bfdd's lines are not its own.
+    others = {n for n, _ in bfd_block(router.config.read_text())} if daemon == "bgpd" else set()
+
+    def foreign(line: str) -> bool:
+        m = CONFIG_LINE.search(line)
+        return bool(ZEBRA_ONLY.search(line)) or (m is not None and int(m[1]) in others)
+
+    bad = [ln for ln in log if "config line" in ln and not foreign(ln)]
+    if bad:
+        raise LabError(f"{router.node}: {daemon} rejected config lines:\n" + "\n".join(bad))
+
+
 def frr_route_nexthops(router: FrrRouter, prefix: str) -> set[str]:
     """Next hops zebra has installed (fib) for exactly `prefix`; empty if none."""
     net = ipaddress.ip_network(prefix)
@@ -947,62 +1005,12 @@ class Lab(Topology):
                 self._wait_frr_daemon(router, daemon, proc)
 
     def _spawn_frr_daemon(self, router: FrrRouter, daemon: str) -> Proc:
-        # Why bgpd reads the integrated file itself instead of `vtysh -f` (which is
-        # what `vtysh -b` does at boot in a VM): config applied through vtysh puts
-        # bgpd's peers in a "config-pending hold" that costs about 4 s before the
-        # first connect. bgpd reading the file at startup starts them at once and
-        # only logs "No such command" for zebra's `ip[v6] forwarding` lines, which
-        # the lab sets as sysctls anyway. zebra needs nothing from the file here.
-        d = router.run_dir
-        config = {"bgpd": router.config, "bfdd": d / "bfdd.conf"}.get(daemon, d / "empty.conf")
-        argv = [
-            str(FRR_BIN / daemon),
-            "--vty_socket", str(d),
-            "-z", str(d / "zserv.api"),  # zebra <-> bgpd, not in /var/run/frr
-            "-i", str(d / f"{daemon}.pid"),
-            "-P", "0",  # no vty TCP port
-            "-f", str(config),
-            "--log", "stdout", "--log-level", "info",  # our log file, from line one
-        ]  # fmt: skip
-        if daemon == "bfdd":
-            argv += ["--bfdctl", str(d / "bfdd.sock")]  # not /var/run/frr/bfdd.sock
-        proc = self.procs.start(
-            router.netns.name, argv, f"{router.node}-{daemon}", d / f"{daemon}.log"
-        )
+        proc = spawn_frr_daemon(self.procs, router, daemon)
         self._write_state()
         return proc
 
     def _wait_frr_daemon(self, router: FrrRouter, daemon: str, proc: Proc) -> None:
-        argv = ["vtysh", "--vty_socket", str(router.run_dir), "-d", daemon, "-c"]
-
-        def ready() -> bool:
-            if not proc.alive():
-                raise LabError(f"{proc.name} exited:\n{proc.log_tail()}")
-            if not (router.run_dir / f"{daemon}.vty").exists():
-                return False
-            if daemon != "bgpd":
-                return run([*argv, "show version"], check=False, timeout=5).returncode == 0
-            # The vty socket opens before the config file is read (in one event, so a
-            # `router bgp` in the running config means the whole file was read).
-            cp = run([*argv, "show running-config"], check=False, timeout=5)
-            return cp.returncode == 0 and "\nrouter bgp " in cp.stdout
-
-        what = f"{router.node}: {daemon} answers on its vty socket"
-        try:
-            wait_until(ready, timeout=self.timeout, interval=0.05, what=what)
-        except WaitTimeout as e:
-            raise LabError(f"{e}\n{proc.name} log:\n{proc.log_tail()}") from e
-        log = proc.log_tail(10_000).splitlines()
-        # bgpd reads the integrated file: zebra's and bfdd's lines are not its own.
-        others = {n for n, _ in bfd_block(router.config.read_text())} if daemon == "bgpd" else set()
-
-        def foreign(line: str) -> bool:
-            m = CONFIG_LINE.search(line)
-            return bool(ZEBRA_ONLY.search(line)) or (m is not None and int(m[1]) in others)
-
-        bad = [ln for ln in log if "config line" in ln and not foreign(ln)]
-        if bad:
-            raise LabError(f"{router.node}: {daemon} rejected config lines:\n" + "\n".join(bad))
+        wait_frr_daemon(router, daemon, proc, self.timeout)
 
     # ---- gobgpd
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,13 +33,16 @@ REPO = Path(__file__).resolve().parents[2]
 PROVISION = Path("scripts/provision")
 
 # Vagrant's configuration API as far as the Vagrantfile uses it: every call is
-# accepted, provisioners and networks are recorded with the machine they belong to.
+# accepted, provisioners and networks are recorded with the machine they belong to,
+# and so is each provider's setting (`lv.memory = 1024` in `provider :libvirt`) with
+# the machine it applies to (nil: every machine).
 VAGRANT_STUB = r"""
 require "json"
-RECORD = { "provisions" => [], "networks" => [] }
+RECORD = { "provisions" => [], "networks" => [], "settings" => [] }
 class Recorder
-  def initialize(machine = nil)
+  def initialize(machine = nil, provider = nil)
     @machine = machine
+    @provider = provider
   end
 
   def method_missing(name, *args, **opts, &block)
@@ -47,7 +51,16 @@ class Recorder
     when :provision, :network
       RECORD["#{name}s"] << { "machine" => @machine, "type" => args[0] }.merge(
         opts.transform_keys(&:to_s))
-    else block&.call(Recorder.new(@machine))
+    when :provider
+      # |settings, override| for a provider block
+      block.call(Recorder.new(@machine, args[0].to_s), Recorder.new(@machine))
+    else
+      if @provider && (name.end_with?("=") || !opts.empty?)
+        RECORD["settings"] << { "machine" => @machine, "provider" => @provider,
+                                "name" => name.to_s.delete_suffix("="),
+                                "value" => args[0], "options" => opts.transform_keys(&:to_s) }
+      end
+      block&.call(Recorder.new(@machine, @provider))
     end
     self
   end
@@ -85,13 +98,15 @@ def looks_like_file(value: str) -> bool:
     return re.search(r"\.[A-Za-z]\w*$", value) is not None
 
 
-def evaluate(root: Path) -> dict[str, list[dict[str, object]]]:
-    """The provisioners and networks `root/Vagrantfile` configures."""
+def evaluate(root: Path, env: dict[str, str] | None = None) -> dict[str, list[dict[str, object]]]:
+    """The provisioners, networks and provider settings `root/Vagrantfile` configures,
+    with `env` added to the environment (ANNOUNCER_* variables)."""
     cp = subprocess.run(
         [need("ruby"), "-e", VAGRANT_STUB, str(root / "Vagrantfile")],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
     if cp.returncode != 0:
         first = (cp.stderr.strip() or f"exit {cp.returncode}").splitlines()[0]
@@ -191,6 +206,78 @@ def test_vagrantfile_defines_the_lab_machines() -> None:
     nets = {(n["machine"], n["virtualbox__intnet"]) for n in record["networks"]}
     assert {m for m, _ in nets} == machines
     assert all(n["auto_config"] is False for n in record["networks"])
+
+
+def setting(
+    record: dict[str, list[dict[str, object]]], name: str, machine: str | None = None
+) -> object:
+    """The value of one libvirt provider setting (for every machine, or one machine's)."""
+    found = [
+        s
+        for s in record["settings"]
+        if s["provider"] == "libvirt" and s["name"] == name and s["machine"] == machine
+    ]
+    assert len(found) == 1, f"libvirt setting {name} of {machine}: {found}"
+    return found[0]["options"] or found[0]["value"]
+
+
+def haproxy_vips() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    text = (REPO / "tests/integration/haproxy/lb.cfg").read_text()
+    binds = re.findall(r"^\s*bind\s+\[?([0-9a-fA-F.:]*[0-9a-fA-F])\]?:\d+", text, re.M)
+    assert binds, "no VIP binds in lb.cfg"
+    return {ipaddress.ip_address(b) for b in binds}
+
+
+def test_libvirt_networks_stay_on_documentation_ranges() -> None:
+    record = evaluate(REPO)
+    # Vagrant's management network: a documentation range no VIP uses, not forwarded,
+    # never libvirt's 192.168.121.0/24 (vagrant-libvirt's default) or 122 (libvirt's).
+    mgmt = ipaddress.ip_network(str(setting(record, "management_network_address")), strict=False)
+    assert mgmt.subnet_of(ipaddress.ip_network("192.0.2.0/24")), mgmt
+    assert not any(v in mgmt for v in haproxy_vips() if v.version == 4), mgmt
+    assert setting(record, "management_network_mode") == "none"
+    assert setting(record, "management_network_name") == "announcer-mgmt"
+    # The lab LANs: no host address, no DHCP, no forwarding.
+    for net in record["networks"]:
+        assert net["libvirt__forward_mode"] == "veryisolated", net
+        assert net["libvirt__dhcp_enabled"] is False, net
+        assert net["libvirt__network_name"] == net["virtualbox__intnet"], net
+    # No display; each VM's serial console to a file of its own.
+    assert setting(record, "graphics_type") == "none"
+    serials = {s["machine"]: s["options"] for s in record["settings"] if s["name"] == "serial"}
+    assert set(serials) == {"core", "lb1", "lb2"}
+    paths = {str(o["source"]["path"]) for o in serials.values()}  # type: ignore[index]
+    assert len(paths) == 3 and all(p.endswith("-serial.log") for p in paths), paths
+
+
+@pytest.mark.parametrize("routers", [None, "debian", "docker"])
+def test_core_routers_from_debian_or_docker(routers: str | None) -> None:
+    env = {"ANNOUNCER_CORE_ROUTERS": routers} if routers else {}
+    record = evaluate(REPO, env)
+    (core,) = [p for p in record["provisions"] if p["machine"] == "core"]
+    assert isinstance(core["env"], dict)
+    assert core["env"]["CORE_ROUTERS"] == (routers or "debian")
+    assert core["env"]["FRR_IMAGE"].startswith("quay.io/")  # always set, used by docker
+
+
+def test_a_wrong_core_routers_value_stops_vagrant() -> None:
+    with pytest.raises(AssertionError, match="ANNOUNCER_CORE_ROUTERS=podman"):
+        evaluate(REPO, {"ANNOUNCER_CORE_ROUTERS": "podman"})
+
+
+def test_the_lbs_install_the_deb_from_dist_when_there_is_one(tmp_path: Path) -> None:
+    root = broken_copy(tmp_path, "Vagrantfile", "REPO_DIR", "REPO_DIR")
+    (root / "dist").unlink(missing_ok=True)  # a symlink to the checkout's dist/, if any
+
+    def lbs() -> list[dict[str, object]]:
+        return [p for p in evaluate(root)["provisions"] if p["machine"] != "core"]
+
+    assert all("ANNOUNCER_DEB" not in p["env"] for p in lbs())  # type: ignore[operator]
+    (root / "dist").mkdir()
+    (root / "dist/announcer_0.1.0_all.deb").write_bytes(b"")
+    for p in lbs():
+        assert p["env"]["ANNOUNCER_DEB"] == "dist/announcer_0.1.0_all.deb"  # type: ignore[index]
+    assert problems(root) == []
 
 
 def test_every_referenced_file_exists() -> None:
