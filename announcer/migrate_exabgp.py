@@ -122,7 +122,7 @@ def _items(tokens: list[Token], i: int, opener: Token | None) -> tuple[tuple[Ite
         t = tokens[i]
         if t.is_punct("}"):
             if words:
-                raise MigrateError(f"{t.pos}: missing ';' before '}}'")
+                raise MigrateError(f"{_pos(words[0])}: missing ';' before '}}'")
             if opener is None:
                 raise MigrateError(f"{t.pos}: '}}' without a matching '{{'")
             return tuple(items), i + 1
@@ -148,7 +148,15 @@ def _items(tokens: list[Token], i: int, opener: Token | None) -> tuple[tuple[Ite
                 j += 1
             if j == len(tokens):
                 raise MigrateError(f"{t.pos}: '[' is never closed")
-            words.append(tuple(x for x in tokens[i + 1 : j] if x.text != ","))
+            # `[ a b ]`, also written `[ a, b ]`
+            words.append(
+                tuple(
+                    Token(part, x.pos, x.quoted)
+                    for x in tokens[i + 1 : j]
+                    for part in (x.text.split(",") if not x.quoted else [x.text])
+                    if part
+                )
+            )
             i = j + 1
         elif t.is_punct("]"):
             raise MigrateError(f"{t.pos}: ']' without a matching '['")

@@ -158,6 +158,7 @@ def bgp(
     report: Report,
 ) -> dict[str, Any]:
     b: dict[str, Any] = {"next_hop": hc.get("next-hop") or "self"}
+    report.mapped.append(f"--next-hop {b['next_hop']} -> bgp.next_hop: {b['next_hop']}")
     if any(n.version == 6 for n in allowed):
         v6 = [a for a in local_addresses if ipaddress.ip_address(a).version == 6]
         if not v6:
@@ -182,7 +183,8 @@ def bgp(
             b[key] = got
             report.mapped.append(f"--{opt} -> bgp.{key}")
     up_path = hc.get("up-as-path") or hc.get("as-path")
-    if (n := _prepend(up_path, local_as, "as-path", report)) is not None:
+    up_opt = "up-as-path" if hc.has("up-as-path") else "as-path"
+    if (n := _prepend(up_path, local_as, up_opt, report)) is not None:
         b["as_path_prepend"] = n
     extra = _communities(hc.get("disabled-community"), "disabled-community", False, report)
     if hc.has("withdraw-on-down"):
@@ -208,8 +210,9 @@ def bgp(
             )
         b["down"], b["drained"] = down, drained
         report.mapped.append(
-            f"no --withdraw-on-down -> bgp.down {{announce: true, med: {down['med']}}}, "
-            f"bgp.drained {{announce: true, med: {drained['med']}}}"
+            f"no --withdraw-on-down, --down-metric {down['med']} -> bgp.down {{announce: true, "
+            f"med: {down['med']}}}; --disabled-metric {drained['med']} -> bgp.drained "
+            f"{{announce: true, med: {drained['med']}}}"
         )
         report.differences.append(
             f"ExaBGP announces DOWN VIPs with MED {down['med']} unless --withdraw-on-down, and "
@@ -261,6 +264,7 @@ _IGNORED = {
     "down-execute": "no hooks on state changes",
     "disabled-execute": "no hooks on state changes",
     "help": "prints help",
+    "increase": "announcer gives every VIP the same bgp.med",
 }
 _MAPPED = frozenset(
     [
@@ -276,7 +280,6 @@ _MAPPED = frozenset(
         "up-metric",
         "down-metric",
         "disabled-metric",
-        "increase",
         "community",
         "large-community",
         "disabled-community",
