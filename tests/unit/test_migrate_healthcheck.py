@@ -3,11 +3,13 @@ the seed's variant, and which `--cmd` curls become a native HTTP check."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from announcer.migrate_exabgp import MigrateError
+from announcer.migrate_exabgp import MigrateError, read_config
 from announcer.migrate_healthcheck import (
     _OPTIONS,
     HttpCheck,
@@ -15,16 +17,13 @@ from announcer.migrate_healthcheck import (
     parse_healthcheck,
 )
 
+# The seed's `run` line, as the grammar reads it (test_migrate_exabgp.py checks it word by word).
 SEED_ARGV = (
-    "/usr/bin/python3",
-    "/usr/local/sbin/healthcheck-haproxy.py",
-    "-s",
-    "--api-password",
-    "<set",
-    "a",
-    "password>",
-    "--cmd",
-    "curl --fail --verbose --max-time 2 http://%s/_healthcheck",
+    read_config(
+        (Path(__file__).resolve().parents[1] / "fixtures/exabgp-seed/exabgp.conf").read_text()
+    )
+    .processes["watch-haproxy"]
+    .argv
 )
 
 
