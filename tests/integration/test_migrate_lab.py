@@ -229,8 +229,9 @@ def test_routers_get_the_same_routes_from_announcer_as_from_exabgp(
     assert len(exa_up) == 2 * len(VIPS)
 
 
-def test_the_cut_over_runbook_loses_no_client_request(lab: Lab, tmp_path: Path) -> None:
-    """docs/migration.md on lb1, while the client fetches from VIPs served by lb1 and lb2."""
+def test_the_cut_over_runbook_and_its_rollback_under_client_load(lab: Lab, tmp_path: Path) -> None:
+    """docs/migration.md on lb1, then its rollback, while the client fetches two VIPs
+    served by lb1 and lb2; counts failed requests, per step."""
     s = stack(lab)
     disable = s.dir / "exabgp-disable"
     disable.unlink(missing_ok=True)
@@ -239,58 +240,69 @@ def test_the_cut_over_runbook_loses_no_client_request(lab: Lab, tmp_path: Path) 
     out = tmp_path / "migrated"
     start_exabgp(lab, conf)  # where lb1 is before the cut-over
     wait_attrs(lab, dict.fromkeys(VIPS, UP), "ExaBGP announces lb1")
+    exabgp_drained = {**UP, "metric": 500}
+    drained = {**UP, "metric": 500, "community": GS}
     served: list[list[tuple[float, bool, str]]] = []
-    steps: list[tuple[str, float]] = []
+    # The moments lb1 leaves or rejoins the routers' ECMP set: (step, start, end).
+    moves: list[tuple[str, float, float]] = []
+
+    def step(name: str, action: Any, want: dict[str, Any] | None, what: str) -> None:
+        started = time.monotonic()
+        action()
+        wait_attrs(lab, dict.fromkeys(VIPS, want), what, timeout=60)
+        moves.append((name, started, time.monotonic() + 1.0))
+        time.sleep(2)  # requests in flight finish
+
     with client_load(lab, URLS[0]) as a, client_load(lab, URLS[1]) as b:
         served += [a, b]
         time.sleep(2)
-        # 1. `announcer migrate` and install beside ExaBGP (nothing started yet).
+        # 1-2. `announcer migrate`; installed beside ExaBGP, nothing started.
         migrate(out, conf)
-        steps.append(("migrated", time.monotonic()))
-        # 2. Drain lb1 on ExaBGP: its disable file; the routers see MED 500 (disabled
-        #    metric) and prefer lb2's MED 100 (same neighbour AS).
-        disable.touch()
-        wait_attrs(lab, {key: {**UP, "metric": 500} for key in VIPS}, "ExaBGP drained lb1")
-        steps.append(("ExaBGP drained", time.monotonic()))
-        time.sleep(2)  # connections in flight finish
-        # 3. Stop ExaBGP: lb1's paths leave; no traffic used them.
+        # 3. Drain on ExaBGP (its disable file): MED 500, the routers prefer lb2's 100.
+        step("3 drain on ExaBGP", disable.touch, exabgp_drained, "ExaBGP drained lb1")
+        # 4. Stop ExaBGP: lb1's paths leave; no traffic used them.
         lab.stop("lb1-exabgp", timeout=10)
         wait_attrs(lab, dict.fromkeys(VIPS), "ExaBGP stopped")
-        steps.append(("ExaBGP stopped", time.monotonic()))
-        # 4. Start gobgpd + announcer; the disable file is drain.disable_file, so lb1
-        #    comes back drained: MED 500 with 65535:0.
+        # 5. gobgpd + announcer; the disable file is drain.disable_file: lb1 comes
+        #    back drained (65535:0 and MED 500).
         start_announcer_stack(lab, out)
-        drained = {**UP, "metric": 500, "community": GS}
-        wait_attrs(lab, dict.fromkeys(VIPS, drained), "announcer drained lb1")
-        steps.append(("announcer up, drained", time.monotonic()))
-        # 5. Check: gobgp neighbor, announcer status.
+        wait_attrs(lab, dict.fromkeys(VIPS, drained), "announcer drained lb1", timeout=60)
+        # 6. Check: gobgp neighbor, announcer status.
         neighbors = lab.gobgp("lb1", "neighbor").stdout
         assert neighbors.count("Establ") == 2, neighbors
         status = s.control("status")
         synced = {v["address"] for v in status["vips"] if v["in_gobgp"] and v["in_sync"]}
         assert synced == {v.split("/")[0] for v in VIPS}, status
-        # 6. Undrain: remove the disable file; lb1 is back in the ECMP set.
-        steps.append(("undrain", time.monotonic()))
-        disable.unlink()
-        wait_attrs(lab, dict.fromkeys(VIPS, UP), "announcer undrained lb1")
-        steps.append(("undrained", time.monotonic()))
-        time.sleep(3)
-    lab.stop("lb1-announcer", timeout=15)
-    lab.stop("lb1-gobgpd")
+        # 7. Undrain: lb1 is back in the ECMP set.
+        step("7 undrain", disable.unlink, UP, "announcer undrained lb1")
+        # Rollback 1: drain announcer (65535:0 at once, MED 500 after drain.delay).
+        step("rollback 1 drain announcer", disable.touch, drained, "announcer drained lb1")
+        # Rollback 2: stop announcer and gobgpd.
+        lab.stop("lb1-announcer", timeout=15)
+        lab.stop("lb1-gobgpd")
+        wait_attrs(lab, dict.fromkeys(VIPS), "announcer stopped")
+        # Rollback 3: ExaBGP again; it finds the disable file: MED 500.
+        start_exabgp(lab, conf)
+        wait_attrs(lab, dict.fromkeys(VIPS, exabgp_drained), "ExaBGP back, disabled")
+        # Rollback 4: remove the disable file: MED 100, lb1 back in the ECMP set.
+        step("rollback 4 undrain ExaBGP", disable.unlink, UP, "ExaBGP undrained lb1")
+    lab.stop("lb1-exabgp", timeout=10)
     results = [r for rs in served for r in rs]
     by_lb = {lb: sum(1 for r in results if r[2].startswith(lb)) for lb in ("lb1", "lb2")}
-    undrain = dict(steps)["undrain"]
-    failed = [r for r in results if not r[1] and r[0] < undrain]
-    rejoined = [r for r in results if not r[1] and r[0] >= undrain - 2]
+    failed = [r for r in results if not r[1]]
+    at_move = {name: [r for r in failed if t0 <= r[0] <= t1] for name, t0, t1 in moves}
+    elsewhere = [r for r in failed if not any(t0 <= r[0] <= t1 for _, t0, t1 in moves)]
     print(
-        f"cut-over: {len(results)} requests, served {by_lb}; failed before the undrain "
-        f"{len(failed)}, at and after it {len(rejoined)}; steps {steps}"
+        f"cut-over and rollback: {len(results)} requests, served {by_lb}, {len(failed)} "
+        f"failed: {', '.join(f'{n}: {len(f)}' for n, f in at_move.items())}, "
+        f"elsewhere: {len(elsewhere)}"
     )
     assert by_lb["lb1"] > 0 and by_lb["lb2"] > 0
-    # Drain on ExaBGP, stop it, start gobgpd + announcer drained: not one request lost.
-    assert failed == []
-    # The undrain puts lb1 back into the routers' ECMP set. Linux's hash-threshold
-    # multipath then moves some flows that were on lb2 to lb1, and a request in flight
-    # on such a flow is reset: at most one per client loop, the two requests in flight
-    # (docs/routers.md: resilient hashing). It is the same when any LB comes back.
-    assert len(rejoined) <= len(URLS), rejoined
+    # Swapping the BGP speaker while lb1 is drained loses nothing.
+    assert elsewhere == []
+    # When lb1 leaves or rejoins the routers' ECMP set, Linux's hash-threshold multipath
+    # moves the flows of one part of the hash space to another LB, and a request in
+    # flight on such a flow is reset: at most the two in flight, one per client loop
+    # (docs/routers.md: resilient hashing). ExaBGP's own drains do the same.
+    for name, f in at_move.items():
+        assert len(f) <= len(URLS), (name, f)
