@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .configfile import parse_config
+from .errors import ConfigError
 from .migrate_exabgp import ExaConfig, MigrateError, Neighbor, Process
 from .migrate_healthcheck import Healthcheck, parse_healthcheck
 from .migrate_options import Report, bgp, dataplane, drain, health, leftovers
@@ -107,6 +109,11 @@ def migrate(
     proc = pick_process(cfg, process)
     hc = parse_healthcheck(proc.argv)
     report = Report()
+    if not hc.by_name:
+        report.differences.append(
+            f"{hc.program} is taken as a variant of ExaBGP's healthcheck.py, since every "
+            "option it is given is one of healthcheck.py's: check that it means the same"
+        )
     for other in cfg.processes.values():
         if other.name != proc.name:
             report.unmapped.append(f"process {other.name}: not migrated (only {proc.name} is)")
@@ -129,6 +136,12 @@ def migrate(
         doc["log_level"] = "DEBUG"
         report.mapped.append("--debug -> log_level: DEBUG")
     leftovers(hc, report)
+    try:  # what migrate writes, announcer reads: the same reader as check-config
+        parse_config(doc)
+    except ConfigError as e:
+        raise MigrateError(
+            [f"the migrated announcer.yaml would be invalid: {p}" for p in e.problems]
+        ) from None
     return Migration(source, proc.name, gobgp, doc, password, report)
 
 
@@ -257,7 +270,9 @@ def _allow_list(
             "no allow-list: the healthcheck has no --ip (its VIPs come from DataPlaneAPI); give "
             "--allowed-prefix NET or --junos-config FILE with the routers' import route-filters"
         )
-    allowed = [n for n in allowed if n.prefixlen > 0]
+    for n in allowed:
+        if n.prefixlen == 0:
+            raise MigrateError(f"allow-list from {why}: {n} would allow every address")
     report.allow_list.append(f"allowed_prefixes from {why}: {', '.join(map(str, allowed))}")
     report.allow_list.append(
         "announcer never announces a VIP outside them, whatever DataPlaneAPI lists"

@@ -97,6 +97,7 @@ class Healthcheck:
     given: tuple[tuple[str, str | None], ...]
     placeholder_password: bool = False
     values: dict[str, list[str]] = field(default_factory=dict)
+    by_name: bool = True  # False: a script of another name, known by its options
 
     def has(self, name: str) -> bool:
         return name in self.values
@@ -128,6 +129,10 @@ def _program(argv: tuple[str, ...]) -> tuple[str, int]:
             return "python -m exabgp.application.healthcheck", i + 2
     if i < len(argv) and "healthcheck" in argv[i].rsplit("/", 1)[-1]:
         return argv[i], i + 1
+    if i + 1 < len(argv) and argv[i + 1].startswith("-"):
+        # A script of another name (a site's own copy): taken as a healthcheck if every
+        # option it is given is one (parse_healthcheck refuses anything else).
+        return argv[i], i + 1
     shown = " ".join(argv[:3])
     raise MigrateError(f"run {shown} ...: not an ExaBGP healthcheck command line")
 
@@ -135,6 +140,7 @@ def _program(argv: tuple[str, ...]) -> tuple[str, int]:
 def parse_healthcheck(argv: tuple[str, ...]) -> Healthcheck:
     """Read a healthcheck command line; raises MigrateError on what it cannot read."""
     program, i = _program(argv)
+    by_name = "healthcheck" in program
     given: list[tuple[str, str | None]] = []
     values: dict[str, list[str]] = {}
     placeholder = False
@@ -176,7 +182,10 @@ def parse_healthcheck(argv: tuple[str, ...]) -> Healthcheck:
     for name in ("timeout", "rise", "fall", "up-metric", "down-metric", "disabled-metric",
                  "increase", "local-preference", "start-ip", "path-id"):  # fmt: skip
         _number(values, name, int)
-    return Healthcheck(program, tuple(given), placeholder, values)
+    if not by_name and not ({"command", "ip", "api-password"} & values.keys()):
+        shown = " ".join(argv[:3])
+        raise MigrateError(f"run {shown} ...: not an ExaBGP healthcheck command line")
+    return Healthcheck(program, tuple(given), placeholder, values, by_name)
 
 
 def _number(values: dict[str, list[str]], name: str, kind: type[int] | type[float]) -> None:

@@ -59,7 +59,10 @@ def health(hc: Healthcheck, report: Report) -> dict[str, Any]:
     h: dict[str, Any] = {}
     interval = float(hc.get("interval") or 5)
     if interval <= 0:
-        raise MigrateError("--interval 0 (announce once and exit) has no announcer counterpart")
+        raise MigrateError(
+            f"--interval {interval:g}: healthcheck.py announces once and exits; announcer has "
+            "no counterpart"
+        )
     fast = min(float(hc.get("fast-interval") or 1), interval)
     timeout = float(hc.get("timeout") or 5)
     cmd = hc.get("command")

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from announcer.config import Config
 from announcer.configfile import parse_config
@@ -283,7 +285,7 @@ def test_ipv6_vips_need_an_ipv6_local_address() -> None:
 @pytest.mark.parametrize(
     ("text", "kw", "message"),
     [
-        (_conf(_run("--interval", "0")), {}, "--interval 0"),
+        (_conf(_run("--interval", "0")), {}, "--interval 0: healthcheck.py announces once"),
         (
             _conf(_run()) + "neighbor 192.0.2.9 { local-as 1; peer-as 2; }",
             {},
@@ -384,3 +386,53 @@ def test_gobgpd_export_policy_follows_the_allow_list() -> None:
     [v4] = g["defined-sets"]["prefix-sets"]
     assert [p["ip-prefix"] for p in v4["prefix-list"]] == ["192.0.2.0/25", "203.0.113.7/32"]
     assert _allowed(m) == (NET("192.0.2.0/25"), NET("203.0.113.7/32"))
+
+
+_VALUES = {
+    "interval": st.sampled_from(["0", "0.05", "1", "5", "30", "-1", "1e3"]),
+    "fast-interval": st.sampled_from(["0.05", "1", "10", "99"]),
+    "timeout": st.sampled_from(["0", "1", "5", "120"]),
+    "rise": st.sampled_from(["0", "1", "3", "100", "101"]),
+    "fall": st.sampled_from(["1", "3", "1000"]),
+    "up-metric": st.sampled_from(["0", "100", "4294967295", "4294967296", "-5"]),
+    "down-metric": st.sampled_from(["0", "1000", "99999999999"]),
+    "disabled-metric": st.sampled_from(["500", "-1"]),
+    "local-preference": st.sampled_from(["-1", "0", "200"]),
+    "community": st.sampled_from(["65512:1", "65512:1 1:2", "no-export", "70000:1", "1:x"]),
+    "large-community": st.sampled_from(["65512:1:2", "1:2", "4294967296:1:1"]),
+    "disabled-community": st.sampled_from(["65512:666", "65535:0"]),
+    "as-path": st.sampled_from(["65512", "65512 65512", "65512 " * 12, "64999", "[ 65512 ]"]),
+    "down-as-path": st.sampled_from(["65512 65512", "1"]),
+    "next-hop": st.sampled_from(["192.0.2.254", "2001:db8::1", "self", "x"]),
+    "ip": st.sampled_from(["192.0.2.10", "192.0.2.0/28", "2001:db8::10", "bad", "0.0.0.0/0"]),
+    "disable": st.sampled_from(["/etc/exabgp/disable", "relative"]),
+    "command": st.sampled_from(["curl -sf http://%s/ok", "true", "curl -f x y", "check %s"]),
+}
+_FLAGS = ["withdraw-on-down", "debug", "silent", "no-ip-setup", "sudo"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(sorted(_VALUES)), st.none(), max_size=8).flatmap(
+        lambda keys: st.fixed_dictionaries({k: _VALUES[k] for k in keys})
+    ),
+    st.lists(st.sampled_from(_FLAGS), unique=True),
+)
+def test_any_options_give_files_announcer_and_gobgpd_read_or_a_migrate_error(
+    values: dict[str, str], flags: list[str]
+) -> None:
+    """Whatever the healthcheck was given: a MigrateError naming the problem, or an
+    announcer.yaml that announcer's own reader accepts and a gobgpd.toml that parses,
+    neither with the secret."""
+    opts = [a for k, v in values.items() for a in (f"--{k}", v)] + [f"--{f}" for f in flags]
+    text = _conf(_run(*opts, "--api-password", "sekr1t", cmd=values.get("command", "true")))
+    try:
+        # --ip when given, else the routers' filter
+        m = _migrate(text, allowed_prefixes=(), router_filters=(NET("192.0.2.0/24"),))
+    except MigrateError as e:
+        assert e.problems
+        return
+    out = _rendered(m)
+    assert _config(m).allowed_prefixes  # what migrate writes, announcer reads
+    tomllib.loads(out[GOBGPD])
+    assert all("sekr1t" not in t for name, t in out.items() if name != PASSWORD)

@@ -44,6 +44,13 @@ def test_the_seeds_variant() -> None:
     )
 
 
+def test_a_script_of_another_name_is_known_by_its_options() -> None:
+    hc = parse_healthcheck(("/usr/bin/python3", "/opt/check-vips.py", "--cmd", "true"))
+    assert hc.program == "/opt/check-vips.py" and not hc.by_name
+    with pytest.raises(MigrateError, match="'--frobnicate': unknown"):
+        parse_healthcheck(("/opt/check-vips.py", "--cmd", "true", "--frobnicate"))
+
+
 @pytest.mark.parametrize(
     ("argv", "program"),
     [
@@ -63,7 +70,13 @@ def test_the_program_forms(argv: tuple[str, ...], program: str) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [("/usr/bin/sudo", "exabgp-healthcheck"), ("/bin/cat",), ("python3", "/opt/announce.py"), ()],
+    [
+        ("/usr/bin/sudo", "exabgp-healthcheck"),
+        ("/bin/cat",),
+        ("python3", "/opt/announce.py"),
+        ("/opt/announce.py", "--rise", "2"),  # another name and no check or VIP option
+        (),
+    ],
 )
 def test_not_a_healthcheck(argv: tuple[str, ...]) -> None:
     with pytest.raises(MigrateError):
