@@ -23,7 +23,7 @@ from typing import Any
 from .configfile import parse_config
 from .errors import ConfigError
 from .migrate_exabgp import ExaConfig, MigrateError, Neighbor, Process
-from .migrate_healthcheck import Healthcheck, parse_healthcheck
+from .migrate_healthcheck import Healthcheck, merge, parse_healthcheck
 from .migrate_options import Report, bgp, dataplane, drain, health, leftovers
 from .model import IPNetwork
 
@@ -78,18 +78,19 @@ def junos_route_filters(text: str) -> list[IPNetwork]:
     return out
 
 
-def pick_process(cfg: ExaConfig, name: str | None) -> Process:
-    """The healthcheck process to migrate: the one named, or the only one neighbors use."""
+def pick_processes(cfg: ExaConfig, name: str | None) -> list[Process]:
+    """The healthcheck processes to migrate: the one named, else every one neighbors use
+    (several: ExaBGP's one-process-per-service setup, merged by `merge`)."""
     if name is not None:
         if name not in cfg.processes:
             raise MigrateError(f"--process {name}: no such process (have: {_names(cfg)})")
-        return cfg.processes[name]
+        return [cfg.processes[name]]
     used = list(dict.fromkeys(p for nb in cfg.neighbors for p in nb.processes))
-    if len(used) == 1:
-        return cfg.processes[used[0]]
-    if not used and len(cfg.processes) == 1:
-        return next(iter(cfg.processes.values()))
-    raise MigrateError(f"several processes or none in use: give --process (one of: {_names(cfg)})")
+    if used:
+        return [cfg.processes[p] for p in used]
+    if len(cfg.processes) == 1:
+        return list(cfg.processes.values())
+    raise MigrateError(f"no neighbor uses a process: give --process (one of: {_names(cfg)})")
 
 
 def _names(cfg: ExaConfig) -> str:
@@ -106,20 +107,26 @@ def migrate(
     password_ref: str = DEFAULT_PASSWORD_REF,
 ) -> Migration:
     """Map an ExaBGP configuration onto gobgpd + announcer; raises MigrateError."""
-    proc = pick_process(cfg, process)
-    hc = parse_healthcheck(proc.argv)
+    procs = pick_processes(cfg, process)
+    names = [p.name for p in procs]
+    hc = merge([(p.name, parse_healthcheck(p.argv)) for p in procs])
     report = Report()
+    if len(procs) > 1:
+        report.mapped.append(
+            f"processes {', '.join(names)} (one per service) -> one announcer: their options "
+            "are the same but for --ip (joined), --name, and the address in --cmd (%s)"
+        )
     if not hc.by_name:
         report.differences.append(
             f"{hc.program} is taken as a variant of ExaBGP's healthcheck.py, since every "
             "option it is given is one of healthcheck.py's: check that it means the same"
         )
     for other in cfg.processes.values():
-        if other.name != proc.name:
-            report.unmapped.append(f"process {other.name}: not migrated (only {proc.name} is)")
+        if other.name not in names:
+            report.unmapped.append(f"process {other.name}: not migrated (only {', '.join(names)})")
     for u in cfg.unmapped:
         report.unmapped.append(f"{u.where}: `{u.directive}` ({u.pos}): no counterpart, dropped")
-    gobgp = _gobgp(cfg, proc, report)
+    gobgp = _gobgp(cfg, names, report)
     allowed = _allow_list(hc, allowed_prefixes, router_filters, report)
     gobgp = GobgpPlan(gobgp.local_as, gobgp.router_id, gobgp.local_addresses, gobgp.peers, allowed)
     doc: dict[str, Any] = {"allowed_prefixes": [str(n) for n in allowed]}
@@ -142,7 +149,7 @@ def migrate(
         raise MigrateError(
             [f"the migrated announcer.yaml would be invalid: {p}" for p in e.problems]
         ) from None
-    return Migration(source, proc.name, gobgp, doc, password, report)
+    return Migration(source, ", ".join(names), gobgp, doc, password, report)
 
 
 # ---------------------------------------------------------------- gobgpd
@@ -167,7 +174,7 @@ def _int(text: str, what: str, lo: int, hi: int) -> int:
     return v
 
 
-def _gobgp(cfg: ExaConfig, proc: Process, report: Report) -> GobgpPlan:
+def _gobgp(cfg: ExaConfig, names: list[str], report: Report) -> GobgpPlan:
     nbs = cfg.neighbors
     local_as = _one(nbs, "local-as")
     if local_as is None:
@@ -208,10 +215,10 @@ def _gobgp(cfg: ExaConfig, proc: Process, report: Report) -> GobgpPlan:
         peers.append(Peer(nb.address, _int(v["peer-as"], "peer-as", 1, 4294967295),
                           v.get("description"), v.get("local-address"), hold, families,
                           v.get("md5-password")))  # fmt: skip
-        if proc.name not in nb.processes:
+        if not set(names) & set(nb.processes):
             report.differences.append(
-                f"neighbor {nb.address} did not get {proc.name}'s routes from ExaBGP; announcer "
-                "announces to every gobgpd peer (remove it from gobgpd.toml to keep that)"
+                f"neighbor {nb.address} did not get {', '.join(names)}'s routes from ExaBGP; "
+                "announcer announces to every gobgpd peer (remove it from gobgpd.toml to keep that)"
             )
         if "md5-password" in v:
             report.mapped.append(

@@ -12,7 +12,7 @@ unknown option is an error. `--cmd` is further read by `curl_check`: a recognisa
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from .migrate_exabgp import MigrateError
@@ -194,6 +194,57 @@ def _number(values: dict[str, list[str]], name: str, kind: type[int] | type[floa
             kind(v)
         except ValueError:
             raise MigrateError(f"healthcheck option --{name} {v!r}: not a number") from None
+
+
+# Options that differ between ExaBGP's one-process-per-service healthchecks.
+_PER_SERVICE = frozenset(["ip", "name", "command"])
+
+
+def merge(checks: list[tuple[str, Healthcheck]]) -> Healthcheck:
+    """Several healthcheck processes (ExaBGP's one per service) as one, or MigrateError.
+
+    They merge when every option but --ip and --name is the same, and their --cmd
+    differs only by the process's own address (which becomes `%s`, as the DataPlaneAPI
+    variant has it): then one announcer check is what each of them did for its VIP.
+    """
+    if len(checks) == 1:
+        return checks[0][1]
+    first_name, first = checks[0]
+    ips: list[str] = []
+    command: str | None = None
+    for name, hc in checks:
+        mine = hc.all("ip")
+        if len(mine) != 1:
+            raise MigrateError(
+                f"process {name}: {len(mine)} --ip options; several processes merge only "
+                "with one --ip each (or give --process)"
+            )
+        ips += mine
+        cmd = hc.get("command")
+        if cmd is not None:
+            addr = mine[0].split("/")[0]
+            cmd = cmd.replace(f"[{addr}]", "[%s]").replace(addr, "%s")
+        if name != first_name and cmd != command:
+            raise MigrateError(
+                f"processes {first_name} and {name}: --cmd differs beyond the address; "
+                "migrate them one at a time with --process"
+            )
+        command = cmd
+        for opt in (hc.values.keys() | first.values.keys()) - _PER_SERVICE:
+            if hc.values.get(opt) != first.values.get(opt):
+                raise MigrateError(
+                    f"processes {first_name} and {name} differ in --{opt}: migrate them one "
+                    "at a time with --process (and per-VIP `overrides` by hand)"
+                )
+    values = {k: list(v) for k, v in first.values.items() if k not in _PER_SERVICE}
+    values["ip"] = ips
+    if command is not None:
+        values["command"] = [command]
+    given = tuple((k, v) for k, v in first.given if k not in _PER_SERVICE)
+    given += tuple(("ip", ip) for ip in ips)
+    if command is not None:
+        given += (("command", command),)
+    return replace(first, values=values, given=given)
 
 
 @dataclass(frozen=True)

@@ -296,7 +296,7 @@ def test_ipv6_vips_need_an_ipv6_local_address() -> None:
             "neighbor 192.0.2.9 { router-id 192.0.2.5; local-as 65512; peer-as 2; "
             "api { processes [ x ]; } }",
             {},
-            "several processes or none in use",
+            "process hc: 0 --ip options; several processes merge only",
         ),
         (_conf(_run()), {"process": "nope"}, "--process nope: no such process"),
         (
@@ -334,9 +334,53 @@ def test_a_named_process_among_several() -> None:
     )
     m = _migrate(text, process="hc")
     assert _config(m).health.rise == 7
-    assert "process other: not migrated (only hc is)" in _report(m)
+    assert "process other: not migrated (only hc)" in _report(m)
     m2 = _migrate(text, process="other")
     assert _config(m2).health.rise == 1
+
+
+def _per_service(*opts: tuple[str, ...]) -> str:
+    """ExaBGP's own setup: one healthcheck process per VIP, the VIP in its --cmd."""
+    procs, names = [], []
+    for i, (vip, *extra) in enumerate(opts):
+        run = _run("--name", f"s{i}", "--ip", f"{vip}/32", *extra,
+                   cmd=f"curl -sf -o /dev/null --max-time 1 http://{vip}/health")  # fmt: skip
+        procs.append(f"process s{i} {{ run {run}; }}")
+        names.append(f"s{i}")
+    return (
+        "\n".join(procs)
+        + f"""
+neighbor 192.0.2.2 {{ router-id 192.0.2.5; local-address 192.0.2.5; local-as 65512;
+    peer-as 65530; family {{ ipv4 unicast; }} api {{ processes [ {" ".join(names)} ]; }} }}
+"""
+    )
+
+
+def test_one_process_per_service_merges_into_one_announcer() -> None:
+    text = _per_service(("192.0.2.10", "--rise", "2"), ("192.0.2.11", "--rise", "2"))
+    m = _migrate(text, allowed_prefixes=())
+    cfg = _config(m)
+    assert cfg.allowed_prefixes == (NET("192.0.2.10/32"), NET("192.0.2.11/32"))
+    assert (cfg.health.type, cfg.health.path, cfg.health.rise) == ("http", "/health", 2)
+    assert cfg.health.timeout == 1
+    assert m.process == "s0, s1"
+    assert "processes s0, s1 (one per service) -> one announcer" in _report(m)
+    assert "--name" in _report(m)  # named as not mapped, not dropped
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_per_service(("192.0.2.10", "--rise", "2"), ("192.0.2.11",)), "differ in --rise"),
+        (_per_service(("192.0.2.10",), ("192.0.2.11", "--withdraw-on-down")),
+         "differ in --withdraw-on-down"),
+        (_per_service(("192.0.2.10",), ("192.0.2.11",)).replace("/health'", "/other'", 1),
+         "--cmd differs beyond the address"),
+    ],
+)  # fmt: skip
+def test_per_service_processes_that_differ_are_not_merged(text: str, message: str) -> None:
+    with pytest.raises(MigrateError, match=message):
+        _migrate(text, allowed_prefixes=())
 
 
 def test_neighbors_without_the_process_and_without_families() -> None:
