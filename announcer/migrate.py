@@ -246,7 +246,7 @@ def _gobgp(cfg: ExaConfig, names: list[str], report: Report) -> GobgpPlan:
 # ---------------------------------------------------------------- announcer
 
 
-def _host_nets(ips: list[str], report: Report) -> list[IPNetwork]:
+def _host_nets(ips: list[str]) -> list[IPNetwork]:
     out: list[IPNetwork] = []
     for ip in ips:
         try:
@@ -265,7 +265,7 @@ def _allow_list(
     filters: tuple[IPNetwork, ...],
     report: Report,
 ) -> tuple[IPNetwork, ...]:
-    ips = _host_nets(hc.all("ip"), report)
+    ips = _host_nets(hc.all("ip"))
     if given:
         allowed, why = list(given), "the --allowed-prefix options"
     elif ips:

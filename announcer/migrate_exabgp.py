@@ -312,7 +312,7 @@ def _name(item: Item) -> str:
     return " ".join(w.text for w in item.words if isinstance(w, Token))
 
 
-def _words(st: Statement, problems: list[str]) -> list[str]:
+def _words(st: Statement) -> list[str]:
     out: list[str] = []
     for w in st.words:
         if isinstance(w, tuple):
@@ -330,9 +330,9 @@ def _process(b: Block, problems: list[str], unmapped: list[Unmapped]) -> Process
         head = it.words[0]
         kw = head.text if isinstance(head, Token) else ""
         if isinstance(it, Statement) and kw == "run" and len(it.words) > 1:
-            argv = tuple(_words(it, problems)[1:])
+            argv = tuple(_words(it)[1:])
         elif isinstance(it, Statement) and kw == "encoder" and len(it.words) == 2:
-            encoder = _words(it, problems)[1]
+            encoder = _words(it)[1]
         elif kw in PROCESS_KNOWN:
             unmapped.append(Unmapped(f"process {name}", _name(it), it.pos))
         else:
@@ -360,16 +360,16 @@ def _neighbor(b: Block, problems: list[str], unmapped: list[Unmapped], where: st
         head = it.words[0]
         kw = head.text if isinstance(head, Token) else ""
         if isinstance(it, Statement) and kw in NEIGHBOR_VALUES:
-            words = _words(it, problems)
+            words = _words(it)
             if len(words) != 2:
                 problems.append(f"{it.pos}: {kw} takes one value in {where}")
                 continue
             raw.settings.append((kw, words[1], it.pos))
         elif isinstance(it, Statement) and kw == "inherit":
-            raw.inherits.extend((w, it.pos) for w in _words(it, problems)[1:])
+            raw.inherits.extend((w, it.pos) for w in _words(it)[1:])
         elif isinstance(it, Block) and kw == "family":
             for fam in it.items:
-                pair = tuple(_words(fam, problems)) if isinstance(fam, Statement) else ()
+                pair = tuple(_words(fam)) if isinstance(fam, Statement) else ()
                 if pair in FAMILIES:
                     raw.families.append(FAMILIES[pair])
                 elif isinstance(fam, Statement) and len(pair) >= 1:
@@ -390,7 +390,7 @@ def _api(b: Block, raw: _Raw, problems: list[str], unmapped: list[Unmapped], whe
         head = it.words[0]
         kw = head.text if isinstance(head, Token) else ""
         if isinstance(it, Statement) and kw == "processes":
-            raw.processes.extend(_words(it, problems)[1:])
+            raw.processes.extend(_words(it)[1:])
         elif kw in API_KNOWN:
             unmapped.append(Unmapped(f"{where} api", kw, it.pos))
         else:

@@ -161,7 +161,8 @@ def bgp(
     report: Report,
 ) -> dict[str, Any]:
     b: dict[str, Any] = {"next_hop": hc.get("next-hop") or "self"}
-    report.mapped.append(f"--next-hop {b['next_hop']} -> bgp.next_hop: {b['next_hop']}")
+    how = "" if hc.has("next-hop") else " (not given: healthcheck.py's default)"
+    report.mapped.append(f"--next-hop {b['next_hop']}{how} -> bgp.next_hop: {b['next_hop']}")
     if any(n.version == 6 for n in allowed):
         v6 = [a for a in local_addresses if ipaddress.ip_address(a).version == 6]
         if not v6:
