@@ -1,11 +1,10 @@
 """`announcer migrate` end to end on files: the seed's configuration turned into files that
-announcer's `check-config` and gobgpd's own dry run (`gobgpd -d`) accept; exit 78 with
+announcer's `check-config` and gobgpd's own dry run (`gobgpd -d`, 3.10 and 4.8) accept; exit 78 with
 line and column on bad input; nothing half-written when the output cannot be written."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -13,15 +12,19 @@ from pathlib import Path
 import pytest
 
 from announcer import cli
+from tests.support.gobgpd_proc import VERSIONS, binaries
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "exabgp-seed"
 
 
 def _gobgpd_accepts(path: Path) -> None:
-    gobgpd = shutil.which("gobgpd")
-    assert gobgpd, "gobgpd not installed (scripts/deps)"
-    r = subprocess.run([gobgpd, "-d", "-f", str(path)], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stdout + r.stderr
+    """gobgpd's own dry run (`-d`: read the configuration and exit), 3.x and 4.x."""
+    for version in VERSIONS:
+        gobgpd, _ = binaries(version)
+        r = subprocess.run(
+            [gobgpd, "-d", "-f", str(path)], capture_output=True, text=True, timeout=30
+        )
+        assert r.returncode == 0, (version, r.stdout + r.stderr)
 
 
 def _migrate(out: Path, *extra: str, conf: Path = SEED / "exabgp.conf") -> int:
