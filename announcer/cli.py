@@ -36,6 +36,7 @@ EX_USAGE = 64
 EX_DATAERR = 65  # the service refused a control request (unknown VIP, ...)
 EX_UNAVAILABLE = 69  # the service is not running or not reachable
 EX_SOFTWARE = 70
+EX_CANTCREAT = 73  # migrate: the output files could not be written
 EX_IOERR = 74  # a drain or undrain took effect but could not be saved
 EX_TEMPFAIL = 75  # run: another announcer runs (lock held); drain --wait: timed out
 EX_CONFIG = 78  # systemd: RestartPreventExitStatus=78, a bad config is not retried
@@ -79,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         help="do nothing when systemd says the service stopped cleanly"
         " ($SERVICE_RESULT, or $MONITOR_SERVICE_RESULT in an OnFailure= unit)",
     )
+    from .migrate_cli import add_parser as add_migrate
+
+    add_migrate(sub)
     st = control("status", help="show every VIP, its checks, gobgpd and the peers")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     done = {
@@ -432,12 +436,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _control(args)
         if args.command == "peers-down":
             return _peers_down(args)
+        if args.command == "migrate":
+            from . import migrate_cli
+
+            try:
+                return migrate_cli.run(args)
+            except OSError as e:  # the output could not be written (nothing half-written)
+                print(f"announcer migrate: {e}", file=sys.stderr)
+                return EX_CANTCREAT
         cfg = load_config(args.config)
         _setup_logging(args.log_level or cfg.log_level)
         asyncio.run(_serve(cfg, args.config))
         return EX_OK
     except ConfigError as e:
-        print(f"announcer: configuration error in {args.config}:", file=sys.stderr)
+        where = args.exabgp_conf if args.command == "migrate" else args.config
+        print(f"announcer: configuration error in {where}:", file=sys.stderr)
         for problem in e.problems:
             print(f"  {problem}", file=sys.stderr)
         return EX_CONFIG

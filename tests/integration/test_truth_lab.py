@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ import pytest
 
 from tests.integration.lab import Lab, wait_until
 from tests.support import labfaults as tf
-from tests.support.labroutes import NH4, NH6, nexthops, wait_routers
+from tests.support.labroutes import NH4, NH6, client_load, nexthops, wait_routers
 
 pytestmark = pytest.mark.lab
 
@@ -28,28 +27,6 @@ lab = tf.lab  # the module-scoped fault lab (both LBs announce every VIP)
 # tests/integration/announcer/lbN.yaml: interval 0.5 s, fall 3.
 INTERVAL, FALL = 0.5, 3
 BOUND = FALL * INTERVAL + 1.0  # the issue's bound for a VIP that stops being local
-
-
-@contextmanager
-def client_load(lab: Lab, url: str) -> Iterator[list[tuple[float, bool, str]]]:
-    """curl `url` from the client in a loop (a new connection, so a new hash, each time);
-    yields the list of (start time, ok, answer) it fills."""
-    results: list[tuple[float, bool, str]] = []
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            cp = lab.exec("client", ["curl", "-s", "--max-time", "1", url], check=False)
-            results.append((started, cp.returncode == 0, cp.stdout.strip()))
-
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    try:
-        yield results
-    finally:
-        stop.set()
-        t.join(timeout=10)
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,15 @@
 """What the lab routers have for a prefix: next hops in FRR's RIB and in the kernel.
 
 The announcer lab's VIPs and LB next hops, shared by test_announcer_lab.py and
-test_operations_lab.py.
+test_operations_lab.py, and the client load of test_truth_lab.py and test_migrate_lab.py.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 
 from tests.integration.lab import LBS, Lab, kernel_route, wait_until
@@ -52,3 +55,25 @@ def wait_all(lab: Lab, lbs: tuple[str, ...] = LBS, timeout: float = 30) -> None:
     """Every announced VIP at both routers via exactly the LBs `lbs`."""
     for vip in ANNOUNCED_VIPS:
         wait_routers(lab, vip, lb_nexthops(vip, lbs), timeout=timeout)
+
+
+@contextmanager
+def client_load(lab: Lab, url: str) -> Iterator[list[tuple[float, bool, str]]]:
+    """curl `url` from the client in a loop (a new connection, so a new hash, each time);
+    yields the list of (start time, ok, answer) it fills."""
+    results: list[tuple[float, bool, str]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            cp = lab.exec("client", ["curl", "-s", "--max-time", "1", url], check=False)
+            results.append((started, cp.returncode == 0, cp.stdout.strip()))
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        t.join(timeout=10)
