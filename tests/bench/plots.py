@@ -86,7 +86,7 @@ def failover(results: dict[str, Any], out: Path) -> Path:
     ax.set_ylabel("seconds, failure -> gone at the router")
     ax.set_title("Failover: a frontend fails, its route leaves the router")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     return _save(fig, out / "failover.png")
 
 

@@ -455,10 +455,21 @@ class ProcessRegistry:
         stop_pids([(proc.pid, proc.starttime, proc.popen)], timeout)
         del self.procs[name]
 
-    def stop_all(self, timeout: float = 5.0) -> None:
-        """Stop every process at once (SIGTERM all, one shared deadline, then SIGKILL)."""
-        stop_pids([(p.pid, p.starttime, p.popen) for p in self.procs.values()], timeout)
+    def stop_all(self, timeout: float = 5.0) -> list[str]:
+        """Stop every process at once (SIGTERM all, one shared deadline, then SIGKILL),
+        also any earlier one of the run that is somehow still alive, and reap them all
+        (a Popen collected while its process runs is a ResourceWarning, which pytest
+        turns into a failure of whatever test happens to run then). Returns the names
+        of those earlier ones: they should have been gone."""
+        current = {id(p) for p in self.procs.values()}
+        leaked = [p for p in self.history if id(p) not in current and p.alive()]
+        everyone = [*self.procs.values(), *leaked]
+        stop_pids([(p.pid, p.starttime, p.popen) for p in everyone], timeout)
+        for p in self.history:
+            if p.popen is not None:
+                p.popen.poll()
         self.procs.clear()
+        return [f"{p.name} (pid {p.pid})" for p in leaked]
 
 
 # --------------------------------------------------------------------------- namespaces
@@ -950,7 +961,9 @@ class Lab(Topology):
         """Stop processes, delete namespaces, remove files; return what went wrong."""
         errors: list[str] = []
         try:
-            self.procs.stop_all()
+            leaked = self.procs.stop_all()
+            if leaked:  # stopped now; say so, a test or helper forgot them
+                print(f"lab {self.prefix}: still running at teardown: {leaked}", file=sys.stderr)
         except Exception as e:
             errors.append(f"stopping processes: {e}")
         errors += remove_namespaces(self.created)
