@@ -113,6 +113,7 @@ Traps hit (or headed off) while building this, each handled below:
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import functools
@@ -840,17 +841,18 @@ def wire(nodes: dict[str, Netns], *, addressed: Iterable[str] = NODES) -> None:
         ns.add_route(str(CLIENT_V6), *(RACK_ADDR[r][1] for r in ROUTERS))
 
 
-class Topology:
+class Topology(abc.ABC):
     """A context manager over `build()` and `teardown()`: leaving the block (also by an
     exception, also when building failed halfway) tears down what was built; teardown
     problems are raised, or noted on the error that ended the block."""
 
+    @abc.abstractmethod
     def build(self) -> None:
-        raise NotImplementedError
+        """Create everything; on an exception `__enter__` tears down what was made."""
 
+    @abc.abstractmethod
     def teardown(self) -> list[str]:
         """Remove everything built; return what could not be removed."""
-        raise NotImplementedError
 
     def __enter__(self: TopologyT) -> TopologyT:
         try:

@@ -44,7 +44,6 @@ import contextlib
 import functools
 import ipaddress
 import json
-import re
 import shutil
 import signal
 import subprocess
@@ -497,16 +496,6 @@ class SystemdLab(Topology):
             out.update(data.get("routes", {}))
         return out
 
-    def paths_from(self, router: str, lb: str) -> dict[str, dict[str, Any]]:
-        """prefix -> the path lb sent (matched by the session's peer address)."""
-        peers = set(RACK_ADDR[lb])
-        found: dict[str, dict[str, Any]] = {}
-        for prefix, paths in self.routes(router).items():
-            for p in paths:
-                if p.get("peerId") in peers:
-                    found[prefix] = p
-        return found
-
     def detail(self, router: str, prefix: str) -> dict[str, Any]:
         """`show bgp ... PREFIX json`: paths with communities and AS paths."""
         afi = "ipv4" if ipaddress.ip_network(prefix).version == 4 else "ipv6"
@@ -523,26 +512,10 @@ class SystemdLab(Topology):
         return cp.stdout.strip()
 
 
-def lb_password() -> str:
-    """The emulator's password: the userlist of tests/integration/haproxy/lb.cfg."""
-    text = (REPO / "tests/integration/haproxy/lb.cfg").read_text()
-    m = re.search(r"^\s*user\s+\S+\s+insecure-password\s+(\S+)", text, re.M)
-    if not m:
-        raise LabError("lb.cfg: no insecure-password user")
-    return m.group(1)
-
-
-def monotonic_us() -> int:
-    """CLOCK_MONOTONIC in microseconds: the clock of systemd's *TimestampMonotonic."""
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-
-
 __all__ = [
     "EXIT_REBOOT",
     "Machine",
     "SystemdLab",
     "build_deb",
     "build_image",
-    "lb_password",
-    "monotonic_us",
 ]

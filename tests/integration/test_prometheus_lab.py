@@ -32,13 +32,12 @@ import pytest
 import yaml
 
 from tests.integration.lab import LBS, RACK_ADDR, Lab, Netns, add_veth, wait_until
-from tests.integration.stack import REPO, LbStack
+from tests.integration.stack import LbStack
 from tests.support.labroutes import wait_all
+from tests.support.monitoring import RULES, dashboard_exprs, metric_names
 
 pytestmark = pytest.mark.lab
 
-RULES = REPO / "monitoring" / "announcer.rules.yml"
-DASHBOARD = REPO / "monitoring" / "grafana" / "announcer.json"
 MON = "198.51.100.100"
 PROM = f"http://{MON}:9090"
 METRICS_PORT = 9642
@@ -109,8 +108,6 @@ def lab() -> Iterator[Lab]:
                         {"targets": [t], "labels": {"instance": lb}}
                         for t, lb in zip(targets, LBS, strict=True)
                     ],
-                    # The target's address stays a label of its own; instance is the LB.
-                    "relabel_configs": [],
                 }
             ],
         }
@@ -250,13 +247,7 @@ def test_dataplaneapi_stopped_fires_failing(lab: Lab) -> None:
 
 def test_dashboard_queries_use_metrics_this_prometheus_has(lab: Lab) -> None:
     have = set(api(lab, "label/__name__/values"))
-    doc = json.loads(DASHBOARD.read_text())
-    used = {
-        name
-        for panel in doc["panels"]
-        for t in panel.get("targets", [])
-        for name in re.findall(r"(?<![:\w])(announcer_[a-z_]+)(?![:\w])", t["expr"])
-    }
+    used = {name for e in dashboard_exprs() for name in metric_names(e)}
     # Families that exist only once something happened (a drain, a peer alarm, a
     # local probe failure) have no series in a quiet lab; everything else must.
     only_on_events = {

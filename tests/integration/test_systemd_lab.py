@@ -33,8 +33,8 @@ from tests.integration.machines import (
     Machine,
     SystemdLab,
     build_deb,
-    lb_password,
 )
+from tests.integration.stack import PASSWORD
 
 pytestmark = pytest.mark.lab
 
@@ -268,7 +268,7 @@ def test_boot_ready_after_first_sync(settled: SystemdLab) -> None:
 
 def test_password_only_through_credential(settled: SystemdLab) -> None:
     m = settled.machines["lb1"]
-    password = lb_password()
+    password = PASSWORD
     main = unit(m)["MainPID"]
     pids = [main, *m.exec(["pgrep", "-P", main]).stdout.split()]  # + the keeper
     assert len(pids) == 2, pids

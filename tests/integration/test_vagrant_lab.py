@@ -56,6 +56,7 @@ from tests.integration.lab import (
     wait_frr_daemon,
     wait_until,
 )
+from tests.integration.machines import build_deb
 from tests.integration.virt import Libvirt
 
 pytestmark = pytest.mark.lab
@@ -253,11 +254,7 @@ def vagrant_lab() -> Iterator[VagrantLab]:
 
         t0 = time.monotonic()
         copy_checkout(project)
-        deb = subprocess.run(
-            [str(REPO / "scripts/build-deb"), str(project / "dist")],
-            capture_output=True, text=True, check=False, timeout=900,
-        )  # fmt: skip
-        assert deb.returncode == 0, f"scripts/build-deb failed:\n{deb.stderr[-3000:]}"
+        build_deb(project / "dist")  # LabError with the build's output on failure
         assert list((project / "dist").glob("announcer_*_all.deb")), "no .deb in dist/"
         lab.phase("copy checkout + build-deb", t0)
 

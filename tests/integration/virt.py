@@ -1,10 +1,10 @@
 """A private libvirt for one test: libvirtd and virtlogd in namespaces the test made.
 
-Stdlib only, like lab.py. `with Libvirt(tmp, prefix) as virt:` starts virtlogd and
+Stdlib only, like lab.py. `virt.start()` starts virtlogd and
 libvirtd inside a new network namespace and a private mount namespace, and
 `virt.run([...])` runs a command (vagrant, virsh) inside both, where it sees that
-libvirt and reaches the VMs' networks. On exit everything is stopped by PID and the
-namespace deleted: libvirt's own children (qemu, dnsmasq) included.
+libvirt and reaches the VMs' networks. `virt.stop()` stops everything by PID and
+deletes the namespace: libvirt's own children (qemu, dnsmasq) included.
 
 Why the namespaces, and the traps met on the way:
 
@@ -42,7 +42,6 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from tests.integration.lab import (
     LabError,
@@ -80,22 +79,6 @@ class Libvirt:
         self.timeout = timeout
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pids: dict[str, tuple[int, int | None]] = {}
-
-    def __enter__(self) -> Libvirt:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Create the namespaces and start the daemons; return when libvirtd answers."""

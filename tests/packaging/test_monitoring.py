@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.monitoring import DASHBOARD, RULES, dashboard_exprs, metric_names
+
 REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "monitoring" / "announcer.rules.yml"
 TESTS = REPO / "monitoring" / "tests" / "announcer.rules.test.yml"
 SEVERITIES = {"page", "warning", "info"}
 
@@ -90,11 +91,7 @@ def test_rules_use_only_exported_metrics() -> None:
     exported = exported_metrics()
     assert "announcer_vip_announced" in exported and "announcer_gobgp_resyncs_total" in exported
     recorded = {r["record"] for r in rules() if "record" in r}
-    used = {
-        name
-        for r in rules()
-        for name in re.findall(r"(?<![:\w])(announcer_[a-z_]+)(?![:\w])", r["expr"])
-    } - recorded
+    used = {name for r in rules() for name in metric_names(r["expr"])} - recorded
     assert used and used <= exported, used - exported
 
 
@@ -125,22 +122,6 @@ def test_the_unit_tests_can_fail(tmp_path: Path, old: str, new: str) -> None:
 
 # ---------------------------------------------------------------- the Grafana dashboard
 
-DASHBOARD = REPO / "monitoring" / "grafana" / "announcer.json"
-# Grafana's variables, replaced by what they expand to for promtool.
-GRAFANA_VARS = {"$__rate_interval": "1m", "$instance": ".*"}
-
-
-def dashboard_exprs() -> list[str]:
-    doc = json.loads(DASHBOARD.read_text())
-    exprs = []
-    for panel in doc["panels"]:
-        for target in panel.get("targets", []):
-            expr = target["expr"]
-            for var, value in GRAFANA_VARS.items():
-                expr = expr.replace(var, value)
-            exprs.append(expr)
-    return exprs
-
 
 def test_dashboard_expressions_parse(tmp_path: Path) -> None:
     exprs = dashboard_exprs()
@@ -161,11 +142,7 @@ def test_dashboard_expressions_parse(tmp_path: Path) -> None:
 
 
 def test_dashboard_uses_only_exported_metrics() -> None:
-    used = {
-        name
-        for e in dashboard_exprs()
-        for name in re.findall(r"(?<![:\w])(announcer_[a-z_]+)(?![:\w])", e)
-    }
+    used = {name for e in dashboard_exprs() for name in metric_names(e)}
     assert len(used) >= 20 and used <= exported_metrics(), used - exported_metrics()
 
 
