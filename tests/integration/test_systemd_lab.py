@@ -135,8 +135,16 @@ class Watch:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop polling, then observe once more: the last value is the state after the act.
+
+        (A probe the thread had begun before the act's end may finish after it; without
+        this final look the list could end on a state older than the caller's own wait.)
+        """
         self._stop.set()
         self._thread.join(10)
+        if exc[0] is None:
+            last = wait_until(self.probe, 10, 0.1, check=lambda _: True, what="last look")
+            self.seen.append((time.monotonic(), last))
 
     def values(self) -> list[Any]:
         return [v for _, v in self.seen]
