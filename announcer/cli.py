@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, eventloop
 from .config import Config, ServiceConfig
 from .configfile import load_config, read_password
 from .drainwait import (
@@ -119,11 +119,15 @@ def _timeout(text: str) -> float:
 def _check_config(path: str) -> int:
     cfg = load_config(path)
     read_password(cfg.dataplaneapi)  # same code as `run`: an unreadable password fails here too
+    loop = eventloop.choose(cfg.service.event_loop)  # a required uvloop that is missing too
     nets = ", ".join(map(str, cfg.allowed_prefixes))
     # The parsed form: load_config refuses credentials in the URL, and this form could
     # not show them anyway.
     api = parse_target(cfg.dataplaneapi.url).base
-    print(f"{path}: OK (allowed prefixes {nets}; DataPlaneAPI {api}; gobgpd {cfg.gobgp.address})")
+    print(
+        f"{path}: OK (allowed prefixes {nets}; DataPlaneAPI {api}; gobgpd {cfg.gobgp.address}; "
+        f"event loop {loop.name})"
+    )
     return EX_OK
 
 
@@ -446,7 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EX_CANTCREAT
         cfg = load_config(args.config)
         _setup_logging(args.log_level or cfg.log_level)
-        asyncio.run(_serve(cfg, args.config))
+        loop = eventloop.choose(cfg.service.event_loop)
+        log.info("event loop: %s (%s)", loop.name, loop.why)
+        with asyncio.Runner(loop_factory=loop.factory) as runner:
+            runner.run(_serve(cfg, args.config))
         return EX_OK
     except ConfigError as e:
         where = args.exabgp_conf if args.command == "migrate" else args.config

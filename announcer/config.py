@@ -104,6 +104,7 @@ class ServiceConfig:
     max_concurrent_commands: int = 32
     control_socket: Path = Path("/run/announcer/control.sock")
     state_dir: Path | None = Path("/var/lib/announcer")  # drains survive a restart
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # eventloop.py; fixed at start
 
 
 @dataclass(frozen=True)

@@ -329,6 +329,7 @@ def _service(s: Section) -> ServiceConfig:
         ),
         control_socket=s.get("control_socket", abs_path, d.control_socket),
         state_dir=s.get("state_dir", abs_path, d.state_dir),
+        event_loop=s.get("event_loop", choice("auto", "uvloop", "asyncio"), d.event_loop),
     )
     if "state_dir" in s.data and s.data["state_dir"] is None:
         cfg = replace(cfg, state_dir=None)  # explicit null: drains are not persisted

@@ -94,6 +94,7 @@ def announcer_yaml(
     timeout: float,
     run_dir: Path,
     gobgp_address: str,
+    event_loop: str = "auto",
 ) -> str:
     """announcer's configuration for the benchmark LB (password from the environment).
 
@@ -125,6 +126,7 @@ service:
   startup_grace: 15
   control_socket: {run_dir}/control.sock
   state_dir: {run_dir}/state
+  event_loop: {event_loop}
 drain:
   delay: 1
   disable_file: {run_dir}/disable

@@ -95,6 +95,7 @@ class Settings:
     profile: bool = False
     keepalive: bool = True  # False: announcer's probes connect once per check (A/B)
     variant: list[str] = field(default_factory=list)  # announcer_variant switches (A/B)
+    event_loop: str = "auto"  # announcer's service.event_loop (A/B: asyncio, uvloop)
     keep_logs: bool = False  # copy announcer's log of each scale run next to the JSON
     out_dir: Path = RESULTS
     stamp: str = ""
@@ -293,6 +294,7 @@ class LbRun:
                 timeout=self.s.timeout,
                 run_dir=self.dir,
                 gobgp_address=f"unix://{self.lab.api_socket(LB)}",
+                event_loop=self.s.event_loop,
             )
         )
         env = dict(os.environ, ANNOUNCER_DPAPI_PASSWORD=gen.PASSWORD, PYTHONPATH=str(REPO))
@@ -400,6 +402,12 @@ def steady_state(
     }
 
 
+def loop_in_use(log: str) -> str | None:
+    """The event loop announcer says it runs on ("uvloop 0.23.0", "asyncio")."""
+    m = re.search(r"event loop: (.+?) \(", log)
+    return m.group(1) if m else None
+
+
 def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
     """Start announcer with N VIPs: time to all N at the router, then steady state."""
     n = run_.n
@@ -432,6 +440,7 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
         "start_to_first_sync_s": round(t_sync - t0, 3) if t_sync else None,
         "first_sync_to_all_routes_s": round(t_all - t_sync, 3) if t_sync else None,
         "rise_floor_s": round(run_.s.fast_interval * (run_.s.rise - 1), 3),
+        "event_loop": loop_in_use(log),
         # When each route reached the router, seconds after the start (for the plots).
         "arrivals_s": arrivals(run_, t0),
     }
@@ -824,6 +833,12 @@ def main(argv: list[str] | None = None) -> int:
         help="experimental announcer changes (tests/bench/announcer_variant.py)",
     )
     p.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="announcer's service.event_loop (A/B of uvloop and asyncio's loop)",
+    )
+    p.add_argument(
         "--no-keepalive", action="store_true", help="announcer probes without keep-alive (A/B)"
     )
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON")
@@ -840,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     s.keepalive = not args.no_keepalive
     s.keep_logs = args.keep_logs
     s.variant = args.variant
+    s.event_loop = args.event_loop
     results, path = run_bench(s, args.out)
     print()
     print(table(results))

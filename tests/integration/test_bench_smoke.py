@@ -28,7 +28,8 @@ MACHINE = ("cpu", "cores", "ram_gib", "kernel", "python", "grpcio", "gobgpd", "f
            "exabgp", "loadavg_at_start", "loadavg_at_end")  # fmt: skip
 SCALE = ("n", "start_to_all_routes_s", "start_to_first_discovery_s", "start_to_first_sync_s",
          "first_sync_to_all_routes_s", "rise_floor_s", "announcer", "gobgpd_rss_mib",
-         "gobgpd_cpu_pct", "log_lines", "startup", "withdraw_all_on_stop_s")  # fmt: skip
+         "gobgpd_cpu_pct", "log_lines", "startup", "withdraw_all_on_stop_s",
+         "event_loop")  # fmt: skip
 STEADY = ("window_s", "cpu_pct_of_one_core", "cpu_pct_main_process",
           "cpu_pct_main_process_kernel", "rss_mib", "rss_mib_main_process", "pss_mib",
           "peak_rss_mib", "processes", "checks_per_s", "checks_per_s_expected",
@@ -69,6 +70,7 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
     has(scale, SCALE, "scale")
     has(scale["announcer"], STEADY, "scale.announcer")
     assert scale["n"] == 20
+    assert scale["event_loop"].startswith("uvloop "), scale["event_loop"]  # auto, dev extras
     steady = scale["announcer"]
     assert steady["routes_at_router_end"] == 20
     assert steady["routes_withdrawn_in_window"] == 0

@@ -245,6 +245,10 @@ def test_boot_ready_after_first_sync(settled: SystemdLab) -> None:
             journal,
         )
         assert done, journal[-3000:]
+        # Debian's python3-uvloop (the package's Recommends, in lb.packages) runs the loop.
+        assert re.search(
+            r"INFO \S+: event loop: uvloop [\d.]+ \(service.event_loop: auto\)", journal
+        ), journal[:3000]
         logged = dt.datetime.strptime(done.group(1) + "000", "%Y-%m-%d %H:%M:%S,%f")
         shown = m.exec(
             ["systemctl", "show", "--timestamp=us+utc", "-p", "ActiveEnterTimestamp", "announcer"]

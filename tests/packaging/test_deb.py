@@ -48,6 +48,8 @@ DEBIAN_PACKAGE_OF = {
     "prometheus_client": "python3-prometheus-client",
     "yaml": "python3-yaml",
 }
+# Imported only if installed (announcer/eventloop.py): Recommends, not Depends.
+OPTIONAL = {"uvloop": "python3-uvloop"}
 
 
 def _have(*tools: str) -> None:
@@ -111,7 +113,7 @@ def test_control_fields(deb: Path) -> None:
     depends = relations(field(deb, "Depends"))
     single = {alts[0] for alts in depends if len(alts) == 1}
     assert "python3 (>= 3.11)" in field(deb, "Depends")
-    third_party = runtime_imports() - set(sys.stdlib_module_names)
+    third_party = runtime_imports() - set(sys.stdlib_module_names) - OPTIONAL.keys()
     unknown = third_party - DEBIAN_PACKAGE_OF.keys()
     assert not unknown, f"imported by announcer, no Debian package known: {unknown}"
     missing = {DEBIAN_PACKAGE_OF[m] for m in third_party} - single
@@ -123,7 +125,9 @@ def test_control_fields(deb: Path) -> None:
     # The unit's ExecReload= is /bin/kill, which minbase lacks (found by the install
     # test below: systemd-analyze verify refused the unit).
     assert "procps" in single
-    assert relations(field(deb, "Recommends")) == [["gobgpd"], ["haproxy"]]
+    assert OPTIONAL.keys() <= runtime_imports()
+    assert not set(OPTIONAL.values()) & single
+    assert relations(field(deb, "Recommends")) == [["gobgpd"], ["haproxy"], ["python3-uvloop"]]
 
 
 def contents(deb: Path) -> dict[str, str]:
