@@ -27,6 +27,7 @@ Several checks of one VIP (several frontends or ports) are combined by
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -109,8 +110,22 @@ def seeded(previous: State, now: float, first_check: float) -> Health:
     return initial(now, first_check)
 
 
-def _next(state: State, now: float, p: HealthParams) -> float:
-    return now + (p.fast_interval if state in _FAST else p.interval)
+def _next(state: State, due: float, now: float, p: HealthParams) -> float:
+    """When the check runs next: one step after the time it was due, not after its result.
+
+    Counting from the result would make every period interval + the probe's time (and
+    the loop's lateness): at 10 000 checks a second, about 9 % of the checks were never
+    done (issue 16). A check more than a whole step late (a probe as slow as the
+    interval, a stalled loop) skips the slots it missed instead of running in a burst,
+    and keeps its place in the schedule: always strictly after `now`.
+    """
+    step = p.fast_interval if state in _FAST else p.interval
+    nxt = due + step
+    if nxt <= now:
+        nxt += (math.floor((now - nxt) / step) + 1) * step
+        if nxt <= now:  # rounding
+            nxt = now + step
+    return nxt
 
 
 def observe(
@@ -136,11 +151,11 @@ def observe(
         else:  # FALLING
             new, count = (State.DOWN, 0) if c + 1 >= p.fall else (State.FALLING, c + 1)
     if new is s:
-        return replace(h, count=count, next_check=_next(new, now, p)), None
+        return replace(h, count=count, next_check=_next(new, h.next_check, now, p)), None
     if new is State.RISING or new is State.FALLING:
         progress = p.rise if new is State.RISING else p.fall
         what = f"{what}; {count}/{progress}"
-    return Health(new, count, now, _next(new, now, p)), Transition(s, new, what)
+    return Health(new, count, now, _next(new, h.next_check, now, p)), Transition(s, new, what)
 
 
 # Worst first: with policy "all" the first state present wins, with "any" the last.

@@ -69,13 +69,32 @@ def test_transition_carries_reason_and_progress() -> None:
 
 
 def test_fast_interval_while_undecided_slow_when_settled() -> None:
-    h, _ = observe(initial(0.0), True, 10.0, P)
+    # Each probe's result comes 0.1 s after it was due; the next is due one step after
+    # the previous due time, whatever the probe took (no drift).
+    h, _ = observe(initial(0.0, 10.0), True, 10.1, P)
     assert h.next_check == 10.25  # RISING: fast
-    for t in (11.0, 12.0):
-        h, _ = observe(h, True, t, P)
-    assert h.state is State.UP and h.next_check == 13.0  # UP: slow
-    h, _ = observe(h, False, 20.0, P)
-    assert h.state is State.FALLING and h.next_check == 20.25
+    for due in (10.25, 10.5):
+        h, _ = observe(h, True, due + 0.1, P)
+    assert h.state is State.UP and h.next_check == 11.5  # UP: slow
+    h, _ = observe(h, False, 11.6, P)
+    assert h.state is State.FALLING and h.next_check == 11.75
+
+
+def test_no_drift_and_missed_slots_are_skipped_not_burst() -> None:
+    h = initial(0.0, 0.3)
+    dues = []
+    for _ in range(50):  # UP after rise, then 1 s steps; every probe takes 0.2 s
+        dues.append(h.next_check)
+        h, _ = observe(h, True, h.next_check + 0.2, P)
+    steps = [round(b - a, 9) for a, b in itertools.pairwise(dues)]
+    assert set(steps[P.rise :]) == {P.interval}, steps
+    assert dues[-1] == 0.3 + 2 * P.fast_interval + (50 - 3) * P.interval
+    # A probe 3.5 intervals late (a stalled loop): the next slot of the same phase
+    # that is still ahead, never one in the past.
+    late = h.next_check + 3.5 * P.interval
+    h2, _ = observe(h, True, late, P)
+    assert h2.next_check > late and h2.next_check - late <= P.interval
+    assert round((h2.next_check - h.next_check) % P.interval, 9) in (0, P.interval)
 
 
 def test_initial_splay() -> None:
