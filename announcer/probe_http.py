@@ -95,19 +95,33 @@ class ConnectionPool:
         No timer per request: one sweep every _DEADLINE_TICK expires the requests
         past their deadline (a timer per request costs more than the request).
         """
-        try:
-            done = conn.send()
-        except Exception:  # a transport that fails on write was dead
-            conn.shut()
+        done = self.send(conn, deadline)
+        if done is None:
             return None
-        self.watch(conn, deadline)
         try:
             await done
         except asyncio.CancelledError:
             _abort(conn)  # shutting down: no graceful close
             raise
         finally:
-            del self._inflight[conn]
+            self.unwatch(conn)
+        return self.finish(spec, conn, deadline)
+
+    def send(self, conn: HttpConnection, deadline: float) -> asyncio.Future[None] | None:
+        """Send the request on idle `conn`, watched until `deadline`; the future resolves
+        when the answer's head is in, the connection closed or the deadline passed (then
+        call `unwatch` and `finish`). None: the transport failed on write (it was dead)."""
+        try:
+            done = conn.send()
+        except Exception:
+            conn.shut()
+            return None
+        self.watch(conn, deadline)
+        return done
+
+    def finish(self, spec: CheckSpec, conn: HttpConnection, deadline: float) -> Outcome | None:
+        """The outcome of the request `send` started; None if the connection was dead
+        before any answer (the caller reconnects). Keeps `conn` for the next run if it may."""
         if not conn.timed_out and not conn.status and not conn.head and conn.closed:
             # The server had closed the idle connection as we sent (its keep-alive
             # timeout raced our request): not the VIP's fault; the caller reconnects.
@@ -120,6 +134,11 @@ class ConnectionPool:
             return timed_out(spec, deadline, outcome)
         self.put(spec, conn, conn.loop.time())
         return outcome
+
+    def abandon(self, conn: HttpConnection) -> None:
+        """A request given up (its check retired, or shutdown): no graceful close."""
+        self.unwatch(conn)
+        _abort(conn)
 
     def watch(self, conn: HttpConnection, deadline: float) -> None:
         """Have `conn.expire()` called once `deadline` has passed, until `unwatch`."""

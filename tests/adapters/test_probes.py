@@ -573,6 +573,38 @@ def keepalive(responses: Callable[[int, int], bytes | None]) -> tuple[Handler, l
     return handler, per_conn
 
 
+# How run_many probes: "run" (a task per probe, as for every check kind), or "start"
+# (Prober.start, the scheduler's way for HTTP checks on a kept connection, falling back
+# to run as the scheduler does). The `both_paths` fixture runs a test each way.
+PROBE_WITH = {"path": "run"}
+PATHS_TAKEN: list[str] = []
+
+
+@pytest.fixture(params=["run", "start"])
+def both_paths(request: pytest.FixtureRequest) -> Iterator[str]:
+    PROBE_WITH["path"] = request.param
+    PATHS_TAKEN.clear()
+    yield request.param
+    if request.param == "start":  # the fast path really ran, not only the fallback
+        assert any(p.startswith("start") for p in PATHS_TAKEN), PATHS_TAKEN
+    PROBE_WITH["path"] = "run"
+
+
+async def probe_once(prober: Prober, spec: CheckSpec) -> CheckResult:
+    if PROBE_WITH["path"] == "run":
+        return await prober.run(spec)
+    answer: asyncio.Future[CheckResult | None] = asyncio.get_running_loop().create_future()
+    if prober.start(spec, answer.set_result) is None:
+        PATHS_TAKEN.append("run")
+        return await prober.run(spec)
+    result = await answer
+    if result is None:  # the kept connection was dead: the scheduler runs it afresh
+        PATHS_TAKEN.append("start, then run")
+        return await prober.run(spec)
+    PATHS_TAKEN.append("start")
+    return result
+
+
 def run_many(
     handler: Handler,
     runs: int,
@@ -590,7 +622,7 @@ def run_many(
             spec = http(server.port, expect_status=expect_status)
             try:
                 for _ in range(runs):
-                    results.append(await prober.run(spec))
+                    results.append(await probe_once(prober, spec))
                     await asyncio.sleep(gap)
             finally:
                 prober.close()
@@ -600,6 +632,7 @@ def run_many(
     return asyncio.run(scenario())
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_keepalive_reuses_one_connection() -> None:
     handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200)
     results, server, prober = run_many(handler, 4)
@@ -610,6 +643,7 @@ def test_keepalive_reuses_one_connection() -> None:
     assert b"connection: close" not in server.heads[0].lower()
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_keepalive_failure_status_is_reported_and_connection_kept() -> None:
     handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200 if n % 2 else KEEPALIVE_503)
     results, _, _ = run_many(handler, 4)
@@ -654,6 +688,7 @@ def test_responses_that_cannot_leave_a_usable_connection_are_not_reused(raw: byt
         b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
     ],
 )
+@pytest.mark.usefixtures("both_paths")
 def test_responses_whose_end_is_known_are_reused(raw: bytes) -> None:
     handler, per_conn = keepalive(lambda c, n: raw)
     results, _, prober = run_many(handler, 3, expect_status=(200, 204))
@@ -662,6 +697,7 @@ def test_responses_whose_end_is_known_are_reused(raw: bytes) -> None:
     assert prober.pool is not None and (prober.pool.opened, prober.pool.reused) == (1, 2)
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_a_body_that_arrives_after_the_head_keeps_the_connection() -> None:
     # The verdict is given at the end of the head; the body, chunked or not, is
     # skipped as it arrives, and the connection is reused once it has.
@@ -733,6 +769,7 @@ def test_a_switch_of_protocols_is_judged_by_its_status_and_not_reused() -> None:
     assert per_conn == [1, 1]
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_server_closing_an_idle_connection_is_not_a_failure() -> None:
     # The server closes after each answer without saying so: the probe sees the EOF
     # while idle and connects afresh next time.
@@ -747,6 +784,7 @@ def test_server_closing_an_idle_connection_is_not_a_failure() -> None:
     assert len(per_conn) == 3
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_request_racing_the_servers_close_is_retried_on_a_new_connection() -> None:
     # The second request on a connection gets no answer, only a close: what a
     # server's keep-alive timeout firing as our request arrives looks like.
@@ -775,6 +813,7 @@ def test_timeout_on_a_reused_connection_is_a_failure_and_drops_it() -> None:
     assert 0.15 < second.duration < 0.4
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_connections_are_replaced_after_max_age() -> None:
     handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200)
     results, _, _ = run_many(handler, 4, gap=0.06, max_age=0.1)
@@ -968,6 +1007,7 @@ def test_cached_request_and_address_follow_the_spec() -> None:
     assert default_port is not None and default_port.port == 443
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_a_head_split_across_reads_keeps_the_connection() -> None:
     async def split(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
         while True:
@@ -1299,3 +1339,65 @@ def test_a_command_check_sees_only_path_and_lang(
     # and `env` itself (what the issue asked): its output ends up in the failure detail
     shown = asyncio.run(probe(command("sh -c 'env; exit 1'", shell=False)))
     assert "secret" not in shown.detail and "NOTIFY_SOCKET" not in shown.detail
+
+
+def test_start_on_a_kept_connection_times_out_and_drops_it() -> None:
+    handler, _ = keepalive(lambda c, n: KEEPALIVE_200 if n == 1 else b"")
+
+    async def scenario() -> tuple[CheckResult, CheckResult | None, int]:
+        prober = Prober()
+        async with serve(handler) as server:
+            spec = http(server.port, timeout=0.2)
+            try:
+                first = await prober.run(spec)  # opens the connection it keeps
+                answer: asyncio.Future[CheckResult | None] = asyncio.Future()
+                assert prober.start(spec, answer.set_result) is not None
+                second = await answer
+                assert prober.pool is not None
+                return first, second, len(prober.pool._idle)
+            finally:
+                prober.close()
+
+    first, second, idle = asyncio.run(scenario())
+    assert first.ok and second is not None
+    assert (second.ok, second.detail) == (False, "timeout after 0.2s (waiting for status line)")
+    assert 0.15 < second.duration < 0.4
+    assert idle == 0  # dropped, not kept
+
+
+def test_start_given_up_aborts_the_connection_and_reports_nothing() -> None:
+    handler, per_conn = keepalive(lambda c, n: KEEPALIVE_200 if n == 1 else b"")
+
+    async def scenario() -> tuple[list[CheckResult | None], int]:
+        prober = Prober()
+        reported: list[CheckResult | None] = []
+        async with serve(handler) as server:
+            spec = http(server.port, timeout=5)
+            try:
+                assert (await prober.run(spec)).ok
+                pending = prober.start(spec, reported.append)
+                assert pending is not None
+                await asyncio.sleep(0.05)  # the request is out, no answer comes
+                pending.cancel()  # what Scheduler.retire does
+                await asyncio.sleep(0.05)
+                assert prober.pool is not None
+                return reported, len(prober.pool._inflight) + len(prober.pool._idle)
+            finally:
+                prober.close()
+
+    reported, left = asyncio.run(scenario())
+    assert reported == [] and left == 0
+    assert per_conn == [2]
+
+
+def test_start_is_only_for_http_checks_with_a_kept_connection() -> None:
+    async def scenario() -> list[object]:
+        with_pool, without = Prober(), Prober(keepalive=False)
+        spec = http(1)
+        return [
+            with_pool.start(spec, lambda r: None),  # no connection kept yet
+            without.start(spec, lambda r: None),
+            with_pool.start(command("true"), lambda r: None),
+        ]
+
+    assert asyncio.run(scenario()) == [None, None, None]

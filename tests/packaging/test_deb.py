@@ -48,7 +48,8 @@ DEBIAN_PACKAGE_OF = {
     "prometheus_client": "python3-prometheus-client",
     "yaml": "python3-yaml",
 }
-# Imported only if installed (announcer/eventloop.py): Recommends, not Depends.
+# Imported only if installed (announcer/eventloop.py): Suggests (Debian's grpcio 1.51
+# keeps auto off uvloop), not Depends.
 OPTIONAL = {"uvloop": "python3-uvloop"}
 
 
@@ -127,7 +128,8 @@ def test_control_fields(deb: Path) -> None:
     assert "procps" in single
     assert OPTIONAL.keys() <= runtime_imports()
     assert not set(OPTIONAL.values()) & single
-    assert relations(field(deb, "Recommends")) == [["gobgpd"], ["haproxy"], ["python3-uvloop"]]
+    assert relations(field(deb, "Recommends")) == [["gobgpd"], ["haproxy"]]
+    assert relations(field(deb, "Suggests")) == [["python3-uvloop"]]
 
 
 def contents(deb: Path) -> dict[str, str]:

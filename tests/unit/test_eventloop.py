@@ -86,3 +86,24 @@ def test_check_config_names_the_loop_and_refuses_a_missing_required_uvloop(
     bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert bad.returncode == 78, (bad.stdout, bad.stderr)
     assert "service.event_loop: uvloop is not installed" in bad.stderr, bad.stderr
+
+
+def test_a_grpcio_that_freezes_forks_under_uvloop_keeps_asyncio() -> None:
+    # Debian's python3-grpcio 1.51 froze the loop at a command check under uvloop.
+    loop = eventloop.choose("auto", grpcio="1.51.1")
+    assert loop.name == "asyncio"
+    assert loop.why.startswith("uvloop is installed, but grpcio 1.51.1 would freeze"), loop.why
+    assert run_on(loop).startswith("asyncio")
+    with pytest.raises(ConfigError) as e:
+        eventloop.choose("uvloop", grpcio="1.51.1")
+    assert e.value.problems[0].startswith("service.event_loop: uvloop: grpcio 1.51.1 would")
+    for version in ("1.85.3", "1.90.0", "2.0.0"):
+        assert eventloop.choose("auto", grpcio=version).name.startswith("uvloop ")
+    for version in ("1.84.9", "garbage"):
+        assert eventloop.choose("auto", grpcio=version).name == "asyncio"
+
+
+def test_the_installed_grpcio_is_the_one_judged() -> None:
+    installed = eventloop.grpcio_version()
+    assert installed is not None
+    assert eventloop.choose("auto").name.startswith("uvloop") == eventloop._safe(installed)
