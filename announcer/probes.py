@@ -58,9 +58,14 @@ async def probe(spec: CheckSpec, *, pool: ConnectionPool | None = None) -> Check
     except LocalFailure as e:
         return local_result(e, loop.time() - start)
     except Exception as exc:  # a bug in a probe must fail the check, not kill the scheduler
-        log.warning("probe %s crashed", spec.target, exc_info=True)
-        ok, detail = False, f"probe error: {type(exc).__name__}: {exc}"
+        ok, detail = _crashed(spec, exc)
     return CheckResult(ok=ok, detail=detail, duration=loop.time() - start)
+
+
+def _crashed(spec: CheckSpec, exc: Exception) -> Outcome:
+    """A bug in a probe (logged with its traceback): the check fails and goes on."""
+    log.warning("probe %s crashed", spec.target, exc_info=exc)
+    return False, f"probe error: {type(exc).__name__}: {exc}"
 
 
 class Prober:
@@ -130,8 +135,7 @@ class Prober:
         except LocalFailure as e:
             return local_result(e, loop.time() - start)
         except Exception as exc:  # a bug in a probe must fail the check, not kill the scheduler
-            log.warning("probe %s crashed", spec.target, exc_info=True)
-            outcome = False, f"probe error: {type(exc).__name__}: {exc}"
+            outcome = _crashed(spec, exc)
         return CheckResult(outcome[0], outcome[1], loop.time() - start)
 
     def start(
@@ -186,8 +190,7 @@ class Prober:
             on_done(local_result(e, clock() - start))
             return
         except Exception as exc:  # a bug in a probe must fail the check, not stop it
-            log.warning("probe %s crashed", spec.target, exc_info=True)
-            outcome = False, f"probe error: {type(exc).__name__}: {exc}"
+            outcome = _crashed(spec, exc)
         on_done(None if outcome is None else CheckResult(outcome[0], outcome[1], clock() - start))
 
     def close(self) -> None:
