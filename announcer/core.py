@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from . import damping as dm
 from . import guard as gd
@@ -57,19 +57,19 @@ FELL = frozenset({State.FALLING, State.DOWN})  # left UP for these: a fall (guar
 PhaseOf = Callable[[IPAddress, float], Drain]  # a VIP's drain phase at a time (drains.py)
 
 
-@dataclass
+@dataclass(slots=True)
 class CheckState:
     """One running check: its health and the VIPs that use it."""
 
     spec: CheckSpec
     health: Health
     params: HealthParams
-    vips: set[IPAddress] = field(default_factory=set)
+    vips: tuple[IPAddress, ...] = ()  # a tuple, not a set: 10 000 of them (issue 16)
     last: CheckResult | None = None
     last_at: float | None = None  # when `last` came (monotonic)
 
 
-@dataclass
+@dataclass(slots=True)
 class VipState:
     """One VIP: its spec and where its checks have taken it."""
 
@@ -229,10 +229,12 @@ class Core:
         self, previous: dict[IPAddress, VipState], now: float
     ) -> tuple[tuple[CheckState, ...], tuple[CheckSpec, ...]]:
         """Checks for new specs, and the specs nobody uses any more."""
-        users: dict[CheckSpec, tuple[set[IPAddress], HealthParams]] = {}
+        users: dict[CheckSpec, tuple[list[IPAddress], HealthParams]] = {}
         for address, vs in self.vips.items():
             for spec in vs.specs:
-                users.setdefault(spec, (set(), vs.check))[0].add(address)
+                addresses = users.setdefault(spec, ([], vs.check))[0]
+                if not addresses or addresses[-1] != address:  # a spec listed twice
+                    addresses.append(address)
         retired = tuple(spec for spec in self.checks if spec not in users)
         for spec in retired:
             del self.checks[spec]
@@ -246,7 +248,7 @@ class Core:
                 c = CheckState(spec, h, params)
                 self.checks[spec] = c
                 new.append(c)
-            c.vips = addresses
+            c.vips = tuple(addresses)
             c.params = params  # rise/fall/interval edits apply from the next result on
         return tuple(new), retired
 

@@ -46,7 +46,7 @@ from .model import (
     PeerStatus,
     Route,
     SessionState,
-    is_host_prefix,
+    host_prefix,
 )
 
 log = logging.getLogger("announcer.gobgp")
@@ -153,10 +153,12 @@ class Codec(abc.ABC):
         if nlri is None:
             return None
         try:
-            prefix = ipaddress.ip_network(f"{nlri.prefix}/{nlri.prefix_len}")
+            address = ipaddress.ip_address(nlri.prefix)
         except ValueError:
             return None
-        return prefix if is_host_prefix(prefix) else None
+        # The planner's own network object for this address (host_prefix is memoised):
+        # one per VIP rather than one more for every path read back from gobgpd.
+        return host_prefix(address) if nlri.prefix_len == address.max_prefixlen else None
 
     def add_path_stream_request(self, paths: Sequence[Any]) -> Any:
         # table_type must be GLOBAL explicitly: 3.x and 4.x both refuse anything but

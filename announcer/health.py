@@ -69,7 +69,7 @@ class HealthParams:
             raise ValueError("intervals must be positive")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Health:
     """The state of one check. `count` is the length of the current streak."""
 
@@ -79,7 +79,7 @@ class Health:
     next_check: float = 0.0  # when the next probe is due
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transition:
     """A change of state, for the log line and the metrics."""
 

@@ -3,7 +3,8 @@
 gobgpd does not tie paths to the API client that added them (notes 3.1): when
 announcer dies, every path it injected stays, and the routers would keep sending
 traffic to VIPs nobody checks any more. So `announcer run` starts this small child
-process first. It holds the read end of a pipe whose write end only announcer has.
+process first (keeper_process.py, which loads almost nothing while it waits). It
+holds the read end of a pipe whose write end only announcer has.
 
 * announcer stops cleanly: it writes `release` and the keeper exits, touching nothing
   (the graceful stop has already drained and withdrawn, or the operator chose
@@ -34,17 +35,15 @@ takes the keeper too: docs/operations.md says what covers that.)
 
 from __future__ import annotations
 
-import argparse
-import ipaddress
 import logging
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal
 
 from .config import GobgpConfig
+from .keeper_process import RELEASE
 from .model import HostPrefix, IPNetwork, SessionState
 
 if TYPE_CHECKING:
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("announcer.keeper")
 
-RELEASE = b"release\n"
 GIVE_UP_AFTER = 15.0  # seconds of retrying while gobgpd is unreachable
 WITHDRAW_WAIT = 1.0  # at most this long for the withdrawals to leave every Adj-RIB-Out
 
@@ -70,7 +68,7 @@ class Keeper:
         argv = [
             sys.executable,
             "-m",
-            "announcer.keeper",
+            "announcer.keeper_process",
             "--gobgp",
             self.cfg.address,
             "--api-version",
@@ -120,14 +118,6 @@ class Keeper:
         except (OSError, subprocess.TimeoutExpired) as e:
             log.warning("keeper did not exit cleanly: %s", e)
         self.proc = None
-
-
-def released(stream: IO[bytes]) -> bool:
-    """Block until announcer closes the pipe; whether it said `release` first."""
-    said = False
-    for line in stream:
-        said = line == RELEASE
-    return said
 
 
 def withdraw_and_disable(
@@ -183,44 +173,27 @@ def _wait_withdrawn(client: GobgpClient, gone: set[HostPrefix], only: Sequence[s
     log.warning("withdrawals still in a peer's Adj-RIB-Out after %.1fs", WITHDRAW_WAIT)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    # SIGABRT too: systemd's watchdog sends it to the whole cgroup, and a watchdog
-    # abort is exactly when the keeper must act.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGABRT):
-        signal.signal(sig, signal.SIG_IGN)
-    p = argparse.ArgumentParser(prog="announcer.keeper")
-    p.add_argument("--gobgp", required=True)
-    p.add_argument("--api-version", choices=["auto", "3", "4"], default="auto")
-    p.add_argument("--timeout", type=float, default=5.0)
-    p.add_argument("--peer", action="append", default=[])
-    p.add_argument("--allow", action="append", default=[], type=ipaddress.ip_network)
-    args = p.parse_args(argv)
+def act(
+    address: str,
+    api_version: Literal["auto", 3, 4],
+    timeout: float,
+    only: Sequence[str],
+    allow: Sequence[IPNetwork],
+) -> int:
+    """announcer died: withdraw its routes and disable the peers (keeper_process.py calls
+    this after the pipe's EOF); the keeper's exit status."""
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    version: Literal["auto", 3, 4] = (
-        "auto" if args.api_version == "auto" else (3 if args.api_version == "3" else 4)
-    )
-    if released(sys.stdin.buffer):
-        return 0
     started = time.monotonic()
     log.error("announcer died: withdrawing its routes and disabling gobgpd's peers")
-    # grpc and the generated code are loaded only now: a keeper that waits with them
-    # loaded is 34 MiB instead of 15, for the whole life of every announcer, to save
-    # the import (about 75 ms here) in the rare case it acts (issue 16).
     from .errors import GobgpError
 
     try:
-        routes, peers = withdraw_and_disable(
-            args.gobgp, version, args.timeout, args.peer, args.allow
-        )
+        routes, peers = withdraw_and_disable(address, api_version, timeout, only, allow)
     except GobgpError as e:
         log.critical("could not withdraw the routes or disable gobgpd's peers: %s", e)
         return 1
     took = (time.monotonic() - started) * 1000
     log.error("withdrew %d routes and disabled %d peers in %.0f ms", routes, peers, took)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

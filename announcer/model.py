@@ -57,7 +57,7 @@ class Origin(enum.IntEnum):
     INCOMPLETE = 2
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Community:
     """A standard RFC 1997 community, written `high:low`."""
 
@@ -92,7 +92,7 @@ class Community:
 GRACEFUL_SHUTDOWN = Community(65535, 0)  # RFC 8326
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class LargeCommunity:
     """An RFC 8092 large community, written `global:local1:local2`."""
 
@@ -116,7 +116,7 @@ class LargeCommunity:
         return f"{self.global_admin}:{self.local_data1}:{self.local_data2}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """One host route as announcer wants it in gobgpd's global RIB.
 
@@ -201,7 +201,7 @@ class PeerStatus:
 # ------------------------------------------------------------- DataPlaneAPI view
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RawBind:
     """A bind as DataPlaneAPI reports it: `address` is the raw string (see discovery.py)."""
 
@@ -214,7 +214,7 @@ class RawBind:
     v4v6: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Frontend:
     """A HAProxy frontend section as DataPlaneAPI reports it."""
 
@@ -225,7 +225,7 @@ class Frontend:
     binds: tuple[RawBind, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Listener:
     """One literal-IP listener of a frontend: something a health check can target."""
 
@@ -238,7 +238,7 @@ class Listener:
     monitor_uri: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Vip:
     """A service IP and every listener bound to it (several frontends or ports share one prefix)."""
 
@@ -265,7 +265,7 @@ class Discovery:
 # --------------------------------------------------------------------- checks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckSpec:
     """One health check to run against one listener of a VIP.
 
@@ -302,7 +302,7 @@ class CheckSpec:
 REFUSED = "connect refused"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckResult:
     """The outcome of one probe; `detail` says why it failed (or the HTTP status).
 

@@ -388,7 +388,7 @@ async def _close(
     transport: asyncio.Transport, exchange: HttpConnection, grace: float, *, tls: bool
 ) -> None:
     """Close gracefully within `grace` seconds, else abort: a probe's cleanup stays bounded."""
-    if exchange.lost.done():
+    if exchange.is_lost:
         return
     if grace <= 0:
         transport.abort()
@@ -398,8 +398,8 @@ async def _close(
         return  # plain TCP: the socket is closed on the next loop iteration
     # A TLS close waits for the peer's close_notify (asyncio allows 30 s by default);
     # that must not hold a probe's socket past its deadline.
-    await asyncio.wait([exchange.lost], timeout=grace)
-    if not exchange.lost.done():
+    await asyncio.wait([exchange.lost()], timeout=grace)
+    if not exchange.is_lost:
         transport.abort()
 
 

@@ -138,7 +138,7 @@ def check_spec(address: IPAddress, listener: Listener, cfg: CheckConfig) -> Chec
 # ------------------------------------------------------------------- VIP specs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VipSpec:
     """One VIP as the configuration says to treat it."""
 

@@ -4,6 +4,12 @@
 
 * `--no-keepalive`: probes connect once per check (what announcer did before the
   keep-alive pool): the baseline of the keep-alive measurement.
+* `--memory-report`: a thread that, ANNOUNCER_MEMORY_REPORT_AT seconds after the
+  start (default 25), writes where the memory is to ANNOUNCER_MEMORY_REPORT (a
+  path): /proc/self/smaps_rollup, glibc's heap (mallinfo2) before and after
+  malloc_trim(0), and tracemalloc's largest allocation sites with
+  ANNOUNCER_MEMORY_REPORT_FRAMES frames (default 1; 0: no tracemalloc; it runs from
+  the start and slows the process down).
 * `--cached-planner`: memoises `host_prefix` and `allowed` (the planner builds an
   `ipaddress` network and walks the allow-list for every VIP on every reconcile).
   It only shows what caching them would save; the real change belongs in
@@ -48,7 +54,153 @@ def _cached_planner() -> None:
         module.allowed = allowed  # type: ignore[attr-defined]
 
 
-SWITCHES = {"--no-keepalive": _no_keepalive, "--cached-planner": _cached_planner}
+def _memory_report() -> None:
+    import ctypes
+    import os
+    import threading
+    import time
+    import tracemalloc
+
+    frames = int(os.environ.get("ANNOUNCER_MEMORY_REPORT_FRAMES", "1"))
+    if frames:
+        tracemalloc.start(frames)
+    at = float(os.environ.get("ANNOUNCER_MEMORY_REPORT_AT", "25"))
+    out = os.environ.get("ANNOUNCER_MEMORY_REPORT", "announcer-memory.txt")
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in [
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            ]
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Mallinfo2
+
+    def rollup() -> str:
+        with open("/proc/self/smaps_rollup") as f:
+            return "".join(
+                line
+                for line in f
+                if line.split(":")[0]
+                in ("Rss", "Pss", "Pss_Anon", "Pss_File", "Anonymous", "Private_Dirty")
+            )
+
+    def heap() -> str:
+        m = libc.mallinfo2()
+        return (
+            f"glibc heap: arena {m.arena >> 10} KiB, mmapped {m.hblkhd >> 10} KiB, "
+            f"in use {m.uordblks >> 10} KiB, free {m.fordblks >> 10} KiB\n"
+        )
+
+    def mappings() -> str:
+        """The largest mappings by RSS (anonymous ones are the heaps and stacks)."""
+        found: list[tuple[int, str]] = []
+        name = ""
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                first = line.split(None, 1)[0]
+                if "-" in first and not first.endswith(":"):
+                    parts = line.split()
+                    name = f"{parts[0]} {parts[5] if len(parts) > 5 else '[anon]'}"
+                elif first == "Rss:":
+                    found.append((int(line.split()[1]), name))
+        found.sort(reverse=True)
+        return "".join(f"{kib:8} KiB {what}\n" for kib, what in found[:20])
+
+    def pymalloc() -> str:
+        """pymalloc's own summary (sys._debugmallocstats writes to stderr's fd)."""
+        import sys
+        import tempfile
+
+        with tempfile.TemporaryFile("w+") as tmp:
+            saved = os.dup(2)
+            os.dup2(tmp.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            tmp.seek(0)
+            text = tmp.read()
+        keep = (
+            "arenas allocated current",
+            "bytes/arena",
+            "bytes in allocated blocks",
+            "bytes in available blocks",
+            "unused pools",
+        )
+        return "pymalloc:\n" + "".join(
+            line + "\n" for line in text.splitlines() if any(k in line for k in keep)
+        )
+
+    def census() -> str:
+        """Live objects the garbage collector tracks, by type: count and shallow size."""
+        import collections
+        import gc
+        import sys
+
+        count: collections.Counter[str] = collections.Counter()
+        size: collections.Counter[str] = collections.Counter()
+        for obj in gc.get_objects():
+            kind = type(obj)
+            name = f"{kind.__module__}.{kind.__qualname__}"
+            count[name] += 1
+            size[name] += sys.getsizeof(obj)
+        # Objects the collector does not track (str, bytes, int, float...), reached
+        # from tracked ones, each counted once.
+        seen: set[int] = set()
+        for obj in gc.get_objects():
+            for ref in gc.get_referents(obj):
+                if not gc.is_tracked(ref) and id(ref) not in seen:
+                    seen.add(id(ref))
+                    kind = type(ref)
+                    name = f"(untracked) {kind.__module__}.{kind.__qualname__}"
+                    count[name] += 1
+                    size[name] += sys.getsizeof(ref)
+        return "\nlive objects, by shallow size:\n" + "".join(
+            f"{size[name] >> 10:8} KiB {count[name]:8} {name}\n" for name, _ in size.most_common(50)
+        )
+
+    def report() -> None:
+        time.sleep(at)
+        lines = [rollup(), heap(), mappings(), pymalloc(), census()]
+        libc.malloc_trim(0)
+        lines += ["after malloc_trim(0):\n", rollup(), heap()]
+        if not frames:
+            with open(out, "w") as f:
+                f.writelines(lines)
+            return
+        snap = tracemalloc.take_snapshot()
+        traced, peak = tracemalloc.get_traced_memory()
+        lines.append(f"tracemalloc: {traced >> 10} KiB now, peak {peak >> 10} KiB\n\nby line:\n")
+        for stat in snap.statistics("lineno")[:40]:
+            lines.append(f"{stat.size >> 10:8} KiB {stat.count:8} {stat.traceback[0]}\n")
+        lines.append("\nby traceback:\n")
+        for stat in snap.statistics("traceback")[:25]:
+            lines.append(f"{stat.size >> 10:8} KiB {stat.count:8}\n")
+            lines.extend(f"        {frame}\n" for frame in stat.traceback)
+        with open(out, "w") as f:
+            f.writelines(lines)
+
+    threading.Thread(target=report, daemon=True, name="memory-report").start()
+
+
+SWITCHES = {
+    "--memory-report": _memory_report,
+    "--no-keepalive": _no_keepalive,
+    "--cached-planner": _cached_planner,
+}
 
 
 def main(argv: list[str]) -> int:

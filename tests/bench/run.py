@@ -298,6 +298,9 @@ class LbRun:
             )
         )
         env = dict(os.environ, ANNOUNCER_DPAPI_PASSWORD=gen.PASSWORD, PYTHONPATH=str(REPO))
+        if "--memory-report" in self.s.variant:
+            report = self.s.out_dir / f"memory-n{self.n}-{self.s.stamp}.txt"
+            env.setdefault("ANNOUNCER_MEMORY_REPORT", str(report))
         assert self.lab.tmp is not None
         log = self.lab.tmp / LB / "announcer.log"  # where Lab.start appends its output
         self.log_start = log.stat().st_size if log.exists() else 0
@@ -829,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variant",
         nargs="+",
         default=[],
-        choices=["--cached-planner"],
+        choices=["--cached-planner", "--memory-report"],
         help="experimental announcer changes (tests/bench/announcer_variant.py)",
     )
     p.add_argument(

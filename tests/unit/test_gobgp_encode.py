@@ -8,6 +8,7 @@ without bound.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from typing import Any
 
@@ -164,7 +165,7 @@ def test_a_hit_returns_identical_bytes_without_building(
     first = cache.announce_request(ROUTES, ASN)
     assert calls["announce"] == len(ROUTES) and cache.misses == len(ROUTES)
     # Equal routes that are other objects hit as well.
-    copies = [Route(**r.__dict__) for r in ROUTES]
+    copies = [dataclasses.replace(r) for r in ROUTES]
     assert [c is r for c, r in zip(copies, ROUTES, strict=True)] == [False] * len(ROUTES)
     for routes in (ROUTES, copies, ROUTES):
         assert cache.announce_request(routes, ASN) == first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -19,7 +20,7 @@ POLICY = RoutePolicy(next_hop_v6=A("2001:db8:ffff::1"), communities=(Community(6
 
 def r(addr: str, **kw: object) -> Route:
     base = POLICY.route(A(addr))
-    return Route(**{**base.__dict__, **kw})  # type: ignore[arg-type]
+    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 
 
 def after(actual: dict, plan: Plan) -> dict:  # type: ignore[type-arg]
