@@ -8,7 +8,6 @@ so that the core never imports requests, grpc or socket.
 from __future__ import annotations
 
 import enum
-import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,11 +25,24 @@ UINT32_MAX = 2**32 - 1
 MAX_PREPEND = 10
 
 
-@functools.lru_cache(maxsize=1 << 16)
+_HOST_PREFIXES: dict[IPAddress, HostPrefix] = {}
+_HOST_PREFIXES_LIMIT = 1 << 17  # then it starts again: VIPs that came and went
+
+
 def host_prefix(address: IPAddress) -> HostPrefix:
-    """The /32 or /128 of one address (memoised: the planner asks for every VIP on
-    every reconcile, and building an ip_network dominated failover at 10 000 VIPs)."""
-    return ipaddress.ip_network(address)  # a bare address gives the host network
+    """The /32 or /128 of one address.
+
+    Memoised: the planner asks for every VIP on every reconcile, and building an
+    ip_network dominated failover at 10 000 VIPs; and every holder of a VIP's prefix
+    (planner, routes read back from gobgpd) shares one object. A dict rather than an
+    LRU cache: the LRU's links and key tuples cost about 110 bytes a VIP (issue 16).
+    """
+    prefix = _HOST_PREFIXES.get(address)
+    if prefix is None:
+        if len(_HOST_PREFIXES) >= _HOST_PREFIXES_LIMIT:
+            _HOST_PREFIXES.clear()
+        prefix = _HOST_PREFIXES[address] = ipaddress.ip_network(address)  # a /32 or /128
+    return prefix
 
 
 _Ordered = TypeVar("_Ordered", IPAddress, IPNetwork)

@@ -221,11 +221,11 @@ class _Target(NamedTuple):
     server_hostname: str  # TLS: SNI and the name verified
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _http_target(spec: CheckSpec, keepalive: bool) -> _Target | None:
     """The request and socket address of an HTTP check; None if the request would be
-    malformed. Cached: formatting an IPv6 address costs more than a keep-alive probe's
-    own work, and a check connects again every minute or so."""
+    malformed. Worked out for each new connection (3.8 us here, for an IPv6 address):
+    a check on a kept connection connects again about once a minute, and a cache of
+    it held about 300 bytes per check (issue 16)."""
     address = str(spec.address)
     request = http_request(spec, address, keepalive)
     if request is None:

@@ -168,7 +168,29 @@ def _memory_report() -> None:
                     name = f"(untracked) {kind.__module__}.{kind.__qualname__}"
                     count[name] += 1
                     size[name] += sys.getsizeof(ref)
-        return "\nlive objects, by shallow size:\n" + "".join(
+        # What the commonest small containers and strings hold, by their referrer.
+        shapes: collections.Counter[str] = collections.Counter()
+        for obj in gc.get_objects():
+            owner = type(obj).__qualname__
+            for ref in gc.get_referents(obj):
+                if isinstance(ref, str) and not isinstance(obj, dict | type):
+                    shapes[f"str in {owner}"] += 1
+                elif isinstance(ref, tuple) and ref:
+                    shapes[f"tuple[{type(ref[0]).__qualname__}, ...] in {owner}"] += 1
+            if isinstance(obj, dict):
+                try:
+                    items = list(obj.items())  # other threads may change it meanwhile
+                except RuntimeError:
+                    continue
+                for k, v in items:
+                    if isinstance(v, str):
+                        shapes[f"str value in dict keyed by {type(k).__qualname__}"] += 1
+                    if isinstance(k, str):
+                        shapes["str key in dict"] += 1
+        tail = "\nreferences (str, tuple), by referrer:\n" + "".join(
+            f"{n:8} {what}\n" for what, n in shapes.most_common(30)
+        )
+        return tail + "\nlive objects, by shallow size:\n" + "".join(
             f"{size[name] >> 10:8} KiB {count[name]:8} {name}\n" for name, _ in size.most_common(50)
         )
 
