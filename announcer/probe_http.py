@@ -76,6 +76,7 @@ class ConnectionPool:
             conn.shut()
         else:
             conn.idle_since = now
+            conn.idle()
             # One dict lookup in the common case: hashing a CheckSpec costs about a
             # microsecond, a few per cent of a keep-alive probe.
             # Requests in flight hold their connections too (reuses take no slot).
@@ -277,6 +278,7 @@ async def _connect_and_get(
         except Exception as exc:
             local_error(exc, "connecting")
             return False, describe(exc, "connecting")
+        assert conn.done is not None  # a new connection's first exchange
         await conn.done
         if pool is not None:
             pool.opened += 1
@@ -365,6 +367,7 @@ async def _connect(
                 fd = sock.fileno()
                 loop.add_writer(fd, conn.writable)
                 try:
+                    assert conn.done is not None  # made with the connection
                     await conn.done
                 finally:
                     loop.remove_writer(fd)

@@ -104,7 +104,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.error: Exception | None = None  # kept here, not in a future nobody may read
         # Fires when the socket connects (if it did not at once), then per exchange.
         # Whatever arrives before the first request counts as the first answer.
-        self.done: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[None] | None = loop.create_future()
         self.is_lost = False  # connection_lost has run (the transport is gone)
         self._lost: asyncio.Future[None] | None = None  # made only if someone waits
         self.closed = False  # EOF or lost: never send on it again
@@ -131,18 +131,30 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.transport.write(self.request)
         return self.done
 
+    def pending(self) -> bool:
+        """An exchange (or the connect) is waiting for its answer."""
+        return self.done is not None and not self.done.done()
+
+    def _fire(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def idle(self) -> None:
+        """Between exchanges (the pool keeps it): drop the last exchange's future, which
+        10 000 idle connections would otherwise each keep (issue 16)."""
+        self.done = None
+
     def expire(self) -> None:
         """The deadline passed with no complete response head (or no connection yet)."""
-        if not self.done.done():
+        if self.pending():
             self.timed_out = True
             self.keep = False
             self.finished = True
-            self.done.set_result(None)
+            self._fire()
 
     def writable(self) -> None:
         """The socket being connected became writable: connected, or failed."""
-        if not self.done.done():
-            self.done.set_result(None)
+        self._fire()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _read_buffer()
@@ -167,8 +179,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.finished = True
             if not self.status:
                 self._keep_head(data)
-            if not self.done.done():
-                self.done.set_result(None)
+            self._fire()
             return
         if self.finished and self.keep and self.lender is not None:
             # The response is over and the connection may carry another: the parser
@@ -180,9 +191,9 @@ class HttpConnection(asyncio.BufferedProtocol):
             # wait for the whole head, not just the status line, so that the server
             # sees its response consumed before we hang up.
             self._keep_head(data)
-            if len(self.head) >= _HEAD_LIMIT and not self.done.done():
+            if len(self.head) >= _HEAD_LIMIT and self.pending():
                 self.finished = True
-                self.done.set_result(None)
+                self._fire()
 
     def _keep_head(self, data: bytes | memoryview) -> None:
         if self.head:
@@ -206,8 +217,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.keep = self.parser.should_keep_alive()
         else:  # a one- or two-digit status that http-parser (httptools 0.1) lets pass
             self.finished = True
-        if not self.done.done():
-            self.done.set_result(None)
+        self._fire()
 
     def on_message_complete(self) -> None:
         if self.finished:
@@ -217,8 +227,7 @@ class HttpConnection(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self.closed = True
         self.keep = False
-        if not self.done.done():
-            self.done.set_result(None)
+        self._fire()
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -228,8 +237,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.lender.conn = None
         self.parser = self.lender = None
         self.error = exc
-        if not self.done.done():
-            self.done.set_result(None)
+        self._fire()
         self.is_lost = True
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
