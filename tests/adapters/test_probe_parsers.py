@@ -36,11 +36,11 @@ class FakeTransport:
 
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    phc._parser_pool().clear()
+    phc._IDLE_PARSERS.clear()
     loop = asyncio.new_event_loop()
     yield loop
     loop.close()
-    phc._parser_pool().clear()
+    phc._IDLE_PARSERS.clear()
 
 
 def connection(loop: asyncio.AbstractEventLoop) -> HttpConnection:
@@ -56,7 +56,7 @@ def exchange(conn: HttpConnection, *reads: bytes) -> None:
 
 
 def pooled() -> list[Any]:
-    return [lender.parser for lender in phc._parser_pool()]
+    return [lender.parser for lender in phc._IDLE_PARSERS]
 
 
 def test_a_finished_keepalive_answer_gives_its_parser_to_the_next_connection(

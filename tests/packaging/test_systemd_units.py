@@ -216,7 +216,9 @@ def size(value: str) -> int:
 
 def test_memory_limits_leave_headroom() -> None:
     mib = 1 << 20
-    normal = 150 * mib + 35 * mib  # announcer + keeper at 10 000 VIPs (measured)
+    # announcer + keeper at 10 000 VIPs: 181 MiB measured before issue 16, 125 after;
+    # the headroom is kept for the larger figure.
+    normal = 150 * mib + 35 * mib
     high, hard = size(one(S, "Service", "MemoryHigh")), size(one(S, "Service", "MemoryMax"))
     # Throttling must not start in normal operation, and the kill must come well
     # before the 3.1 GB a 200 MB DataPlaneAPI answer once caused.
