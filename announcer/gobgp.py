@@ -255,8 +255,12 @@ class GobgpClient:
         """
         asn = self.local_asn()
 
-        def route(codec: Codec, path: Any) -> Route | None:
-            return codec.decode_route(path, asn) if codec.is_ours_to_manage(path) else None
+        def route(api: BoundApi, path: Any) -> Route | None:
+            if not api.codec.is_ours_to_manage(path):
+                return None
+            decoded = api.codec.decode_route(path, asn)
+            # The route this client sent, if it is that one: not held twice.
+            return api.paths.known(decoded) if decoded is not None else None
 
         found = self._list_paths(
             "", lambda c, f: c.list_path_request(f), route, max(_LIST_DEADLINE, self.timeout)
@@ -269,7 +273,7 @@ class GobgpClient:
             self._list_paths(
                 f"adj-out {peer} ",
                 lambda c, f: c.adj_out_request(f, peer),
-                lambda c, path: c.path_prefix(path),
+                lambda api, path: api.codec.path_prefix(path),
                 self.timeout,
             )
         )
@@ -278,7 +282,7 @@ class GobgpClient:
         self,
         what: str,
         request: Callable[[Codec, Literal[4, 6]], Any],
-        take: Callable[[Codec, Any], T | None],
+        take: Callable[[BoundApi, Any], T | None],
         timeout: float,
     ) -> list[T]:
         """ListPath for both families: `take` of every path, where it is not None."""
@@ -287,12 +291,11 @@ class GobgpClient:
         for family in (4, 6):
 
             def read(api: BoundApi, family: Literal[4, 6] = family) -> list[T]:
-                codec = api.codec
                 return [
                     x
-                    for response in api.list_path(request(codec, family), timeout=timeout)
+                    for response in api.list_path(request(api.codec, family), timeout=timeout)
                     for path in response.destination.paths
-                    if (x := take(codec, path)) is not None
+                    if (x := take(api, path)) is not None
                 ]
 
             out += self._call(f"ListPath({what}ipv{family})", read)

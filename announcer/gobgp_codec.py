@@ -51,6 +51,21 @@ from .model import (
 
 log = logging.getLogger("announcer.gobgp")
 
+# Next hops read back from gobgpd, one address object per distinct text: an LB has
+# one or two, and 10 000 paths would otherwise hold 10 000 equal objects (issue 16).
+_NEXT_HOPS: dict[str, IPAddress] = {}
+_NEXT_HOPS_LIMIT = 64
+
+
+def _next_hop_address(text: str) -> IPAddress:
+    """The address a next hop's text names (ValueError if it names none)."""
+    address = _NEXT_HOPS.get(text)
+    if address is None:
+        address = ipaddress.ip_address(text)
+        if len(_NEXT_HOPS) < _NEXT_HOPS_LIMIT:
+            _NEXT_HOPS[text] = address
+    return address
+
 ApiVersion = Literal[3, 4]
 EventKind = Literal["init", "end_of_init", "state", "unknown"]
 
@@ -303,7 +318,7 @@ class Codec(abc.ABC):
         def parse_next_hop(text: str) -> None:
             nonlocal next_hop
             try:
-                addr = ipaddress.ip_address(text)
+                addr = _next_hop_address(text)
             except ValueError:
                 unrepresentable.append(f"next hop {text!r}")
                 return

@@ -61,6 +61,13 @@ class PathCache:
             self._announce.clear()
             self._withdraw.clear()
 
+    def known(self, route: Route) -> Route:
+        """The route last encoded here for `route`'s prefix if it equals `route`, else
+        `route`: the paths read back from gobgpd then share the objects announced
+        instead of holding an equal copy each (issue 16: 10 000 routes)."""
+        entry = self._announce.get(route.prefix)  # one dict read: no lock needed
+        return entry[0] if entry is not None and entry[0] == route else route
+
     def announce_request(self, routes: Iterable[Route], local_asn: int | None) -> bytes:
         """The serialized AddPathStreamRequest announcing `routes`.
 

@@ -12,7 +12,7 @@ from announcer import gobgp, gobgp_codec, gobgp_paths, gobgp_rpc, gobgp_versions
 from announcer._proto import gobgp_v3_pb2, gobgp_v4_pb2
 from announcer.gobgp_codec import UNREPRESENTABLE_PREPEND, Codec
 from announcer.gobgp_versions import CODECS, V3, V4, _pack
-from announcer.model import Community, LargeCommunity, Origin, Route, SessionState
+from announcer.model import Community, LargeCommunity, Origin, Route, SessionState, host_prefix
 
 ASN = 65001
 net = ipaddress.ip_network
@@ -201,3 +201,18 @@ def test_delete_path_is_never_bound() -> None:
     for module in (gobgp, gobgp_rpc, gobgp_codec, gobgp_versions, gobgp_paths):
         source = inspect.getsource(module)
         assert '"DeletePath"' not in source and "/DeletePath" not in source
+
+
+def test_paths_read_back_share_their_next_hop_and_prefix_objects(codec: Codec) -> None:
+    # 10 000 paths with one next hop must not hold 10 000 equal address objects, and
+    # a prefix read back is the planner's own object (issue 16: memory).
+    hop = ip("2001:db8::2")
+    routes = [Route(net(f"2001:db8::{i:x}/128"), next_hop=hop) for i in range(1, 4)]
+    decoded = []
+    for route in routes:
+        path = codec.announce_path(route, ASN)
+        decoded.append(codec.decode_route(type(path).FromString(path.SerializeToString()), ASN))
+    assert decoded == routes
+    assert all(r is not None for r in decoded)
+    assert len({id(r.next_hop) for r in decoded if r is not None}) == 1
+    assert all(r is not None and r.prefix is host_prefix(r.prefix.network_address) for r in decoded)

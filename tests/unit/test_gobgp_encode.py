@@ -246,3 +246,15 @@ def test_clear_empties_the_cache(codec: Any) -> None:
     cache.clear()
     assert len(cache) == 0
     assert parse(codec, cache.announce_request(ROUTES, ASN)) == ordinary_announce(codec, ROUTES)
+
+
+def test_a_route_read_back_is_the_object_announced_when_equal(codec: Any) -> None:
+    cache = PathCache(codec)
+    cache.announce_request(ROUTES, ASN)
+    for sent in ROUTES:
+        copy = dataclasses.replace(sent)
+        assert copy is not sent and cache.known(copy) is sent
+        other = dataclasses.replace(sent, med=(sent.med or 0) + 1)
+        assert cache.known(other) is other  # not what was sent: itself
+    unknown = Route(net("203.0.113.99/32"))
+    assert cache.known(unknown) is unknown
