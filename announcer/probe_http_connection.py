@@ -51,7 +51,7 @@ class HttpConnection(asyncio.BufferedProtocol):
     (about 12 us, a quarter of a keep-alive probe) whenever malloc hands such sizes
     to mmap.
 
-    Its httptools parser is lent to it from a pool for each exchange (`_Parsers`): at
+    Its httptools parser is lent to it from a pool for each exchange (`_borrow`): at
     10 000 checks nearly every connection is idle, and a parser per connection (with
     the bound methods it keeps) cost about 700 bytes each (issue 16). `done` fires at the end
     of a response head (the status is all a verdict needs), at a malformed answer,
@@ -91,7 +91,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.tls = tls
         self.request = request  # what every exchange on it sends (it serves one check)
         self.transport: asyncio.Transport | None = None
-        # Borrowed for an exchange (`_Parsers`), given back once the response is over
+        # Borrowed for an exchange (`_borrow`), given back once the response is over
         # and the connection may carry another; dropped when the connection is lost.
         self.parser: Any = None
         self.lender: _Lender | None = None
