@@ -3,7 +3,7 @@
 It spends its whole life blocked on a pipe, so it loads as little as it can: the
 standard library's argument parser and `ipaddress`, no logging, no grpc and none of
 announcer's other modules until the pipe's EOF says announcer died. Waiting costs
-about 11 MiB of RSS instead of 15 (and 36 with grpc loaded; issue 16). What it does
+about 12 MiB of RSS instead of 15 (and 36 with grpc loaded; issue 16). What it does
 when it acts is keeper.act's.
 """
 

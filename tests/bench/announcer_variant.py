@@ -145,34 +145,31 @@ def _memory_report() -> None:
         )
 
     def census() -> str:
-        """Live objects the garbage collector tracks, by type: count and shallow size."""
+        """Live objects by type (count and shallow size), the untracked ones (str, bytes,
+        int...) reached from them counted once, and what holds the strings and tuples:
+        one walk over the collector's objects."""
         import collections
         import gc
         import sys
 
         count: collections.Counter[str] = collections.Counter()
         size: collections.Counter[str] = collections.Counter()
-        for obj in gc.get_objects():
+        shapes: collections.Counter[str] = collections.Counter()
+        seen: set[int] = set()
+
+        def tally(obj: object, prefix: str = "") -> None:
             kind = type(obj)
-            name = f"{kind.__module__}.{kind.__qualname__}"
+            name = f"{prefix}{kind.__module__}.{kind.__qualname__}"
             count[name] += 1
             size[name] += sys.getsizeof(obj)
-        # Objects the collector does not track (str, bytes, int, float...), reached
-        # from tracked ones, each counted once.
-        seen: set[int] = set()
+
         for obj in gc.get_objects():
+            tally(obj)
+            owner = type(obj).__qualname__
             for ref in gc.get_referents(obj):
                 if not gc.is_tracked(ref) and id(ref) not in seen:
                     seen.add(id(ref))
-                    kind = type(ref)
-                    name = f"(untracked) {kind.__module__}.{kind.__qualname__}"
-                    count[name] += 1
-                    size[name] += sys.getsizeof(ref)
-        # What the commonest small containers and strings hold, by their referrer.
-        shapes: collections.Counter[str] = collections.Counter()
-        for obj in gc.get_objects():
-            owner = type(obj).__qualname__
-            for ref in gc.get_referents(obj):
+                    tally(ref, "(untracked) ")
                 if isinstance(ref, str) and not isinstance(obj, dict | type):
                     shapes[f"str in {owner}"] += 1
                 elif isinstance(ref, tuple) and ref:
@@ -190,8 +187,13 @@ def _memory_report() -> None:
         tail = "\nreferences (str, tuple), by referrer:\n" + "".join(
             f"{n:8} {what}\n" for what, n in shapes.most_common(30)
         )
-        return tail + "\nlive objects, by shallow size:\n" + "".join(
-            f"{size[name] >> 10:8} KiB {count[name]:8} {name}\n" for name, _ in size.most_common(50)
+        return (
+            tail
+            + "\nlive objects, by shallow size:\n"
+            + "".join(
+                f"{size[name] >> 10:8} KiB {count[name]:8} {name}\n"
+                for name, _ in size.most_common(50)
+            )
         )
 
     def report() -> None:
