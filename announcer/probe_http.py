@@ -7,9 +7,12 @@ how its answer is judged is probe_http_connection.py's.
 `Prober` keeps one idle keep-alive connection per HTTP check, because a TCP connect
 and close per probe (mostly kernel time) cost four times the rest of the probe
 (tests/bench/bench_probes.py and docs/performance.md measure both). A new connection
-is made with our own non-blocking connect to the IP literal and handed to the event
-loop as a connected socket: on loopback, where HAProxy's VIPs are, that halves the
-CPU of a check's first probe, which at start is every check's.
+is made with our own non-blocking connect to the IP literal: on loopback, where
+HAProxy's VIPs are, that halves the CPU of a check's first probe, which at start is
+every check's. A plain-TCP connection the pool may keep is then carried by the
+pool's `SocketSet` (probe_sockets.py: its socket in one epoll set, about 160 bytes)
+rather than by an event-loop transport (about 1.5 KiB); TLS connections, and those
+of one-off probes without a pool, are handed to the loop as a connected socket.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import NamedTuple, cast
 from .model import CheckSpec
 from .probe_failures import LocalFailure, Outcome, Stalls, describe, local_error, timed_out
 from .probe_http_connection import HttpConnection, http_request, verdict
+from .probe_sockets import SocketSet
 
 # How often in-flight keep-alive requests are checked against their deadline: a
 # timeout is reported at most this late, and no timer is set per request.
@@ -45,11 +49,22 @@ class ConnectionPool:
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._sweep_due = 0.0
         self._next_sweep = 0.0
+        self._sockets: SocketSet | None = None  # the plain connections', on their loop
         self.reused = 0  # counters for tests and benchmarks
         self.opened = 0
 
     def __len__(self) -> int:
         return len(self._idle)
+
+    def sockets(self, loop: asyncio.AbstractEventLoop) -> SocketSet:
+        """The set that carries this pool's plain connections on `loop` (a pool outlives
+        a loop only in tests: a set left on a loop that has ended is closed)."""
+        s = self._sockets
+        if s is None or s.loop is not loop or s.closed:
+            if s is not None:
+                s.shutdown()
+            s = self._sockets = SocketSet(loop)
+        return s
 
     def take(self, spec: CheckSpec, now: float) -> HttpConnection | None:
         """The idle connection of `spec` if it is still good, else None."""
@@ -184,6 +199,9 @@ class ConnectionPool:
         for conn in self._idle.values():
             conn.shut()
         self._idle.clear()
+        if self._sockets is not None and not self._inflight:
+            self._sockets.shutdown()
+            self._sockets = None
 
 
 async def run_http(spec: CheckSpec, deadline: float, pool: ConnectionPool | None) -> Outcome:
@@ -206,8 +224,7 @@ async def http_connect(spec: CheckSpec, deadline: float, pool: ConnectionPool | 
 
 
 def _abort(conn: HttpConnection) -> None:
-    if conn.transport is not None:
-        conn.transport.abort()
+    conn.abort()
 
 
 class _Target(NamedTuple):
@@ -258,12 +275,17 @@ async def _connect_and_get(
     else:
         timer = loop.call_at(deadline, conn.expire)
     transport: asyncio.Transport | None = None
+    adopted = False  # carried by the pool's SocketSet: closed here unless kept
     try:
         try:
             sock = await _connect(loop, conn, target)
             if sock is not None:
-                transport = await _transport(loop, conn, sock, context, target, deadline)
-            if transport is None or conn.timed_out:
+                if pool is not None and context is None:
+                    pool.sockets(loop).adopt(conn, sock)
+                    adopted = True
+                else:
+                    transport = await _transport(loop, conn, sock, context, target, deadline)
+            if (transport is None and not adopted) or conn.timed_out:
                 return timed_out(
                     spec, deadline, (False, f"timeout after {spec.timeout}s (connecting)")
                 )
@@ -272,7 +294,7 @@ async def _connect_and_get(
                 # for the exchange, at once if the deadline has passed.
                 timer.cancel()
                 timer = loop.call_at(deadline, conn.expire)
-            transport.write(target.request)
+            conn.write(target.request)
         except LocalFailure:
             raise
         except Exception as exc:
@@ -288,6 +310,7 @@ async def _connect_and_get(
         if pool is not None and not conn.timed_out and conn.keep:
             pool.put(spec, conn, loop.time())
             transport = None  # the pool owns it now
+            adopted = False
         return outcome
     except asyncio.CancelledError:
         if transport is not None:
@@ -299,7 +322,9 @@ async def _connect_and_get(
             timer.cancel()
         if pool is not None:
             pool.unwatch(conn)
-        if transport is not None:
+        if adopted:
+            conn.shut()  # plain TCP: closed at once, as a transport closes it
+        elif transport is not None:
             await _close(transport, conn, deadline - loop.time(), tls=context is not None)
 
 

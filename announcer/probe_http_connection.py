@@ -3,12 +3,14 @@
 The HTTP client is our own minimal HTTP/1.1 rather than aiohttp or httpx:
 thousands of VIPs probed every second on one core means the per-probe cost must
 be a request line and a status line, with no session or response object built
-per request. `HttpConnection` is a bare asyncio.BufferedProtocol rather than asyncio
-streams for the same reason: the StreamReader/StreamWriter pair cost about a third
-more CPU per probe. Response heads are parsed by httptools (llhttp, or http-parser
-in its 0.1 releases, the one Debian ships): it tells the status, whether the server
-keeps the connection open, and where a Content-Length or chunked body ends, so that
-the connection can carry the next request.
+per request. `HttpConnection` is a bare asyncio.BufferedProtocol (when a transport
+carries it: TLS; plain connections are read by probe_sockets.py, which calls the
+same methods) rather than asyncio streams for the same reason: the
+StreamReader/StreamWriter pair cost about a third more CPU per probe. Response heads
+are parsed by httptools (llhttp, or http-parser in its 0.1 releases, the one Debian
+ships): it tells the status, whether the server keeps the connection open, and where
+a Content-Length or chunked body ends, so that the connection can carry the next
+request.
 
 Opening connections, their deadlines and keeping them alive between runs are
 probe_http.py's.
@@ -18,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import threading
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
@@ -27,6 +30,9 @@ from . import __version__
 from .checks import REQUEST_TOKEN
 from .model import CheckSpec
 from .probe_failures import Outcome, describe
+
+if TYPE_CHECKING:
+    from .probe_sockets import SocketSet
 
 USER_AGENT = f"announcer/{__version__}"
 
@@ -80,6 +86,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         "loop",
         "parser",
         "request",
+        "sock",
+        "sockets",
         "status",
         "timed_out",
         "tls",
@@ -90,7 +98,11 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.loop = loop
         self.tls = tls
         self.request = request  # what every exchange on it sends (it serves one check)
+        # Carried by a transport (TLS, or no pool), or by its socket in the pool's
+        # SocketSet (plain TCP: probe_sockets.py).
         self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = None
+        self.sockets: SocketSet | None = None
         # Borrowed for an exchange (`_borrow`), given back once the response is over
         # and the connection may carry another; dropped when the connection is lost.
         self.parser: Any = None
@@ -119,16 +131,27 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
         _borrow(self)
 
+    def attach(self, sock: socket.socket, sockets: SocketSet) -> None:
+        """Carried by `sock` in `sockets` (SocketSet.adopt) instead of a transport."""
+        self.sock, self.sockets = sock, sockets
+        _borrow(self)
+
+    def write(self, data: bytes) -> None:
+        if self.sockets is not None:
+            self.sockets.write(self, data)
+        else:
+            assert self.transport is not None
+            self.transport.write(data)
+
     def send(self) -> asyncio.Future[None]:
         """Start the next exchange on this (reused) connection."""
-        assert self.transport is not None
         self.status = 0
         self.head = b""
         self.keep = self.finished = False
         if self.parser is None:
             _borrow(self)
         self.done = self.loop.create_future()
-        self.transport.write(self.request)
+        self.write(self.request)
         return self.done
 
     def pending(self) -> bool:
@@ -157,12 +180,12 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._fire()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _read_buffer()
+        return read_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
         # Called right after the read into get_buffer()'s buffer, before anything
         # else can read into it.
-        self.received(_read_buffer()[:nbytes])
+        self.received(read_buffer()[:nbytes])
 
     def received(self, data: bytes | memoryview) -> None:
         if self.finished:
@@ -230,11 +253,22 @@ class HttpConnection(asyncio.BufferedProtocol):
 
     def shut(self) -> None:
         """Close an idle connection now (TLS: without waiting for close_notify)."""
-        if self.transport is not None and not self.is_lost:
+        if self.is_lost:
+            return
+        if self.sockets is not None:
+            self.sockets.close(self)
+        elif self.transport is not None:
             if self.tls:
                 self.transport.abort()
             else:
                 self.transport.close()
+
+    def abort(self) -> None:
+        """Close now, whatever is pending (a timeout, a check given up, shutdown)."""
+        if self.sockets is not None:
+            self.sockets.close(self)
+        elif self.transport is not None:
+            self.transport.abort()
 
 
 class _Lender:
@@ -307,7 +341,7 @@ def _give_back(conn: HttpConnection) -> None:
 _local = threading.local()
 
 
-def _read_buffer() -> memoryview:
+def read_buffer() -> memoryview:
     """The read buffer of this thread's probe connections (one per thread: a loop runs
     in one thread, and a read and its `buffer_updated` follow each other at once)."""
     try:
