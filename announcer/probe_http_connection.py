@@ -57,9 +57,13 @@ class HttpConnection(asyncio.BufferedProtocol):
     (about 12 us, a quarter of a keep-alive probe) whenever malloc hands such sizes
     to mmap.
 
-    Its httptools parser is lent to it from a pool for each exchange (`_borrow`): at
-    10 000 checks nearly every connection is idle, and a parser per connection (with
-    the bound methods it keeps) cost about 700 bytes each (issue 16). `done` fires at the end
+    Its httptools parser is lent to it from a pool when the answer's first bytes
+    arrive (`_borrow`), and given back when the answer is over, usually in the same
+    read: at 10 000 checks nearly every connection is idle, and a parser per
+    connection (with the bound methods it keeps) cost about 700 bytes each; lent at
+    the request instead, a burst of requests (every check at start) needed a parser
+    each, made anew past the pool's limit (0.2 s of the start's CPU at 10 000
+    checks; issue 16). `done` fires at the end
     of a response head (the status is all a verdict needs), at a malformed answer,
     at EOF or when the connection is lost. The body is skipped by the parser as it
     arrives, possibly after `done`: `keep` says the server lets the connection carry
@@ -103,8 +107,9 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.sock: socket.socket | None = None
         self.sockets: SocketSet | None = None
-        # Borrowed for an exchange (`_borrow`), given back once the response is over
-        # and the connection may carry another; dropped when the connection is lost.
+        # Borrowed when an answer begins to arrive (`_borrow`), given back once the
+        # response is over and the connection may carry another; dropped when the
+        # connection is lost.
         self.parser: Any = None
         self.lender: _Lender | None = None
         # Per exchange: the status once the head is complete, else 0 and what arrived
@@ -129,12 +134,10 @@ class HttpConnection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        _borrow(self)
 
     def attach(self, sock: socket.socket, sockets: SocketSet) -> None:
         """Carried by `sock` in `sockets` (SocketSet.adopt) instead of a transport."""
         self.sock, self.sockets = sock, sockets
-        _borrow(self)
 
     def write(self, data: bytes) -> None:
         if self.sockets is not None:
@@ -148,8 +151,6 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.status = 0
         self.head = b""
         self.keep = self.finished = False
-        if self.parser is None:
-            _borrow(self)
         self.done = self.loop.create_future()
         self.write(self.request)
         return self.done
@@ -193,6 +194,8 @@ class HttpConnection(asyncio.BufferedProtocol):
             # an idle connection: the connection is out of step, so it is not reused.
             self.keep = False
             return
+        if self.parser is None:
+            _borrow(self)
         try:
             self.parser.feed_data(data)
         except _PARSE_ERRORS:

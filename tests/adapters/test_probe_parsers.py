@@ -63,17 +63,36 @@ def test_a_finished_keepalive_answer_gives_its_parser_to_the_next_connection(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     a = connection(loop)
-    parser = a.parser
-    exchange(a, OK)
+    a.send()
+    assert a.parser is None  # nothing has arrived: nothing lent yet
+    a.received(memoryview(OK))
     assert (a.status, a.keep, a.finished) == (200, True, True)
-    assert a.parser is None and pooled() == [parser]
+    (parser,) = pooled()
+    assert a.parser is None
     b = connection(loop)
-    assert b.parser is parser and pooled() == []
-    exchange(b, UNAVAILABLE[:20], UNAVAILABLE[20:])
+    b.send()
+    b.received(memoryview(UNAVAILABLE[:20]))
+    assert b.parser is parser and pooled() == []  # lent while the answer arrives
+    b.received(memoryview(UNAVAILABLE[20:]))
     assert (b.status, b.keep, b.finished) == (503, True, True)
-    # and back to the first connection, which borrows it again for its next request
+    # and back to the first connection, which borrows it again for its next answer
     exchange(a, UNAVAILABLE)
     assert a.status == 503 and pooled() == [parser]
+
+
+def test_a_burst_of_requests_is_answered_with_one_parser(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Every check's request at once (the start): the answers, read one after the
+    other, need one parser between them, not one each."""
+    conns = [connection(loop) for _ in range(1000)]
+    for c in conns:
+        c.send()
+    assert all(c.parser is None for c in conns)
+    for c in conns:
+        c.received(memoryview(OK))
+    assert all((c.status, c.keep, c.finished) == (200, True, True) for c in conns)
+    assert len(pooled()) == 1
 
 
 def test_a_parser_stays_with_its_connection_until_the_body_is_over(
@@ -83,9 +102,10 @@ def test_a_parser_stays_with_its_connection_until_the_body_is_over(
     exchange(a, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe")
     assert a.status == 200 and not a.finished and a.parser is not None
     b = connection(loop)
-    assert b.parser is not a.parser  # not lent twice
+    exchange(b, OK)
+    assert pooled() and a.parser not in pooled()  # not lent twice
     a.received(memoryview(b"llo"))
-    assert a.finished and a.keep and a.parser is None and len(pooled()) == 1
+    assert a.finished and a.keep and a.parser is None and len(pooled()) == 2
 
 
 @pytest.mark.parametrize(
@@ -125,8 +145,10 @@ def test_a_connection_lost_mid_answer_drops_its_parser(loop: asyncio.AbstractEve
 
 def test_idle_parsers_beyond_the_limit_are_freed(loop: asyncio.AbstractEventLoop) -> None:
     conns = [connection(loop) for _ in range(phc._POOL_LIMIT + 10)]
+    for c in conns:  # every answer begun at once: a parser each
+        exchange(c, OK[:10])
     assert len({id(c.parser) for c in conns}) == len(conns)
     for c in conns:
-        exchange(c, OK)
+        c.received(memoryview(OK[10:]))
     assert len(pooled()) == phc._POOL_LIMIT
     assert all(c.parser is None and c.status == 200 for c in conns)
