@@ -278,10 +278,12 @@ async def _connect_and_get(
     adopted = False  # carried by the pool's SocketSet: closed here unless kept
     try:
         try:
+            # The set first: made on the first connection, it takes a descriptor too.
+            sockets = pool.sockets(loop) if pool is not None and context is None else None
             sock = await _connect(loop, conn, target)
             if sock is not None:
-                if pool is not None and context is None:
-                    pool.sockets(loop).adopt(conn, sock)
+                if sockets is not None:
+                    sockets.adopt(conn, sock)
                     adopted = True
                 else:
                     transport = await _transport(loop, conn, sock, context, target, deadline)

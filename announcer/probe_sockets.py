@@ -43,7 +43,11 @@ class SocketSet:
         # buffer: practically never for a request head on an idle connection).
         self._unsent: dict[int, memoryview] = {}
         self.closed = False
-        loop.add_reader(self._epoll.fileno(), self._ready)
+        try:
+            loop.add_reader(self._epoll.fileno(), self._ready)
+        except BaseException:
+            self._epoll.close()
+            raise
 
     def __len__(self) -> int:
         return len(self._conns)
