@@ -147,7 +147,10 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.transport.write(data)
 
     def send(self) -> asyncio.Future[None]:
-        """Start the next exchange on this (reused) connection."""
+        """Start the next exchange on this (reused) connection; raises ConnectionError
+        if it is lost already (the caller connects anew)."""
+        if self.is_lost:
+            raise ConnectionError("the connection is lost")
         self.status = 0
         self.head = b""
         self.keep = self.finished = False

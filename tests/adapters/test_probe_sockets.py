@@ -196,3 +196,19 @@ def test_a_pool_used_on_a_new_loop_gets_a_new_set_and_closes_the_old() -> None:
         pool.close()
         assert first[1].closed and conns[1].is_lost and client2.fileno() == -1
     assert open_fds() == before
+
+
+def test_a_lost_connection_is_never_sent_on() -> None:
+    """A request on a connection already lost would wait for its deadline: refused at
+    once instead, and the pool connects anew."""
+
+    async def scenario() -> None:
+        with carried(asyncio.get_running_loop()) as (_sockets, conn, server):
+            server.close()
+            await until(lambda: conn.is_lost)
+            with pytest.raises(ConnectionError):
+                conn.send()
+            pool = ConnectionPool(limit=10, max_age=60, idle_timeout=60)
+            assert pool.send(conn, 1e9) is None and not pool._inflight
+
+    asyncio.run(scenario())
