@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, eventloop
+from . import __version__, collector, eventloop
 from .config import Config, ServiceConfig
 from .configfile import load_config, read_password
 from .drainwait import (
@@ -448,6 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError as e:  # the output could not be written (nothing half-written)
                 print(f"announcer migrate: {e}", file=sys.stderr)
                 return EX_CANTCREAT
+        # No garbage collection while the start builds 10 000 VIPs' objects; the
+        # service turns it on once the start is done (collector.py).
+        collector.hold()
         cfg = load_config(args.config)
         _setup_logging(args.log_level or cfg.log_level)
         loop = eventloop.choose(cfg.service.event_loop)

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import liveness, status
+from . import collector, liveness, status
 from .config import Config, reloaded
 from .core import Change, CheckState, Core, VipState
 from .discoverer import Discoverer
@@ -63,7 +63,6 @@ log = logging.getLogger("announcer.service")
 log_health = logging.getLogger("announcer.health")
 log_bgp = logging.getLogger("announcer.gobgp")
 log_drain = logging.getLogger("announcer.drain")
-
 
 
 # ------------------------------------------------------------------ the state
@@ -180,7 +179,19 @@ class Service:
 
         A graceful stop drains first (drain.on_stop): GRACEFUL_SHUTDOWN for
         drain.delay, or until `hurry` is set (a second SIGTERM), then withdraws.
+        The garbage collector, held off by `announcer run`, is on once the start is
+        done (collector.py).
         """
+        schedule = asyncio.create_task(collector.run(self.synced), name="gc")
+        try:
+            await self._run(stop, hurry)
+        finally:
+            schedule.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await schedule
+            collector.unfreeze()
+
+    async def _run(self, stop: asyncio.Event, hurry: asyncio.Event | None) -> None:
         self._started = self.core.started = self.reconciler.started = self.clock()
         self.drainer.load()
         log.info(

@@ -10,6 +10,11 @@
   malloc_trim(0), and tracemalloc's largest allocation sites with
   ANNOUNCER_MEMORY_REPORT_FRAMES frames (default 1; 0: no tracemalloc; it runs from
   the start and slows the process down).
+* `--gc-report`: times the cyclic garbage collector's passes (gc.callbacks) and,
+  ANNOUNCER_GC_REPORT_AT seconds after the start (default 40), writes per
+  generation the passes, the time they took and the objects they freed, over the
+  whole run and over the last ANNOUNCER_GC_REPORT_WINDOW seconds (default 30), to
+  ANNOUNCER_GC_REPORT (a path).
 * `--cached-planner`: memoises `host_prefix` and `allowed` (the planner builds an
   `ipaddress` network and walks the allow-list for every VIP on every reconcile).
   It only shows what caching them would save; the real change belongs in
@@ -220,7 +225,79 @@ def _memory_report() -> None:
     threading.Thread(target=report, daemon=True, name="memory-report").start()
 
 
+def _gc_report() -> None:
+    import gc
+    import os
+    import threading
+    import time
+
+    at = float(os.environ.get("ANNOUNCER_GC_REPORT_AT", "40"))
+    window = float(os.environ.get("ANNOUNCER_GC_REPORT_WINDOW", "30"))
+    out = os.environ.get("ANNOUNCER_GC_REPORT", "announcer-gc.txt")
+    started: list[float] = [0.0]
+    passes: list[tuple[float, int, float, int]] = []  # (end, generation, seconds, freed)
+
+    def timer(phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            started[0] = now
+        else:
+            passes.append((now, info["generation"], now - started[0], info["collected"]))
+
+    gc.callbacks.append(timer)
+    t0 = time.perf_counter()
+
+    def report() -> None:
+        time.sleep(at)
+        end = time.perf_counter()
+        lines = [
+            f"gc thresholds {gc.get_threshold()}, counts {gc.get_count()}, "
+            f"tracked objects {len(gc.get_objects())}, frozen {gc.get_freeze_count()}\n"
+        ]
+        for label, since in (("whole run", t0), (f"last {window:.0f} s", end - window)):
+            span = end - since
+            lines.append(f"{label} ({span:.1f} s):\n")
+            for gen in (0, 1, 2):
+                mine = [p for p in passes if p[1] == gen and p[0] >= since]
+                spent = sum(p[2] for p in mine)
+                lines.append(
+                    f"  gen {gen}: {len(mine)} passes, {spent * 1e3:.1f} ms "
+                    f"({100 * spent / span:.2f} % of a core), longest "
+                    f"{max((p[2] for p in mine), default=0) * 1e3:.2f} ms, "
+                    f"freed {sum(p[3] for p in mine)}\n"
+                )
+        lines.append("the longest passes (seconds after the start: generation, ms):\n")
+        longest = sorted(passes, key=lambda p: -p[2])[:15]
+        lines += [f"  {p[0] - t0:7.3f}: gen {p[1]}, {p[2] * 1e3:.1f} ms\n" for p in longest]
+        with open(out, "w") as f:
+            f.writelines(lines)
+
+    threading.Thread(target=report, daemon=True, name="gc-report").start()
+
+
+def _gc_after_start() -> None:
+    """Proposal: no cyclic collection during the start, then one full pass and
+    everything alive frozen out of later passes (ANNOUNCER_GC_ON_AFTER seconds)."""
+    import gc
+    import os
+    import threading
+    import time
+
+    after = float(os.environ.get("ANNOUNCER_GC_ON_AFTER", "5"))
+    gc.disable()
+
+    def on() -> None:
+        time.sleep(after)
+        gc.collect()
+        gc.freeze()
+        gc.enable()
+
+    threading.Thread(target=on, daemon=True, name="gc-on").start()
+
+
 SWITCHES = {
+    "--gc-after-start": _gc_after_start,
+    "--gc-report": _gc_report,
     "--memory-report": _memory_report,
     "--no-keepalive": _no_keepalive,
     "--cached-planner": _cached_planner,

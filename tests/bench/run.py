@@ -301,6 +301,9 @@ class LbRun:
         if "--memory-report" in self.s.variant:
             report = self.s.out_dir / f"memory-n{self.n}-{self.s.stamp}.txt"
             env.setdefault("ANNOUNCER_MEMORY_REPORT", str(report))
+        if "--gc-report" in self.s.variant:
+            report = self.s.out_dir / f"gc-n{self.n}-{self.s.stamp}.txt"
+            env.setdefault("ANNOUNCER_GC_REPORT", str(report))
         assert self.lab.tmp is not None
         log = self.lab.tmp / LB / "announcer.log"  # where Lab.start appends its output
         self.log_start = log.stat().st_size if log.exists() else 0
@@ -831,8 +834,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--variant",
         nargs="+",
+        action="extend",  # --variant=--a --variant=--b: both
         default=[],
-        choices=["--cached-planner", "--memory-report"],
+        choices=["--cached-planner", "--memory-report", "--gc-report", "--gc-after-start"],
         help="experimental announcer changes (tests/bench/announcer_variant.py)",
     )
     p.add_argument(
