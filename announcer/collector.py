@@ -45,17 +45,24 @@ def hold() -> None:
     _holders += 1
 
 
-def release() -> None:
-    """The start is over: collect once, freeze what is alive, turn the collector on
-    again when no other service holds it."""
+def _let_go() -> bool:
+    """One holder fewer, the collector on again when none is left (if it was on
+    before); False if nobody held it."""
     global _holders
     if _holders == 0:
-        return
+        return False
     _holders -= 1
-    gc.collect()
-    gc.freeze()
     if _holders == 0 and _was_enabled:
         gc.enable()
+    return True
+
+
+def release() -> None:
+    """The start is over: collect once and freeze what is alive; the collector is on
+    again when no other service holds it."""
+    if _let_go():
+        gc.collect()
+        gc.freeze()
 
 
 def refreeze() -> None:
@@ -66,17 +73,13 @@ def refreeze() -> None:
     gc.freeze()
 
 
-def unfreeze() -> None:
-    """At a service's end: the objects it froze are the collector's again."""
-    gc.unfreeze()
-
-
 async def run(started: asyncio.Event) -> None:
     """The service's collector schedule after `hold()` (`announcer run` holds it before
     it loads the configuration and the service's modules). Releases when `started` is
     set or after HOLD_LIMIT, whichever is first, then refreezes every REFREEZE seconds
-    until cancelled (released then if it had not been). Without a hold (a service run
-    inside another program, the tests) it leaves the collector alone."""
+    until cancelled: then the frozen objects are the collector's again (or, cancelled
+    during the start, the hold ends). Without a hold (a service run inside another
+    program, the tests) it leaves the collector alone."""
     if _holders == 0:
         return
     released = False
@@ -90,5 +93,7 @@ async def run(started: asyncio.Event) -> None:
             await asyncio.sleep(REFREEZE)
             refreeze()
     finally:
-        if not released:
-            release()
+        if released:
+            gc.unfreeze()
+        else:
+            _let_go()

@@ -117,7 +117,7 @@ class ConnectionPool:
         try:
             await done
         except asyncio.CancelledError:
-            _abort(conn)  # shutting down: no graceful close
+            conn.abort()  # shutting down: no graceful close
             raise
         finally:
             self.unwatch(conn)
@@ -146,7 +146,7 @@ class ConnectionPool:
         self.reused += 1
         outcome = verdict(spec, conn)
         if conn.timed_out:
-            _abort(conn)
+            conn.abort()
             return timed_out(spec, deadline, outcome)
         self.put(spec, conn, conn.loop.time())
         return outcome
@@ -154,7 +154,7 @@ class ConnectionPool:
     def abandon(self, conn: HttpConnection) -> None:
         """A request given up (its check retired, or shutdown): no graceful close."""
         self.unwatch(conn)
-        _abort(conn)
+        conn.abort()
 
     def watch(self, conn: HttpConnection, deadline: float) -> None:
         """Have `conn.expire()` called once `deadline` has passed, until `unwatch`."""
@@ -221,10 +221,6 @@ async def http_connect(spec: CheckSpec, deadline: float, pool: ConnectionPool | 
     if target is None:
         return False, "path or Host is not a valid HTTP request token"
     return await _connect_and_get(spec, target, deadline, pool)
-
-
-def _abort(conn: HttpConnection) -> None:
-    conn.abort()
 
 
 class _Target(NamedTuple):

@@ -63,14 +63,15 @@ class HttpConnection(asyncio.BufferedProtocol):
     connection (with the bound methods it keeps) cost about 700 bytes each; lent at
     the request instead, a burst of requests (every check at start) needed a parser
     each, made anew past the pool's limit (0.2 s of the start's CPU at 10 000
-    checks; issue 16). `done` fires at the end
-    of a response head (the status is all a verdict needs), at a malformed answer,
-    at EOF or when the connection is lost. The body is skipped by the parser as it
-    arrives, possibly after `done`: `keep` says the server lets the connection carry
-    another request, `finished` that the response is over. The pool keeps a
-    connection that is `keep`, and reuses it only once it is `finished` as well
-    (so a body still to come, or one that never ends, costs a new connection, not a
-    check), and not if anything arrived after the response.
+    checks; issue 16).
+
+    `done` fires at the end of a response head (the status is all a verdict needs),
+    at a malformed answer, at EOF or when the connection is lost. The body is
+    skipped by the parser as it arrives, possibly after `done`: `keep` says the
+    server lets the connection carry another request, `finished` that the response
+    is over. The pool keeps a connection that is `keep`, and reuses it only once it
+    is `finished` as well (so a body still to come, or one that never ends, costs a
+    new connection, not a check), and not if anything arrived after the response.
     """
 
     # 10 000 of them at 10 000 VIPs: slots rather than a dict each (issue 16).
@@ -261,13 +262,10 @@ class HttpConnection(asyncio.BufferedProtocol):
         """Close an idle connection now (TLS: without waiting for close_notify)."""
         if self.is_lost:
             return
-        if self.sockets is not None:
-            self.sockets.close(self)
-        elif self.transport is not None:
-            if self.tls:
-                self.transport.abort()
-            else:
-                self.transport.close()
+        if self.sockets is None and self.transport is not None and not self.tls:
+            self.transport.close()  # plain TCP on a transport: its FIN after the writes
+        else:
+            self.abort()
 
     def abort(self) -> None:
         """Close now, whatever is pending (a timeout, a check given up, shutdown)."""

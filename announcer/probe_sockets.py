@@ -69,19 +69,27 @@ class SocketSet:
     def write(self, conn: HttpConnection, data: bytes) -> None:
         """Send `data` on `conn`'s socket; a failure loses the connection (as a
         transport reports it), it does not raise."""
-        sock = conn.sock
-        assert sock is not None
+        assert conn.sock is not None
+        self._send(conn.sock.fileno(), conn, data, waiting=False)
+
+    def _send(self, fd: int, conn: HttpConnection, data: bytes | memoryview, waiting: bool) -> None:
+        """Send what the socket takes of `data` and keep the rest for EPOLLOUT;
+        `waiting`: `data` is the rest kept before, and the socket is watched for it."""
+        assert conn.sock is not None
         try:
-            sent = sock.send(data)
+            sent = conn.sock.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
             self.close(conn, exc)
             return
         if sent < len(data):
-            fd = sock.fileno()
             self._unsent[fd] = memoryview(data)[sent:]
-            self._epoll.modify(fd, _IN | _OUT)
+            if not waiting:
+                self._epoll.modify(fd, _IN | _OUT)
+        elif waiting:
+            del self._unsent[fd]
+            self._epoll.modify(fd, _IN)
 
     def close(self, conn: HttpConnection, exc: Exception | None = None) -> None:
         """Close `conn`'s socket (no graceful TLS close to wait for) and tell it."""
@@ -103,8 +111,8 @@ class SocketSet:
             conn = conns.get(fd)
             if conn is None:  # closed earlier in this batch
                 continue
-            if events & _OUT:
-                self._flush(fd, conn)
+            if events & _OUT and (rest := self._unsent.get(fd)) is not None:
+                self._send(fd, conn, rest, waiting=True)
             if not events & _READ or conn.is_lost:
                 continue
             sock = conn.sock
@@ -112,7 +120,7 @@ class SocketSet:
             try:
                 n = sock.recv_into(buffer)
             except (BlockingIOError, InterruptedError):
-                continue  # a stale event (its descriptor was reused in this batch)
+                continue  # ready, and nothing to read after all
             except OSError as exc:
                 self.close(conn, exc)
                 continue
@@ -121,24 +129,6 @@ class SocketSet:
             else:
                 conn.eof_received()
                 self.close(conn)
-
-    def _flush(self, fd: int, conn: HttpConnection) -> None:
-        rest = self._unsent.get(fd)
-        sock = conn.sock
-        if rest is None or sock is None:
-            return
-        try:
-            sent = sock.send(rest)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.close(conn, exc)
-            return
-        if sent < len(rest):
-            self._unsent[fd] = rest[sent:]
-        else:
-            del self._unsent[fd]
-            self._epoll.modify(fd, _IN)
 
     def shutdown(self) -> None:
         """Close every socket and the set (the pool's close, or its loop changed)."""

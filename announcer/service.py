@@ -189,7 +189,6 @@ class Service:
             schedule.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await schedule
-            collector.unfreeze()
 
     async def _run(self, stop: asyncio.Event, hurry: asyncio.Event | None) -> None:
         self._started = self.core.started = self.reconciler.started = self.clock()

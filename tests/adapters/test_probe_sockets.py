@@ -9,6 +9,7 @@ the loop it was made on has ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import socket
@@ -34,15 +35,17 @@ def open_fds() -> int:
 
 @asynccontextmanager
 async def keepalive_server() -> AsyncIterator[int]:
-    """Answers 200 to every request on every connection; yields its port."""
+    """Answers 200 to every request on every connection; yields its port. Its own
+    rather than test_probes.serve, which closes its side gracefully: this one aborts
+    it as soon as the probe hangs up, so the descriptor counts below see ours."""
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(OK)
-        except (asyncio.IncompleteReadError, OSError):
-            pass
+            # Until the probe hangs up (its close, or a reset).
+            with contextlib.suppress(asyncio.IncompleteReadError, OSError):
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    writer.write(OK)
         finally:
             writer.transport.abort()
 

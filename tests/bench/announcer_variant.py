@@ -275,28 +275,7 @@ def _gc_report() -> None:
     threading.Thread(target=report, daemon=True, name="gc-report").start()
 
 
-def _gc_after_start() -> None:
-    """Proposal: no cyclic collection during the start, then one full pass and
-    everything alive frozen out of later passes (ANNOUNCER_GC_ON_AFTER seconds)."""
-    import gc
-    import os
-    import threading
-    import time
-
-    after = float(os.environ.get("ANNOUNCER_GC_ON_AFTER", "5"))
-    gc.disable()
-
-    def on() -> None:
-        time.sleep(after)
-        gc.collect()
-        gc.freeze()
-        gc.enable()
-
-    threading.Thread(target=on, daemon=True, name="gc-on").start()
-
-
 SWITCHES = {
-    "--gc-after-start": _gc_after_start,
     "--gc-report": _gc_report,
     "--memory-report": _memory_report,
     "--no-keepalive": _no_keepalive,

@@ -836,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         action="extend",  # --variant=--a --variant=--b: both
         default=[],
-        choices=["--cached-planner", "--memory-report", "--gc-report", "--gc-after-start"],
+        choices=["--cached-planner", "--memory-report", "--gc-report"],
         help="experimental announcer changes (tests/bench/announcer_variant.py)",
     )
     p.add_argument(

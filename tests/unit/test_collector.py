@@ -41,7 +41,6 @@ def test_off_during_the_start_then_on_with_the_survivors_frozen() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        collector.unfreeze()
         assert gc.get_freeze_count() == 0 and gc.isenabled()
 
     asyncio.run(scenario())
