@@ -24,6 +24,7 @@ REPO = HERE.parents[1]
 HAPROXY_CFG = HERE / "haproxy" / "lb.cfg"
 ANNOUNCER_CFG = HERE / "announcer"
 EMULATOR = REPO / "tests" / "support" / "dpapi_emulator.py"
+BACKEND = REPO / "tests" / "support" / "backend.py"  # the file server behind HAProxy
 PASSWORD = "lab-only-secret"  # the emulator's userlist in haproxy/lb.cfg
 
 VIPS = ("192.0.2.10/32", "192.0.2.11/32", "192.0.2.12/32", "192.0.2.200/32", "2001:db8:0:1::10/128")
@@ -74,8 +75,7 @@ class LbStack:
             self.lb,
             [
                 sys.executable,
-                "-m",
-                "http.server",
+                str(BACKEND),
                 "--bind",
                 "127.0.0.1",
                 "--directory",

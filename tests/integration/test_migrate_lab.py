@@ -34,6 +34,7 @@ import yaml
 
 from tests.integration.lab import RACK_ADDR, Lab, wait_until
 from tests.integration.stack import PASSWORD, REPO, LbStack, have_tools
+from tests.support import handoff
 from tests.support.labroutes import GS, WELL_KNOWN, client_load
 
 pytestmark = pytest.mark.lab
@@ -44,6 +45,7 @@ LB1 = RACK_ADDR["lb1"][0]
 VIPS = ("192.0.2.10/32", "192.0.2.11/32", "192.0.2.12/32", "192.0.2.200/32")
 DOWN_VIP = "192.0.2.11/32"  # fe_api: its monitor-uri fails when be_api has no server
 URLS = ("http://192.0.2.10/", "http://192.0.2.12/")
+KEPT = ("192.0.2.10", "192.0.2.12")  # the keep-alive clients' hosts
 ATTRS = ("aspath", "origin", "metric", "locPrf", "community", "largeCommunity",
          "nexthop", "atomicAggregate", "aggregatorAs", "aggregatorId")  # fmt: skip
 
@@ -132,6 +134,7 @@ def lab() -> Iterator[Lab]:
     have_tools()
     assert shutil.which("exabgp") or Path("/usr/sbin/exabgp").exists(), "exabgp not installed"
     assert Path("/usr/bin/exabgp-healthcheck").exists(), "exabgp-healthcheck not installed"
+    assert shutil.which("nft") or Path("/usr/sbin/nft").exists(), "nftables not installed"
     with Lab(enable_peers=False, wait_established=False) as lab:
         lab.stop("lb1-gobgpd")  # lb1's BGP speaker is ExaBGP first
         # lb2 stands for an LB migrated before: its usual lab configuration with the MED
@@ -150,6 +153,9 @@ def lab() -> Iterator[Lab]:
             "user admin insecure-password lab-only-secret\n"
             "    user dataplaneapi insecure-password lab-only-secret",
         )
+        # docs/migration.md's stray hand-off, disarmed: set up (and so conntrack
+        # running) before any client connects.
+        handoff.install(lab)
         yield lab
 
 
@@ -230,8 +236,9 @@ def test_routers_get_the_same_routes_from_announcer_as_from_exabgp(
 
 
 def test_the_cut_over_runbook_and_its_rollback_under_client_load(lab: Lab, tmp_path: Path) -> None:
-    """docs/migration.md on lb1, then its rollback, while the client fetches two VIPs
-    served by lb1 and lb2; counts failed requests, per step."""
+    """docs/migration.md on lb1, then its rollback, with the stray hand-off armed, while
+    clients fetch two VIPs served by lb1 and lb2: curl (a new connection per request)
+    and keep-alive connections that live through every step. No request may fail."""
     s = stack(lab)
     disable = s.dir / "exabgp-disable"
     disable.unlink(missing_ok=True)
@@ -242,9 +249,10 @@ def test_the_cut_over_runbook_and_its_rollback_under_client_load(lab: Lab, tmp_p
     wait_attrs(lab, dict.fromkeys(VIPS, UP), "ExaBGP announces lb1")
     exabgp_drained = {**UP, "metric": 500}
     drained = {**UP, "metric": 500, "community": GS}
-    served: list[list[tuple[float, bool, str]]] = []
+    served: list[list[Any]] = []
     # The moments lb1 leaves or rejoins the routers' ECMP set: (step, start, end).
     moves: list[tuple[str, float, float]] = []
+    handed = {lb: handoff.handed_off(lab, lb) for lb in ("lb1", "lb2")}
 
     def step(name: str, action: Any, want: dict[str, Any] | None, what: str) -> None:
         started = time.monotonic()
@@ -253,9 +261,15 @@ def test_the_cut_over_runbook_and_its_rollback_under_client_load(lab: Lab, tmp_p
         moves.append((name, started, time.monotonic() + 1.0))
         time.sleep(2)  # requests in flight finish
 
-    with client_load(lab, URLS[0]) as a, client_load(lab, URLS[1]) as b:
-        served += [a, b]
+    with (
+        client_load(lab, URLS[0]) as a,
+        client_load(lab, URLS[1]) as b,
+        handoff.keepalive_load(lab, KEPT) as kept,
+    ):
+        served += [a, b, kept]
         time.sleep(2)
+        # 0. The stray hand-off armed on every LB (before the first ECMP change).
+        handoff.arm(lab)
         # 1-2. `announcer migrate`; installed beside ExaBGP, nothing started.
         migrate(out, conf)
         # 3. Drain on ExaBGP (its disable file): MED 500, the routers prefer lb2's 100.
@@ -286,23 +300,25 @@ def test_the_cut_over_runbook_and_its_rollback_under_client_load(lab: Lab, tmp_p
         wait_attrs(lab, dict.fromkeys(VIPS, exabgp_drained), "ExaBGP back, disabled")
         # Rollback 4: remove the disable file: MED 100, lb1 back in the ECMP set.
         step("rollback 4 undrain ExaBGP", disable.unlink, UP, "ExaBGP undrained lb1")
+    handoff.disarm(lab)  # the clients are gone: nothing is handed off any more
     lab.stop("lb1-exabgp", timeout=10)
-    results = [r for rs in served for r in rs]
+    handed = {lb: handoff.handed_off(lab, lb) - n for lb, n in handed.items()}
+    results = [tuple(r[:3]) for rs in served for r in rs]
     by_lb = {lb: sum(1 for r in results if r[2].startswith(lb)) for lb in ("lb1", "lb2")}
     failed = [r for r in results if not r[1]]
     at_move = {name: [r for r in failed if t0 <= r[0] <= t1] for name, t0, t1 in moves}
     elsewhere = [r for r in failed if not any(t0 <= r[0] <= t1 for _, t0, t1 in moves)]
     print(
-        f"cut-over and rollback: {len(results)} requests, served {by_lb}, {len(failed)} "
-        f"failed: {', '.join(f'{n}: {len(f)}' for n, f in at_move.items())}, "
-        f"elsewhere: {len(elsewhere)}"
+        f"cut-over and rollback: {len(results)} requests ({len(kept)} on "
+        f"{len(KEPT) * 8} keep-alive connections), served {by_lb}, packets handed "
+        f"off {handed}, {len(failed)} failed: "
+        f"{', '.join(f'{n}: {len(f)}' for n, f in at_move.items())}, elsewhere: {len(elsewhere)}"
     )
     assert by_lb["lb1"] > 0 and by_lb["lb2"] > 0
-    # Swapping the BGP speaker while lb1 is drained loses nothing.
-    assert elsewhere == []
-    # When lb1 leaves or rejoins the routers' ECMP set, Linux's hash-threshold multipath
-    # moves the flows of one part of the hash space to another LB, and a request in
-    # flight on such a flow is reset: at most the two in flight, one per client loop
-    # (docs/routers.md: resilient hashing). ExaBGP's own drains do the same.
-    for name, f in at_move.items():
-        assert len(f) <= len(URLS), (name, f)
+    assert kept and all(isinstance(r[1], bool) for r in kept)
+    # The drains move lb1's connections to lb2, the undrains some of lb2's to lb1: each
+    # LB received packets of connections the other had, and passed them on.
+    assert handed["lb2"] > 0 and handed["lb1"] > 0, handed
+    # ... so no request failed: not while the BGP speaker was swapped, and not when lb1
+    # left or rejoined the routers' ECMP set.
+    assert failed == [], (at_move, elsewhere)
