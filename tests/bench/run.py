@@ -86,7 +86,7 @@ class Settings:
     failover_n: int = 1000
     failover_samples: int = 40
     resync_n: int = 10000
-    resync_rounds: int = 3
+    resync_rounds: int = 5  # phases of the router's 1 s connect timer (resync())
     exabgp_n: int = 100
     exabgp_failover_samples: int = 15
     settle: float = 10.0  # after all routes arrived, before the CPU window
@@ -568,14 +568,25 @@ def failover(run_: LbRun, samples: int, bound: float, down_needle: str | None) -
 
 
 def resync(run_: LbRun, rounds: int) -> dict[str, Any]:
-    """gobgpd stopped and started again: time from its start until the router has all N."""
+    """gobgpd stopped and started again: time from its start until the router has all N.
+
+    The router dials the (passive) gobgpd once a second (FRR `timers connect 1`) from
+    the moment the session dropped, so how long a restarted gobgpd waits for its
+    session depends on when in that second it came back. Round k of n starts gobgpd
+    k/n s later after the router dropped the session, so the rounds cover the phases
+    of the router's timer evenly instead of measuring one of them n times (until
+    2026-12-01 every round started at the same phase).
+    """
     lab = run_.lab
     times, sessions, api, enabled = [], [], [], []
+    each_enabled: list[float | None] = []
+    each_session: list[float | None] = []
     last: list[float] = []
-    for _ in range(rounds):
+    for k in range(rounds):
         lab.stop("lb1-gobgpd", timeout=10)
         if run_.watch.wait_none(run_.prefixes, timeout=60) is None:
             raise LabError("router kept routes after gobgpd stopped")
+        time.sleep(k / rounds)  # the phase of the router's connect timer (above)
         t0 = time.time()
         lab.start_gobgpd()
         t_api = time.time()
@@ -589,14 +600,25 @@ def resync(run_: LbRun, rounds: int) -> dict[str, Any]:
         t_enabled = first_log_time(run_.announcer_log(), "enabled: gobgpd has the complete", t0)
         if t_enabled is not None:
             enabled.append(t_enabled - t0)
+        each_enabled.append(None if t_enabled is None else t_enabled - t0)
         up = frr_session_up_time(lab, after=t0)
         if up is not None:
             sessions.append(up - t0)
+        each_session.append(None if up is None else up - t0)
         time.sleep(2.0)
     return {
         "n": run_.n,
         "rounds": rounds,
         "restart_to_all_routes_s": summary(times),
+        # Per round, in phase order (0, 1/n, ... s after the router dropped the session).
+        "each_round": [
+            {
+                "all_routes_s": round(t, 3),
+                "peer_enabled_s": round(e, 3) if e is not None else None,
+                "session_up_s": round(u, 3) if u is not None else None,
+            }
+            for t, e, u in zip(times, each_enabled, each_session, strict=True)
+        ],
         "restart_to_gobgpd_api_s": summary(api),
         "restart_to_peer_enabled_s": summary(enabled),
         "restart_to_session_up_s": summary(sessions),
@@ -738,6 +760,12 @@ def table(results: dict[str, Any]) -> str:
             f"Re-sync, N={r['n']}, {r['rounds']} gobgpd restarts: all routes back after "
             f"p50 {v['p50']} s, max {v['max']} s (BGP session up after p50 {sess['p50']} s)"
         )
+        for k, e in enumerate(r.get("each_round", [])):
+            lines.append(
+                f"  round {k + 1} (phase {k}/{r['rounds']} s): "
+                f"peer enabled {e['peer_enabled_s']} s, session up {e['session_up_s']} s, "
+                f"all routes {e['all_routes_s']} s"
+            )
     return "\n".join(lines)
 
 
