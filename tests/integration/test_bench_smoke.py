@@ -39,7 +39,7 @@ FAILOVER = ("n", "samples", "bound_fall_x_interval_s", "latency_s", "excess_over
             "verdict_to_router_s", "verdict_to_withdraw_planned_s",
             "withdraw_planned_to_router_s", "recovery_s", "other_routes_withdrawn")  # fmt: skip
 RESYNC = ("n", "rounds", "restart_to_all_routes_s", "restart_to_gobgpd_api_s",
-          "restart_to_peer_enabled_s", "restart_to_session_up_s")  # fmt: skip
+          "restart_to_peer_enabled_s", "restart_to_session_up_s", "each_round")  # fmt: skip
 
 
 def has(doc: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
