@@ -58,7 +58,7 @@ X = TypeVar("X")
 _LIST_DEADLINE = 120.0
 
 # The longest the gRPC channel waits between connects while gobgpd is away (issue 16:
-# with 1 000 ms, a restarted gobgpd was noticed 0.3 - 0.5 s after its API was up).
+# with 1 000 ms, a restarted gobgpd was noticed 0.3 - 1.1 s after its API was up).
 RECONNECT_MAX_MS = 200
 
 # Detection order: 4.x first, the current upstream; a 3.x gobgpd costs one extra
