@@ -570,17 +570,17 @@ def failover(run_: LbRun, samples: int, bound: float, down_needle: str | None) -
 def resync(run_: LbRun, rounds: int) -> dict[str, Any]:
     """gobgpd stopped and started again: time from its start until the router has all N.
 
-    The router dials the (passive) gobgpd once a second (FRR `timers connect 1`) from
-    the moment the session dropped, so how long a restarted gobgpd waits for its
-    session depends on when in that second it came back. Round k of n starts gobgpd
-    k/n s later after the router dropped the session, so the rounds cover the phases
-    of the router's timer evenly instead of measuring one of them n times (until
-    2026-12-01 every round started at the same phase).
+    The router dials the (passive) gobgpd on its own schedule from the moment the
+    session dropped (FRR: after its 2 s idle hold, then once a second, `timers connect
+    1`), so how long a restarted gobgpd waits for its session depends on when it came
+    back. Round k of n starts gobgpd k/n s later after the routes left the router, so
+    the rounds cover one second of that schedule evenly instead of measuring one
+    instant n times (until 2026-12-01 every round started at the same one).
     """
     lab = run_.lab
-    times, sessions, api, enabled = [], [], [], []
-    each_enabled: list[float | None] = []
-    each_session: list[float | None] = []
+    times, api = [], []
+    enabled: list[float | None] = []  # per round; None: not found in the log
+    sessions: list[float | None] = []
     last: list[float] = []
     for k in range(rounds):
         lab.stop("lb1-gobgpd", timeout=10)
@@ -598,13 +598,9 @@ def resync(run_: LbRun, rounds: int) -> dict[str, Any]:
         last = arrivals(run_, t0)
         api.append(t_api - t0)
         t_enabled = first_log_time(run_.announcer_log(), "enabled: gobgpd has the complete", t0)
-        if t_enabled is not None:
-            enabled.append(t_enabled - t0)
-        each_enabled.append(None if t_enabled is None else t_enabled - t0)
+        enabled.append(None if t_enabled is None else t_enabled - t0)
         up = frr_session_up_time(lab, after=t0)
-        if up is not None:
-            sessions.append(up - t0)
-        each_session.append(None if up is None else up - t0)
+        sessions.append(None if up is None else up - t0)
         time.sleep(2.0)
     return {
         "n": run_.n,
@@ -617,11 +613,11 @@ def resync(run_: LbRun, rounds: int) -> dict[str, Any]:
                 "peer_enabled_s": round(e, 3) if e is not None else None,
                 "session_up_s": round(u, 3) if u is not None else None,
             }
-            for t, e, u in zip(times, each_enabled, each_session, strict=True)
+            for t, e, u in zip(times, enabled, sessions, strict=True)
         ],
         "restart_to_gobgpd_api_s": summary(api),
-        "restart_to_peer_enabled_s": summary(enabled),
-        "restart_to_session_up_s": summary(sessions),
+        "restart_to_peer_enabled_s": summary([e for e in enabled if e is not None]),
+        "restart_to_session_up_s": summary([u for u in sessions if u is not None]),
         "arrivals_s": last,  # the last round's, for the plot
     }
 

@@ -310,8 +310,8 @@ def test_the_cut_over_runbook_and_its_rollback_under_client_load(lab: Lab, tmp_p
     elsewhere = [r for r in failed if not any(t0 <= r[0] <= t1 for _, t0, t1 in moves)]
     print(
         f"cut-over and rollback: {len(results)} requests ({len(kept)} on "
-        f"{len(KEPT) * 8} keep-alive connections), served {by_lb}, packets handed "
-        f"off {handed}, {len(failed)} failed: "
+        f"{len({(r[3], r[4]) for r in kept})} keep-alive connections), served {by_lb}, "
+        f"packets handed off {handed}, {len(failed)} failed: "
         f"{', '.join(f'{n}: {len(f)}' for n, f in at_move.items())}, elsewhere: {len(elsewhere)}"
     )
     assert by_lb["lb1"] > 0 and by_lb["lb2"] > 0

@@ -67,16 +67,19 @@ def install(lab: Lab, lbs: tuple[str, ...] = ("lb1", "lb2")) -> None:
             lab.exec(lb, argv)
 
 
-def arm(lab: Lab, lbs: tuple[str, ...] = ("lb1", "lb2")) -> None:
+def run_block(lab: Lab, name: str, lbs: tuple[str, ...] = ("lb1", "lb2")) -> None:
+    """Run the commands of a marked block of the document on each LB."""
     for lb in lbs:
-        for argv in commands("handoff arm", lb):
+        for argv in commands(name, lb):
             lab.exec(lb, argv)
+
+
+def arm(lab: Lab, lbs: tuple[str, ...] = ("lb1", "lb2")) -> None:
+    run_block(lab, "handoff arm", lbs)
 
 
 def disarm(lab: Lab, lbs: tuple[str, ...] = ("lb1", "lb2")) -> None:
-    for lb in lbs:
-        for argv in commands("handoff disarm", lb):
-            lab.exec(lb, argv)
+    run_block(lab, "handoff disarm", lbs)
 
 
 def handed_off(lab: Lab, lb: str) -> int:

@@ -7,8 +7,8 @@ unlike curl's one request per connection it shows what happens to established fl
 the connections of each moment were opened at different times (the routers' set then).
 One JSON line per request on stdout: [monotonic start, ok, first bytes of the answer or
 the error's name, host, connection number]. A failed connection is closed and the next
-request opens a new one. Stdlib only: it runs with the system python3 in the client's
-namespace.
+request opens a new one. Stdlib only (tests/support/handoff.py runs it in the
+client's namespace).
 
     python3 keepalive_client.py 192.0.2.10,2001:db8:0:1::10 8 [PERIOD [LIFETIME]]
 """
