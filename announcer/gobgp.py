@@ -104,14 +104,7 @@ class GobgpClient:
         # channel tries again, every call fails without trying: the cap is how late
         # announcer can notice a restarted gobgpd. A connect to a local daemon costs
         # microseconds; a few a second while it is away cost nothing.
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
-            ],
-        )
+        self._channel = self._new_channel()
         self._apis = {
             version: BoundApi(codec, self._channel, path_cache_size)
             for version, codec in CODECS.items()
@@ -124,6 +117,39 @@ class GobgpClient:
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._watch_lock = threading.Lock()
         self._watch_stopped = False
+
+    def _new_channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(
+            self.target,
+            options=[
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
+            ],
+        )
+
+    def reconnect(self) -> None:
+        """Use a new gRPC channel from now on (what gobgpd answers or refuses next).
+
+        grpc-python 1.51 (Debian 12's and 13's python3-grpcio) kept a channel failing
+        every connection attempt ("timed out before receiving SETTINGS frame") for
+        5 s after gobgpd was killed and started again by systemd, while the `gobgp`
+        CLI, or a new channel, got an answer at once (docs/operations.md). The watch
+        calls this after each failed attempt to reopen gobgpd's event stream, so a
+        channel in that state is never the one that waits for gobgpd. The API
+        version stays, and so do the encoded paths. The old channel is not closed
+        here: a call in flight on another thread keeps it until it ends, and it is
+        closed when the last reference goes.
+        """
+        channel = self._new_channel()
+        with self._api_lock:
+            self._apis = {
+                version: BoundApi(api.codec, channel, 0, paths=api.paths)
+                for version, api in self._apis.items()
+            }
+            if self._api is not None:
+                self._api = self._apis[self._api.version]
+            self._channel = channel
 
     # ------------------------------------------------------ API version
 

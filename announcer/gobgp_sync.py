@@ -61,6 +61,10 @@ class WatchableRouteTable(RouteTable, Protocol):
         """Make a blocked wait_closed() return."""
         ...
 
+    def reconnect(self) -> None:
+        """A fresh connection for the next call (the last attempt to watch failed)."""
+        ...
+
 
 class SyncMetrics(Protocol):
     def applied(self, withdrawn: int, announced: int) -> None: ...
@@ -344,6 +348,11 @@ class GobgpSync:
                 if self.metrics is not None:
                     self.metrics.resync()
             failed = not is_open
+            if failed:
+                # Not a stream that ended but one that never opened: the next attempt
+                # gets a fresh connection (GobgpClient.reconnect: grpc 1.51 could
+                # keep a connection failing 5 s after gobgpd was back).
+                await asyncio.to_thread(self.table.reconnect)
             self.new_lifetime()
             delay = backoff.next()
             if self.clock() - lost < WATCH_FAST_WINDOW:

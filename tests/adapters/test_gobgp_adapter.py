@@ -423,6 +423,28 @@ def test_restart_ends_the_watch(client: GobgpClient, gobgpd: GobgpdProc) -> None
     assert client.local_routes() == {}
 
 
+def test_reconnect_keeps_the_version_and_the_encoded_paths(
+    client: GobgpClient, gobgpd: GobgpdProc
+) -> None:
+    """A new channel (GobgpClient.reconnect, after a failed watch) changes nothing else:
+    the detected API, the path cache, and a call in flight on the old channel."""
+    routes = every_attribute()
+    client.apply([], routes)
+    before = client._current("test")
+    errors, thread, registered = run_watch(client)  # a stream on the old channel
+    assert registered.wait(5)
+    client.reconnect()
+    after = client._current("test")
+    assert after is not before and after.version == before.version
+    assert after.paths is before.paths
+    gobgpd.restart()
+    thread.join(5)  # the old channel's stream still ended as a restart
+    assert not thread.is_alive() and len(errors) == 1 and isinstance(errors[0], GobgpError)
+    client.apply([], routes)  # the re-sync, on the new channel, from the cache
+    assert (after.paths.hits, after.paths.misses) == (len(routes), len(routes))
+    assert client.local_routes() == by_prefix(routes)
+
+
 def test_close_cancels_open_watches(gobgpd: GobgpdProc) -> None:
     client = GobgpClient(gobgpd.api_target)
     errors, thread, registered = run_watch(client)

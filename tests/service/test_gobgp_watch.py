@@ -65,3 +65,46 @@ def test_retries_fast_while_a_restart_is_likely_then_backs_off(
     assert all(d <= WATCH_FAST_RETRY for d in fast), fast
     # After the window: the backoff's own delays, up to 1 s with jitter.
     assert slow and max(slow) > 0.5 and all(d <= 1.2 for d in slow), slow
+
+
+def test_each_failed_attempt_gets_a_fresh_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attempt that never got a stream makes the next one use a new channel
+    (GobgpClient.reconnect): grpc 1.51 could keep a channel failing for 5 s after
+    gobgpd was back under systemd."""
+    now = [1000.0]
+    table = AwayTable()
+    sync = GobgpSync(table, lambda: config(), lambda: now[0], stale=lambda: None)
+    stop = threading.Event()
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(delay: float, *args: Any) -> None:
+        now[0] += delay
+        if table.attempts >= 5:
+            stop.set()
+        await real_sleep(0)
+
+    monkeypatch.setattr(gobgp_sync.asyncio, "sleep", fake_sleep)
+    asyncio.run(sync.watch(stop))
+    assert table.attempts == 5
+    assert table.reconnects == 5
+
+
+def test_a_stream_that_ends_keeps_its_connection() -> None:
+    """A stream that opened and then ended (gobgpd restarted) is not a failed attempt:
+    the channel worked, and the next attempt tries it as it is."""
+    table = FakeTable()
+    sync = GobgpSync(table, lambda: config(), lambda: 1000.0, stale=lambda: None)
+    stop = threading.Event()
+
+    async def main() -> None:
+        task = asyncio.create_task(sync.watch(stop))
+        for _ in range(3):
+            await asyncio.sleep(WATCH_FAST_RETRY + 0.05)  # the stream is open again
+            table.restart()  # it ends; gobgpd is back at once
+        stop.set()
+        table.cancel_watch()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+    assert sync.resyncs >= 2  # streams that opened and ended
+    assert table.reconnects == 0

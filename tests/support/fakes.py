@@ -101,6 +101,7 @@ class FakeTable:
         self.expected = False  # enable_peer must find routes already injected
         self.refused = 0  # calls refused while down
         self.on_open: Callable[[], None] | None = None  # the last watcher's callback
+        self.reconnects = 0  # reconnect() calls: the watch's attempt had failed
 
     def local_routes(self) -> dict[HostPrefix, Route]:
         if self.down:
@@ -145,6 +146,9 @@ class FakeTable:
 
     def cancel_watch(self) -> None:
         self._closed.set()
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
 
     def restart(self) -> None:
         """gobgpd restarted: every API path is gone and the event stream ends."""
