@@ -518,6 +518,37 @@ def test_gobgpd_restart_brings_back_the_complete_set(settled: SystemdLab) -> Non
     lab.timings["systemctl restart gobgpd -> routes back"] = back
 
 
+def test_gobgpd_crash_is_restarted_and_brings_back_the_complete_set(settled: SystemdLab) -> None:
+    """A crashed gobgpd (SIGKILL: no NOTIFICATION) comes back by the drop-in's Restart=,
+    announcer re-injects the complete set and enables the peers: never a partial set."""
+    lab = settled
+    m = lab.machines["lb1"]
+    pid = unit(m)["MainPID"]
+    before = unit(m, "gobgpd")
+    with Watch(lambda: (from_lb(lab, "r1", LB1), from_lb(lab, "r2", LB1))) as watch:
+        t0 = time.monotonic()
+        m.exec(["systemctl", "kill", "-s", "KILL", "gobgpd"])
+        after = wait_until(
+            lambda: unit(m, "gobgpd"),
+            30,
+            0.1,
+            check=lambda u: (
+                int(u["NRestarts"]) == int(before["NRestarts"]) + 1 and u["ActiveState"] == "active"
+            ),
+            what="lb1: gobgpd restarted by systemd (Restart=on-failure)",
+        )
+        wait_announced(lab, LB1, VIPS, 60)
+        back = time.monotonic() - t0
+    assert after["MainPID"] != before["MainPID"]
+    seen = [v for _, v in watch.seen]
+    assert any(not r1 and not r2 for r1, r2 in seen), "the routes never left: no crash seen"
+    for r1, r2 in seen:
+        for got in (r1, r2):
+            assert got & V4 in (set(), V4), watch.values()
+    assert unit(m)["MainPID"] == pid  # announcer re-synced; it was not restarted
+    lab.timings["systemctl kill -s KILL gobgpd -> routes back"] = back
+
+
 def test_haproxy_stop_takes_the_vips_away(settled: SystemdLab) -> None:
     lab = settled
     m = lab.machines["lb1"]
