@@ -70,6 +70,12 @@ PROGRESS = re.compile(
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
+# How long after a crash gobgpd is started again in the crash rounds: systemd's
+# default RestartSec (100 ms), 0.2 s and 0.5 s, and the 1 s the drop-in
+# systemd/gobgpd.service.d/announcer.conf had until 2026-12-01.
+CRASH_RESTART_DELAYS = (0.1, 0.2, 0.5, 1.0)
+
+
 @dataclass
 class Settings:
     """What to run and how hard; --quick swaps in small values."""
@@ -87,6 +93,8 @@ class Settings:
     failover_samples: int = 40
     resync_n: int = 10000
     resync_rounds: int = 5  # phases of the router's 1 s connect timer (resync())
+    # gobgpd started again this long after it was killed (resync_crash())
+    crash_delays: tuple[float, ...] = CRASH_RESTART_DELAYS
     exabgp_n: int = 100
     exabgp_failover_samples: int = 15
     settle: float = 10.0  # after all routes arrived, before the CPU window
@@ -109,6 +117,7 @@ class Settings:
             failover_samples=4,
             resync_n=20,
             resync_rounds=1,
+            crash_delays=(0.1,),
             exabgp_n=4,
             exabgp_failover_samples=2,
             settle=1.0,
@@ -622,6 +631,49 @@ def resync(run_: LbRun, rounds: int) -> dict[str, Any]:
     }
 
 
+def resync_crash(run_: LbRun, delays: tuple[float, ...]) -> dict[str, Any]:
+    """gobgpd killed (SIGKILL: a panic, the OOM killer) and started again `delay` later,
+    as systemd's Restart= does: time from the kill until the router has all N again.
+
+    A killed gobgpd sends no NOTIFICATION, its connection is only closed, and FRR then
+    waits its idle hold of 1 s before it dials again; after a NOTIFICATION (a stopped
+    gobgpd's Cease, resync()) it waits 2 s (bgpd's bgp_stop_with_error doubles it).
+    A gobgpd that has not enabled its peer by the time the router dials refuses that
+    connection, and the router tries again a second later (`timers connect 1`).
+    """
+    lab = run_.lab
+    rounds: list[dict[str, float | None]] = []
+    for delay in delays:
+        t_kill = time.time()
+        lab.signal("lb1-gobgpd", signal.SIGKILL)
+        lab.stop("lb1-gobgpd", timeout=10)  # reaps it
+        time.sleep(max(0.0, t_kill + delay - time.time()))
+        t0 = time.time()
+        lab.start_gobgpd()
+        t_all = run_.watch.wait_all(run_.prefixes, timeout=120, since=t_kill)
+        if t_all is None:
+            have = run_.watch.count(run_.prefixes)
+            raise LabError(f"after a gobgpd crash only {have} of {run_.n} routes came back")
+        gone = [run_.watch.gone.get(p, 0.0) for p in run_.prefixes]
+        t_enabled = first_log_time(run_.announcer_log(), "enabled: gobgpd has the complete", t0)
+        up = frr_session_up_time(lab, after=t0)
+        rounds.append(
+            {
+                "restart_delay_s": delay,
+                "kill_to_all_removed_s": round(max(gone) - t_kill, 3),
+                "started_after_kill_s": round(t0 - t_kill, 3),
+                "peer_enabled_after_kill_s": None
+                if t_enabled is None
+                else round(t_enabled - t_kill, 3),
+                "session_up_after_kill_s": None if up is None else round(up - t_kill, 3),
+                "all_routes_after_kill_s": round(t_all - t_kill, 3),
+                "all_routes_after_start_s": round(t_all - t0, 3),
+            }
+        )
+        time.sleep(2.0)
+    return {"n": run_.n, "each_round": rounds}
+
+
 def frr_session_up_time(lab: BenchLab, after: float) -> float | None:
     """When bgpd logged the session to lb1 Up (its log has millisecond timestamps)."""
     log = lab.proc(f"{ROUTER}-bgpd").log_path.read_text(errors="replace")
@@ -762,6 +814,19 @@ def table(results: dict[str, Any]) -> str:
                 f"peer enabled {e['peer_enabled_s']} s, session up {e['session_up_s']} s, "
                 f"all routes {e['all_routes_s']} s"
             )
+    r = results.get("resync_crash")
+    if r:
+        lines.append("")
+        lines.append(f"Re-sync, N={r['n']}, gobgpd killed and started again after a delay:")
+        for e in r["each_round"]:
+            lines.append(
+                f"  started {e['started_after_kill_s']} s after the kill: "
+                f"routes gone {e['kill_to_all_removed_s']} s, "
+                f"peer enabled {e['peer_enabled_after_kill_s']} s, "
+                f"session up {e['session_up_after_kill_s']} s, "
+                f"all routes back {e['all_routes_after_kill_s']} s after the kill "
+                f"({e['all_routes_after_start_s']} s after the start)"
+            )
     return "\n".join(lines)
 
 
@@ -779,6 +844,7 @@ def run_bench(s: Settings, out_dir: Path) -> tuple[dict[str, Any], Path]:
         "scale": [],
         "failover": None,
         "resync": None,
+        "resync_crash": None,
         "exabgp": None,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -808,6 +874,9 @@ def run_bench(s: Settings, out_dir: Path) -> tuple[dict[str, Any], Path]:
                         print(f"   all {n} at the router after {took} s; {cpu} % CPU", flush=True)
                     if "resync" in s.only and n == s.resync_n:
                         results["resync"] = resync(run_, s.resync_rounds)
+                        results["resync_crash"] = resync_crash(run_, s.crash_delays)
+                        if s.keep_logs:  # the scale run's log, now with the re-syncs
+                            Path(r["log"]).write_text(run_.announcer_log())
                     r.update(run_.stop_announcer())
                     if "failover" in s.only and n == s.failover_n:
                         run_.s = replace(s, fast_interval=s.failover_fast_interval)

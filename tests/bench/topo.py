@@ -233,9 +233,14 @@ class RouteWatch:
                 self._cond.wait(min(left, 0.1))
         return True
 
-    def wait_all(self, prefixes: set[str], timeout: float) -> float | None:
-        """Wait until every prefix is installed; the time the last one arrived, or None."""
-        if not self.wait(lambda: all(p in self.present for p in prefixes), timeout):
+    def wait_all(self, prefixes: set[str], timeout: float, since: float = 0.0) -> float | None:
+        """Wait until every prefix is installed (at or after `since`, a time.time());
+        the time the last one arrived, or None."""
+
+        def installed(p: str) -> bool:
+            return p in self.present and self.present[p] >= since
+
+        if not self.wait(lambda: all(installed(p) for p in prefixes), timeout):
             return None
         with self._cond:
             return max((self.present[p] for p in prefixes), default=time.time())
