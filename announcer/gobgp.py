@@ -41,7 +41,7 @@ import grpc
 
 from .errors import GobgpError, InvalidRoute
 from .gobgp_codec import UNREPRESENTABLE_PREPEND, ApiVersion, Codec
-from .gobgp_paths import DEFAULT_PATH_CACHE_SIZE
+from .gobgp_paths import DEFAULT_PATH_CACHE_SIZE, PathCache
 from .gobgp_rpc import BoundApi, Watch, is_unimplemented, raise_gobgp_error
 from .gobgp_versions import CODECS
 from .model import HostPrefix, PeerStatus, Route, is_host_prefix, validate_route
@@ -106,7 +106,7 @@ class GobgpClient:
         # microseconds; a few a second while it is away cost nothing.
         self._channel = self._new_channel()
         self._apis = {
-            version: BoundApi(codec, self._channel, path_cache_size)
+            version: BoundApi(codec, self._channel, PathCache(codec, path_cache_size))
             for version, codec in CODECS.items()
         }
         # The API in use; None until the first call needs it, and again after
@@ -144,7 +144,7 @@ class GobgpClient:
         channel = self._new_channel()
         with self._api_lock:
             self._apis = {
-                version: BoundApi(api.codec, channel, 0, paths=api.paths)
+                version: BoundApi(api.codec, channel, api.paths)
                 for version, api in self._apis.items()
             }
             if self._api is not None:

@@ -116,15 +116,9 @@ def _already_serialized(request: bytes) -> bytes:
 class BoundApi:
     """One API version's RPCs, bound by path on the shared channel, and its path cache."""
 
-    def __init__(
-        self,
-        codec: Codec,
-        channel: grpc.Channel,
-        path_cache_size: int,
-        paths: PathCache | None = None,
-    ) -> None:
+    def __init__(self, codec: Codec, channel: grpc.Channel, paths: PathCache) -> None:
         self.codec = codec
-        self.paths = PathCache(codec, path_cache_size) if paths is None else paths
+        self.paths = paths  # kept across channels (GobgpClient.reconnect)
 
         def bind(kind: Any, rpc: str, serializer: Callable[[Any], bytes] | None = None) -> Any:
             request, response = codec.rpcs[rpc]
