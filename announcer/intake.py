@@ -100,16 +100,17 @@ class Intake:
             self.scheduler.add(c.spec, c.health.next_check)
         # Thousands of VIPs found at once (a start) are summed up in one line.
         added, removed = done.added, done.removed
-        each = log.info if len(added) + len(removed) <= PLAN_LOG_LIMIT else log.debug
+        summed = len(added) + len(removed) > PLAN_LOG_LIMIT
+        level = logging.DEBUG if summed else logging.INFO
         # Sorted only to be logged: at a start of 10 000 VIPs sorting them for debug
         # lines nobody sees took 30 ms of the first discovery (issue 16).
-        if each is log.info or log.isEnabledFor(logging.DEBUG):
+        if log.isEnabledFor(level):
             for a in sorted(added, key=by_version):
                 vip = self.core.vips[a].vip
-                each("VIP %s discovered (frontends %s)", a, ", ".join(vip.frontends))
+                log.log(level, "VIP %s discovered (frontends %s)", a, ", ".join(vip.frontends))
             for a in sorted(removed, key=by_version):
-                each("VIP %s is gone from HAProxy's configuration", a)
-        if each is log.debug and self.discovered:
+                log.log(level, "VIP %s is gone from HAProxy's configuration", a)
+        if summed and self.discovered:
             log.info("%d VIPs discovered, %d gone", len(added), len(removed))
         for change in done.changes:
             self.changed(change)

@@ -123,6 +123,33 @@ def test_vip_removed_from_haproxy_is_withdrawn() -> None:
     run(go())
 
 
+def test_found_and_gone_vips_are_logged_each_or_summed_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A few VIPs found or gone: a line each at INFO. More than PLAN_LOG_LIMIT at once:
+    one summary line at INFO, each at DEBUG only (and not worked out without DEBUG)."""
+    from announcer.intake import PLAN_LOG_LIMIT
+
+    many = [frontend(f"fe{i}", f"192.0.2.{100 + i}") for i in range(PLAN_LOG_LIMIT + 1)]
+
+    async def go() -> None:
+        src = FakeSource(frontend("web", "192.0.2.10"))
+        async with Harness(src) as h:
+            await until(lambda: len(h.table.routes) == 1)
+            src.set(frontend("web", "192.0.2.10"), frontend("new", "192.0.2.12"))
+            await until(lambda: len(h.svc.vips) == 2, timeout=10)
+            src.set(frontend("web", "192.0.2.10"), *many)
+            await until(lambda: len(h.svc.vips) == 2 + PLAN_LOG_LIMIT, timeout=10)
+
+    caplog.set_level("INFO", logger="announcer")
+    run(go())
+    messages = [r.getMessage() for r in caplog.records if r.name == "announcer.discovery"]
+    assert "VIP 192.0.2.10 discovered (frontends web)" in messages  # the first discovery
+    assert "VIP 192.0.2.12 discovered (frontends new)" in messages
+    assert f"{PLAN_LOG_LIMIT + 1} VIPs discovered, 1 gone" in messages
+    assert not any("192.0.2.100 " in m or "192.0.2.12 is gone" in m for m in messages)
+
+
 def test_gobgpd_down_then_back_resyncs() -> None:
     async def go() -> None:
         async with Harness(FakeSource(frontend("web", "192.0.2.10"))) as h:
