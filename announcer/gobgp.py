@@ -93,17 +93,6 @@ class GobgpClient:
         self.timeout = timeout
         self.batch_size = batch_size
         self.api_version = api_version
-        # No keepalive options on purpose: gobgpd enforces grpc-go's defaults (pings
-        # at most every 5 min) and answers more frequent pings with GOAWAY
-        # too_many_pings, killing the WatchEvent stream (notes 2.3.16). A local
-        # daemon's exit closes the socket, which ends the stream at once anyway.
-        # `target` is host:port or unix:///path; insecure_channel takes both.
-        # Reconnect backoff capped at RECONNECT_MAX_MS: grpc's default grows to 120 s,
-        # so after a long gobgpd outage the channel would keep failing fast for up to
-        # two minutes after gobgpd is back, and the re-sync would wait. Until the
-        # channel tries again, every call fails without trying: the cap is how late
-        # announcer can notice a restarted gobgpd. A connect to a local daemon costs
-        # microseconds; a few a second while it is away cost nothing.
         self._channel = self._new_channel()
         self._apis = {
             version: BoundApi(codec, self._channel, PathCache(codec, path_cache_size))
@@ -119,6 +108,18 @@ class GobgpClient:
         self._watch_stopped = False
 
     def _new_channel(self) -> grpc.Channel:
+        """A gRPC channel to gobgpd (at start, and at each reconnect())."""
+        # No keepalive options on purpose: gobgpd enforces grpc-go's defaults (pings
+        # at most every 5 min) and answers more frequent pings with GOAWAY
+        # too_many_pings, killing the WatchEvent stream (notes 2.3.16). A local
+        # daemon's exit closes the socket, which ends the stream at once anyway.
+        # `target` is host:port or unix:///path; insecure_channel takes both.
+        # Reconnect backoff capped at RECONNECT_MAX_MS: grpc's default grows to 120 s,
+        # so after a long gobgpd outage the channel would keep failing fast for up to
+        # two minutes after gobgpd is back, and the re-sync would wait. Until the
+        # channel tries again, every call fails without trying: the cap is how late
+        # announcer can notice a restarted gobgpd. A connect to a local daemon costs
+        # microseconds; a few a second while it is away cost nothing.
         return grpc.insecure_channel(
             self.target,
             options=[

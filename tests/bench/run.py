@@ -438,10 +438,11 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
         spy = start_py_spy(run_.announcer.pid, startup, 120)
     t_all = run_.watch.wait_all(run_.prefixes, timeout=60 + n / 50)
     assert run_.announcer is not None
+    pid = run_.announcer.pid
     # CPU the start took (main process; read right after the last route arrived):
     # against the wall time it says whether the start waited for CPU or for time.
-    start_cpu = cpu_ticks(run_.announcer.pid) / CLK_TCK
-    start_sys = sys_ticks(run_.announcer.pid) / CLK_TCK
+    start_cpu = cpu_ticks(pid) / CLK_TCK
+    start_sys = sys_ticks(pid) / CLK_TCK
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         stop_py_spy(spy)
@@ -451,8 +452,6 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
         raise LabError(f"only {have} of {n} routes reached the router\n{log[-3000:]}")
     t_disc = first_log_time(log, "first discovery:")
     t_sync = first_log_time(log, "first sync with gobgpd done")
-    assert run_.announcer is not None
-    pid = run_.announcer.pid
     gobgpd = run_.lab.proc("lb1-gobgpd").pid
     out: dict[str, Any] = {
         "n": n,
@@ -614,9 +613,8 @@ def resync(run_: LbRun, rounds: int) -> dict[str, Any]:
         times.append(t_all - t0)
         last = arrivals(run_, t0)
         api.append(t_api - t0)
-        t_enabled = first_log_time(run_.announcer_log(), "enabled: gobgpd has the complete", t0)
+        t_enabled, up = peer_enabled_and_session_up(run_, t0)
         enabled.append(None if t_enabled is None else t_enabled - t0)
-        up = frr_session_up_time(lab, after=t0)
         sessions.append(None if up is None else up - t0)
         time.sleep(2.0)
     return {
@@ -663,8 +661,7 @@ def resync_crash(run_: LbRun, delays: tuple[float, ...]) -> dict[str, Any]:
             have = run_.watch.count(run_.prefixes)
             raise LabError(f"after a gobgpd crash only {have} of {run_.n} routes came back")
         gone = [run_.watch.gone.get(p, 0.0) for p in run_.prefixes]
-        t_enabled = first_log_time(run_.announcer_log(), "enabled: gobgpd has the complete", t0)
-        up = frr_session_up_time(lab, after=t0)
+        t_enabled, up = peer_enabled_and_session_up(run_, t0)
         rounds.append(
             {
                 "restart_delay_s": delay,
@@ -680,6 +677,13 @@ def resync_crash(run_: LbRun, delays: tuple[float, ...]) -> dict[str, Any]:
         )
         time.sleep(2.0)
     return {"n": run_.n, "each_round": rounds}
+
+
+def peer_enabled_and_session_up(run_: LbRun, t0: float) -> tuple[float | None, float | None]:
+    """After a gobgpd (re)start at `t0`: when announcer enabled the peer (its log) and
+    when the router had the session up (bgpd's log); None where a log has no line."""
+    enabled = first_log_time(run_.announcer_log(), "enabled: gobgpd has the complete", t0)
+    return enabled, frr_session_up_time(run_.lab, after=t0)
 
 
 def frr_session_up_time(lab: BenchLab, after: float) -> float | None:
@@ -816,9 +820,9 @@ def table(results: dict[str, Any]) -> str:
             f"Re-sync, N={r['n']}, {r['rounds']} gobgpd restarts: all routes back after "
             f"p50 {v['p50']} s, max {v['max']} s (BGP session up after p50 {sess['p50']} s)"
         )
-        for k, e in enumerate(r.get("each_round", [])):
+        for i, e in enumerate(r.get("each_round", [])):
             lines.append(
-                f"  round {k + 1} (phase {k}/{r['rounds']} s): "
+                f"  round {i + 1} (phase {i}/{r['rounds']} s): "
                 f"peer enabled {e['peer_enabled_s']} s, session up {e['session_up_s']} s, "
                 f"all routes {e['all_routes_s']} s"
             )
