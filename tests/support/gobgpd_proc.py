@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import time
@@ -46,11 +47,42 @@ def binaries(version: int) -> tuple[str, str]:
     return str(daemon), str(cli)
 
 
+# Ports handed out by this process: never hand one out twice.
+_GIVEN: set[int] = set()
+_PORT_CEILING = 30000  # below Linux's default ephemeral range (32768 - 60999)
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return _PORT_CEILING
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free now and that no connect() will take.
+
+    A port from bind(0) is an ephemeral one: between this call and gobgpd's listen,
+    any outgoing connection on the machine (a peer dialling, a test's client) may get
+    it as its source port, and gobgpd exits with "address already in use" (seen in CI).
+    Ports below the kernel's ephemeral range are only ever taken by an explicit bind.
+    """
+    high = min(_ephemeral_low(), _PORT_CEILING)
+    low = max(1024, high - 10000)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(low, high)
+        if port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port in {low}..{high - 1} on {HOST}")
 
 
 @dataclass
