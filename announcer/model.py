@@ -11,7 +11,7 @@ import enum
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol
 
 from .errors import InvalidRoute
 from .health import State
@@ -45,12 +45,16 @@ def host_prefix(address: IPAddress) -> HostPrefix:
     return prefix
 
 
-_Ordered = TypeVar("_Ordered", IPAddress, IPNetwork)
+def by_version(x: IPAddress | IPNetwork) -> tuple[int, int, int]:
+    """Sort key: IPv4 before IPv6 (the two do not compare with each other), then by value.
 
-
-def by_version(x: _Ordered) -> tuple[int, _Ordered]:
-    """Sort key: IPv4 before IPv6 (the two do not compare with each other), then by value."""
-    return (x.version, x)
+    The order of ipaddress's own comparisons (a network by its address, then its
+    length), as integers: tuples of ints compare in C, where the objects' `__lt__` is
+    Python code; sorting the 10 000 VIPs of a first discovery took 50 ms with it.
+    """
+    if isinstance(x, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return (x.version, int(x), 0)
+    return (x.version, int(x.network_address), x.prefixlen)
 
 
 def is_host_prefix(prefix: IPNetwork) -> bool:

@@ -261,7 +261,7 @@ def _guard(svc: Service, snap: Snapshot, wall: Any) -> dict[str, Any]:
     }
 
 
-def _by_text(address: str) -> tuple[int, IPAddress]:
+def _by_text(address: str) -> tuple[int, int, int]:
     return by_version(ipaddress.ip_address(address))
 
 
