@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from announcer import cli, model, planner, probes, service
 from announcer.model import HostPrefix, IPAddress, IPNetwork
@@ -275,7 +276,25 @@ def _gc_report() -> None:
     threading.Thread(target=report, daemon=True, name="gc-report").start()
 
 
+def _switch_interval_1ms() -> None:
+    sys.setswitchinterval(0.001)
+
+
+def _batch_2500() -> None:
+    from announcer import gobgp
+
+    init = gobgp.GobgpClient.__init__
+
+    def forced(self: gobgp.GobgpClient, *args: Any, **kwargs: Any) -> None:
+        kwargs["batch_size"] = 2500
+        init(self, *args, **kwargs)
+
+    gobgp.GobgpClient.__init__ = forced  # type: ignore[method-assign]
+
+
 SWITCHES = {
+    "--switch-interval-1ms": _switch_interval_1ms,
+    "--batch-2500": _batch_2500,
     "--gc-report": _gc_report,
     "--memory-report": _memory_report,
     "--no-keepalive": _no_keepalive,

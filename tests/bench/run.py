@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import gen, plots
+from tests.bench.announcer_variant import SWITCHES
 from tests.bench.topo import (
     CLK_TCK,
     LB,
@@ -429,6 +430,8 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
     n = run_.n
     if run_.watch.count(run_.prefixes):
         raise LabError("router still has benchmark routes before the start")
+    ha = run_.haproxy_pids()
+    host0, h0 = host_busy(), cpu_sample(ha)
     t0 = run_.start_announcer()
     spy = None
     if profile_to is not None:
@@ -443,6 +446,7 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
     # against the wall time it says whether the start waited for CPU or for time.
     start_cpu = cpu_ticks(pid) / CLK_TCK
     start_sys = sys_ticks(pid) / CLK_TCK
+    host1, h1 = host_busy(), cpu_sample(ha)
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         stop_py_spy(spy)
@@ -460,6 +464,12 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
         "start_to_first_sync_s": round(t_sync - t0, 3) if t_sync else None,
         "start_cpu_s": round(start_cpu, 2),  # announcer's CPU from its start to all routes
         "start_cpu_kernel_s": round(start_sys, 2),
+        # The whole machine over the start (all cores, 100 % = one core busy): with 2
+        # cores, near 200 % means a second core would not have helped announcer.
+        "start_machine_cpu_pct": round(
+            100.0 * (host1[0] - host0[0]) / max(1, host1[1] - host0[1]) * (os.cpu_count() or 1), 1
+        ),
+        "start_haproxy_cpu_pct": round(cpu_percent(h0, h1), 1),
         "first_sync_to_all_routes_s": round(t_all - t_sync, 3) if t_sync else None,
         "rise_floor_s": round(run_.s.fast_interval * (run_.s.rise - 1), 3),
         "event_loop": loop_in_use(log),
@@ -885,7 +895,9 @@ def run_bench(s: Settings, out_dir: Path) -> tuple[dict[str, Any], Path]:
                         took = r["start_to_all_routes_s"]
                         print(
                             f"   all {n} at the router after {took} s (announcer's CPU until "
-                            f"then {r['start_cpu_s']} s); {cpu} % CPU",
+                            f"then {r['start_cpu_s']} s, the machine's "
+                            f"{r['start_machine_cpu_pct']} % of one core, HAProxy's "
+                            f"{r['start_haproxy_cpu_pct']} %); {cpu} % CPU",
                             flush=True,
                         )
                     if "resync" in s.only and n == s.resync_n:
@@ -945,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         action="extend",  # --variant=--a --variant=--b: both
         default=[],
-        choices=["--cached-planner", "--memory-report", "--gc-report"],
+        choices=[s for s in SWITCHES if s != "--no-keepalive"],  # that one has its own flag
         help="experimental announcer changes (tests/bench/announcer_variant.py)",
     )
     p.add_argument(
