@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -384,6 +385,7 @@ _TCP_PREFIXES: dict[str, int | None] = {
     "mptcp4": 4,
     "mptcp6": 6,
 }
+_UNEXPANDED = re.compile(r"[$\"'{}]")  # what HAProxy would expand or unquote
 _LOCAL_PREFIXES = frozenset({"unix", "abns", "abnsz", "fd", "sockpair", "uxst", "uxdg"})
 # quicv4/quicv6 are client-native's 2025 spelling (notes §5); HAProxy says quic4/quic6.
 _NOT_TCP_PREFIXES = frozenset(
@@ -407,7 +409,7 @@ def parse_bind_address(address: str) -> ParsedAddress:
     text = raw.strip()
     if text.startswith("/"):
         return _no("local", "unix socket path")
-    if any(c in text for c in "$\"'{}"):
+    if _UNEXPANDED.search(text):
         return _no("unresolved", "environment variable or quoted value, not expanded by DPAPI")
     if "," in text:
         return _no("invalid", "comma-separated address list (DPAPI does not split these)")
@@ -430,7 +432,9 @@ def parse_bind_address(address: str) -> ParsedAddress:
     if "%" in text:
         return _no("unannounceable", "IPv6 zone id: a link-scoped address cannot be announced")
     try:
-        ip: IPAddress = ipaddress.ip_address(text)
+        # What ipaddress.ip_address does, without trying (and failing) IPv4 first for
+        # every IPv6 address: an exception per VIP was a fifth of a discovery's specs.
+        ip: IPAddress = ipaddress.IPv6Address(text) if ":" in text else ipaddress.IPv4Address(text)
     except ValueError:
         looks_numeric = all(c.isdigit() or c == "." for c in text)
         if text.isascii() and not looks_numeric and all(c.isalnum() or c in "-._" for c in text):

@@ -49,9 +49,10 @@ class VipSet:
 
 def frontend_selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
     """fnmatch (case-sensitive) on the frontend name; exclude wins over include."""
-    if any(fnmatch.fnmatchcase(name, pat) for pat in exclude):
+    if exclude and any(fnmatch.fnmatchcase(name, pat) for pat in exclude):
         return False
-    return any(fnmatch.fnmatchcase(name, pat) for pat in include)
+    # "*" (the default) selects every name: no pattern to match 10 000 times.
+    return "*" in include or any(fnmatch.fnmatchcase(name, pat) for pat in include)
 
 
 def vips_from_frontends(
@@ -190,4 +191,3 @@ def vip_specs(frontends: Iterable[Frontend], cfg: Config) -> VipSpecs:
                 checks.append(spec)
         specs[address] = VipSpec(vip, tuple(checks), check, policy, override)
     return VipSpecs(specs, outside, tuple(unchecked), tuple(found.skipped))
-

@@ -122,6 +122,28 @@ def test_every_announceable_literal_round_trips(addr: Any) -> None:
         assert not (addr.is_loopback or addr.is_link_local or addr.is_multicast)
 
 
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.text(alphabet="0123456789abcdefABCDEF:.", max_size=45),
+    )
+)
+def test_literal_parse_agrees_with_ipaddress(text: str) -> None:
+    # parse_bind_address picks IPv6 or IPv4 by the colon instead of ip_address's
+    # try-IPv4-then-IPv6: the same answers, without an exception per IPv6 VIP.
+    try:
+        expected = ipaddress.ip_address(text)
+    except ValueError:
+        expected = None
+    parsed = parse_bind_address(text)
+    if expected is None:
+        assert parsed.ip is None and parsed.kind in ("invalid", "wildcard", "unresolved")
+    elif parsed.ip is None:
+        assert parsed.kind in ("wildcard", "unannounceable")
+    else:
+        assert parsed.ip == expected
+
+
 # ---------------------------------------------------------------------- shapes
 
 
@@ -377,6 +399,9 @@ def test_include_exclude() -> None:
     assert {s.frontend for s in got.skipped} == {"fe_api", "stats"}
     assert vips_from_frontends(fronts, include=[]).vips == {}
     assert frontend_selected("FE", ["fe"], []) is False  # case-sensitive
+    assert frontend_selected("fe_web", ["*"], ["fe_*"]) is False  # exclude wins over "*"
+    assert frontend_selected("", ["*"], []) is True  # "*" matches any name, as fnmatch does
+    assert frontend_selected("fe_web", ["x", "*"], []) is True
 
 
 def test_ipv6_vip_and_sort_order() -> None:
