@@ -99,6 +99,7 @@ class Settings:
     crash_delays: tuple[float, ...] = CRASH_RESTART_DELAYS
     exabgp_n: int = 100
     exabgp_failover_samples: int = 15
+    starts: int = 1  # starts timed per N (the steady state is measured after the first)
     settle: float = 10.0  # after all routes arrived, before the CPU window
     window: float = 30.0  # steady-state measuring window
     only: list[str] = field(default_factory=lambda: ["scale", "failover", "resync", "exabgp"])
@@ -119,6 +120,7 @@ class Settings:
             failover_samples=4,
             resync_n=20,
             resync_rounds=1,
+            starts=2,
             crash_delays=(0.1,),
             exabgp_n=4,
             exabgp_failover_samples=2,
@@ -489,6 +491,32 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
         kept = run_.s.out_dir / f"announcer-n{n}-{run_.s.stamp}.log"
         kept.write_text(log)
         out["log"] = str(kept)
+    return out
+
+
+def start_again(run_: LbRun) -> dict[str, Any]:
+    """One more timed start, as the first: gobgpd restarted (empty RIB, peers
+    admin-down), announcer started, timed to the last route, stopped again."""
+    n = run_.n
+    run_.lab.restart_gobgpd()
+    # As before a run's first start (the lab's setup takes this long): the router's
+    # idle hold after the stopped gobgpd's Cease (2 s, FRR) is over.
+    time.sleep(3.0)
+    t0 = run_.start_announcer()
+    t_all = run_.watch.wait_all(run_.prefixes, timeout=60 + n / 50)
+    assert run_.announcer is not None
+    start_cpu = cpu_ticks(run_.announcer.pid) / CLK_TCK
+    log = run_.announcer_log()
+    if t_all is None:
+        have = run_.watch.count(run_.prefixes)
+        raise LabError(f"only {have} of {n} routes reached the router\n{log[-3000:]}")
+    t_disc = first_log_time(log, "first discovery:")
+    out = {
+        "start_to_all_routes_s": round(t_all - t0, 3),
+        "start_to_first_discovery_s": round(t_disc - t0, 3) if t_disc else None,
+        "start_cpu_s": round(start_cpu, 2),
+    }
+    out.update(run_.stop_announcer())
     return out
 
 
@@ -906,6 +934,17 @@ def run_bench(s: Settings, out_dir: Path) -> tuple[dict[str, Any], Path]:
                         if s.keep_logs:  # the scale run's log, now with the re-syncs
                             Path(r["log"]).write_text(run_.announcer_log())
                     r.update(run_.stop_announcer())
+                    if "scale" in s.only and n in s.scale and s.starts > 1:
+                        r["more_starts"] = []
+                        for _ in range(s.starts - 1):
+                            again = start_again(run_)
+                            r["more_starts"].append(again)
+                            print(
+                                f"   started again: all {n} at the router after "
+                                f"{again['start_to_all_routes_s']} s (CPU "
+                                f"{again['start_cpu_s']} s)",
+                                flush=True,
+                            )
                     if "failover" in s.only and n == s.failover_n:
                         run_.s = replace(s, fast_interval=s.failover_fast_interval)
                         run_.start_announcer()
@@ -948,6 +987,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--failover-n", type=int)
     p.add_argument("--resync-n", type=int)
     p.add_argument("--exabgp-n", type=int)
+    p.add_argument(
+        "--starts", type=int, help="timed starts per N (gobgpd restarted before each; 1, --quick 2)"
+    )
     p.add_argument("--window", type=float, help="steady-state window, seconds")
     p.add_argument("--settle", type=float, help="wait before the window, seconds")
     p.add_argument("--profile", action="store_true", help="py-spy the announcer in each window")
@@ -984,6 +1026,11 @@ def main(argv: list[str] | None = None) -> int:
     s.keep_logs = args.keep_logs
     s.variant = args.variant
     s.event_loop = args.event_loop
+    if args.starts is not None:
+        if args.starts < 1:
+            print("bench: --starts must be at least 1", file=sys.stderr)
+            return 2
+        s.starts = args.starts
     results, path = run_bench(s, args.out)
     print()
     print(table(results))

@@ -29,7 +29,8 @@ MACHINE = ("cpu", "cores", "ram_gib", "kernel", "python", "grpcio", "gobgpd", "f
 SCALE = ("n", "start_to_all_routes_s", "start_to_first_discovery_s", "start_to_first_sync_s",
          "first_sync_to_all_routes_s", "rise_floor_s", "announcer", "gobgpd_rss_mib",
          "gobgpd_cpu_pct", "log_lines", "startup", "withdraw_all_on_stop_s",
-         "event_loop")  # fmt: skip
+         "event_loop", "start_cpu_s", "start_machine_cpu_pct", "start_haproxy_cpu_pct",
+         "more_starts")  # fmt: skip
 STEADY = ("window_s", "cpu_pct_of_one_core", "cpu_pct_main_process",
           "cpu_pct_main_process_kernel", "rss_mib", "rss_mib_main_process", "pss_mib",
           "peak_rss_mib", "processes", "checks_per_s", "checks_per_s_expected",
@@ -76,6 +77,9 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
     assert steady["routes_withdrawn_in_window"] == 0
     assert steady["checks_per_s"] > 0 and steady["processes"] >= 1
     assert scale["startup"]["vips_up_after_second"][-1] == 20
+    (again,) = scale["more_starts"]  # --quick times two starts
+    assert again["start_to_all_routes_s"] > 0 and again["start_cpu_s"] > 0
+    assert again["withdraw_all_on_stop_s"] is not None
 
     for key, keys in (("failover", FAILOVER), ("resync", RESYNC)):
         has(doc[key], keys, key)
