@@ -51,7 +51,8 @@ def by_version(x: IPAddress | IPNetwork) -> tuple[int, int, int]:
 
     The order of ipaddress's own comparisons (a network by its address, then its
     length), as integers: tuples of ints compare in C, where the objects' `__lt__` is
-    Python code; sorting the 10 000 VIPs of a first discovery took 50 ms with it.
+    Python code. 10 000 shuffled addresses sort in 5 ms instead of 26, prefixes (the
+    planner's lists, in the order VIPs went UP) in 8 ms instead of 69.
     """
     if isinstance(x, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return (x.version, int(x), 0)

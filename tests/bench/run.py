@@ -179,6 +179,12 @@ def host_busy() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def machine_cpu_pct(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """The whole machine's CPU between two host_busy() samples, percent of one core
+    (all cores counted: 200 % is a 2-core machine fully busy)."""
+    return 100.0 * (b[0] - a[0]) / max(1, b[1] - a[1]) * (os.cpu_count() or 1)
+
+
 def version_of(argv: list[str], pattern: str = r"(\d+\.\d+(?:\.\d+)?)") -> str:
     try:
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=10)
@@ -399,8 +405,6 @@ def steady_state(
     if spy is not None:
         stop_py_spy(spy)
     cpu = cpu_percent(a, b)
-    cores = os.cpu_count() or 1
-    machine_pct = 100.0 * (host1[0] - host0[0]) / max(1, host1[1] - host0[1]) * cores
     flaps = sum(1 for p in run_.prefixes if p in run_.watch.gone) - flaps_before
     return {
         "window_s": s.window,
@@ -415,7 +419,7 @@ def steady_state(
         "checks_per_s": round((req1 - req0) / (b.at - a.at), 1),
         "checks_per_s_expected": round(run_.n / s.interval, 1),
         "haproxy_cpu_pct": round(cpu_percent(h0, h1), 1),
-        "machine_cpu_pct_all": round(machine_pct, 1),
+        "machine_cpu_pct_all": round(machine_cpu_pct(host0, host1), 1),
         "routes_at_router_end": run_.watch.count(run_.prefixes),
         "routes_withdrawn_in_window": flaps,
     }
@@ -441,23 +445,18 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
         assert run_.announcer is not None
         startup = profile_to.with_name(profile_to.name.replace("profile-", "profile-startup-"))
         spy = start_py_spy(run_.announcer.pid, startup, 120)
-    t_all = run_.watch.wait_all(run_.prefixes, timeout=60 + n / 50)
-    assert run_.announcer is not None
-    pid = run_.announcer.pid
-    # CPU the start took (main process; read right after the last route arrived):
-    # against the wall time it says whether the start waited for CPU or for time.
-    start_cpu = cpu_ticks(pid) / CLK_TCK
-    start_sys = sys_ticks(pid) / CLK_TCK
-    host1, h1 = host_busy(), cpu_sample(ha)
-    if spy is not None:
-        spy.send_signal(signal.SIGINT)
-        stop_py_spy(spy)
+    try:
+        t_all, start_cpu, start_sys = wait_started(run_)
+        host1, h1 = host_busy(), cpu_sample(ha)
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            stop_py_spy(spy)
     log = run_.announcer_log()
-    if t_all is None:
-        have = run_.watch.count(run_.prefixes)
-        raise LabError(f"only {have} of {n} routes reached the router\n{log[-3000:]}")
     t_disc = first_log_time(log, "first discovery:")
     t_sync = first_log_time(log, "first sync with gobgpd done")
+    assert run_.announcer is not None
+    pid = run_.announcer.pid
     gobgpd = run_.lab.proc("lb1-gobgpd").pid
     out: dict[str, Any] = {
         "n": n,
@@ -468,9 +467,7 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
         "start_cpu_kernel_s": round(start_sys, 2),
         # The whole machine over the start (all cores, 100 % = one core busy): with 2
         # cores, near 200 % means a second core would not have helped announcer.
-        "start_machine_cpu_pct": round(
-            100.0 * (host1[0] - host0[0]) / max(1, host1[1] - host0[1]) * (os.cpu_count() or 1), 1
-        ),
+        "start_machine_cpu_pct": round(machine_cpu_pct(host0, host1), 1),
         "start_haproxy_cpu_pct": round(cpu_percent(h0, h1), 1),
         "first_sync_to_all_routes_s": round(t_all - t_sync, 3) if t_sync else None,
         "rise_floor_s": round(run_.s.fast_interval * (run_.s.rise - 1), 3),
@@ -494,23 +491,33 @@ def scale(run_: LbRun, profile_to: Path | None) -> dict[str, Any]:
     return out
 
 
+def wait_started(run_: LbRun) -> tuple[float, float, float]:
+    """Wait for all N routes after announcer's start: when the last one arrived, and
+    announcer's CPU and kernel seconds (main process) read right then, which against
+    the wall time say whether the start waited for CPU or for time. LabError with
+    the log's tail if they did not all come."""
+    n = run_.n
+    t_all = run_.watch.wait_all(run_.prefixes, timeout=60 + n / 50)
+    assert run_.announcer is not None
+    pid = run_.announcer.pid
+    cpu, kernel = cpu_ticks(pid) / CLK_TCK, sys_ticks(pid) / CLK_TCK
+    if t_all is None:
+        have = run_.watch.count(run_.prefixes)
+        log = run_.announcer_log()
+        raise LabError(f"only {have} of {n} routes reached the router\n{log[-3000:]}")
+    return t_all, cpu, kernel
+
+
 def start_again(run_: LbRun) -> dict[str, Any]:
     """One more timed start, as the first: gobgpd restarted (empty RIB, peers
     admin-down), announcer started, timed to the last route, stopped again."""
-    n = run_.n
     run_.lab.restart_gobgpd()
     # As before a run's first start (the lab's setup takes this long): the router's
     # idle hold after the stopped gobgpd's Cease (2 s, FRR) is over.
     time.sleep(3.0)
     t0 = run_.start_announcer()
-    t_all = run_.watch.wait_all(run_.prefixes, timeout=60 + n / 50)
-    assert run_.announcer is not None
-    start_cpu = cpu_ticks(run_.announcer.pid) / CLK_TCK
-    log = run_.announcer_log()
-    if t_all is None:
-        have = run_.watch.count(run_.prefixes)
-        raise LabError(f"only {have} of {n} routes reached the router\n{log[-3000:]}")
-    t_disc = first_log_time(log, "first discovery:")
+    t_all, start_cpu, _ = wait_started(run_)
+    t_disc = first_log_time(run_.announcer_log(), "first discovery:")
     out = {
         "start_to_all_routes_s": round(t_all - t0, 3),
         "start_to_first_discovery_s": round(t_disc - t0, 3) if t_disc else None,
